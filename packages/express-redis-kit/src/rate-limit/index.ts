@@ -1,0 +1,314 @@
+import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { describe, RedisKitError } from '../shared/errors.js'
+import { throttledLogger } from '../shared/logger.js'
+import { encodeKeyPart, type RedisClient, withTimeout } from '../shared/redis.js'
+import {
+  type HeaderValues,
+  setDraft6Headers,
+  setDraft7Headers,
+  setDraft8Headers,
+  setLegacyHeaders,
+  setRetryAfterHeader,
+} from './headers.js'
+import {
+  parseRateLimitOptions,
+  policyName,
+  type RateLimitConfig,
+  type RateLimitInfo,
+  type RateLimitOptions,
+} from './options.js'
+import { SCRIPTS } from './scripts.js'
+
+export type { StandardHeaders } from './headers.js'
+export { ipKeyGenerator } from './ip-key.js'
+export type { RateLimitInfo, RateLimitOptions, ValueOrFunction } from './options.js'
+export type { Algorithm } from './scripts.js'
+
+/** What {@link RateLimitMiddleware.getKey} reports for a client key. */
+export interface RateLimitState {
+  /** Quota used in the current window. */
+  used: number
+  /** Quota left, when the limit is known (a number option, or the `limit` argument). */
+  remaining: number | undefined
+  /** When the quota resets. */
+  resetTime: Date
+}
+
+/** The middleware returned by {@link rateLimit}, with helpers to inspect and reset a client. */
+export interface RateLimitMiddleware extends RequestHandler {
+  /** Forgets everything counted for the client `key` (a value `keyGenerator` returns). */
+  resetKey(key: string): Promise<void>
+  /**
+   * Reads the client's state without counting a request; `undefined` when nothing is counted.
+   * `limit` is needed when the `limit` option is a function (for `'token-bucket'` it is required then).
+   */
+  getKey(key: string, limit?: number): Promise<RateLimitState | undefined>
+}
+
+/** Seconds a client is told to wait when `onRedisError: 'block'` refuses it. */
+const REDIS_ERROR_RETRY_AFTER_SECONDS = 5
+
+const prefixesByClient = new WeakMap<RedisClient, Set<string>>()
+
+/**
+ * Rate-limits requests with the decision made atomically in Redis: one `EVALSHA`
+ * per request, Redis's clock, exact under concurrency across any number of app
+ * instances, on a single Redis or a Redis Cluster.
+ *
+ * @example
+ * ```ts
+ * import { createClient } from 'redis'
+ * import { rateLimit } from 'express-redis-kit'
+ *
+ * const client = await createClient({ url: 'redis://127.0.0.1:6379' }).connect()
+ * app.use(rateLimit({ client, limit: 100, windowMs: '1m' }))
+ * ```
+ * @throws {TypeError} (code `ERK_INVALID_OPTION`) naming the first invalid option.
+ */
+export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
+  const config = parseRateLimitOptions(options)
+  const { client, windowMs, algorithm, prefix, timeoutMs, logger } = config
+  const scripts = SCRIPTS[algorithm]
+  const logRedisError = throttledLogger(logger, 'error')
+  warnOnSharedPrefix(config)
+
+  const redisKey = (key: string): string => `${prefix}{${encodeKeyPart(key)}}`
+  const scriptArgs = (limit: number, cost: number, consume: boolean): string[] => [
+    String(limit),
+    String(windowMs),
+    String(cost),
+    consume ? '1' : '0',
+    String(config.burst ?? limit),
+  ]
+
+  async function refund(key: string, cost: number, limit: number, token: string): Promise<void> {
+    const args = [String(cost)]
+    if (algorithm === 'sliding-window') args.push(String(windowMs), token)
+    else if (algorithm === 'token-bucket') args.push(String((windowMs * 1000) / limit))
+    else if (algorithm === 'fixed-window') args.push('', token)
+    else args.push('', ...token.split(','))
+    try {
+      await scripts.refund.run(client, [redisKey(key)], args, timeoutMs)
+    } catch (error) {
+      logRedisError('express-redis-kit rateLimit: could not give a skipped request back', error)
+    }
+  }
+
+  function onRedisFailure(error: unknown, res: Response, next: NextFunction): void {
+    logRedisError(
+      `express-redis-kit rateLimit: Redis unavailable, ${config.onRedisError === 'allow' ? 'allowing' : 'blocking'} requests`,
+      error,
+    )
+    if (config.onRedisError === 'allow') {
+      next()
+      return
+    }
+    res.setHeader('Retry-After', String(REDIS_ERROR_RETRY_AFTER_SECONDS))
+    res.status(503).send('Service temporarily unavailable: the rate limiter cannot reach its store.')
+  }
+
+  const middleware = async function rateLimitMiddleware(req: Request, res: Response, next: NextFunction) {
+    let key: string
+    let limit: number
+    let cost: number
+    try {
+      if (config.skip && (await config.skip(req, res))) return next()
+      key = await callback('keyGenerator', () => config.keyGenerator(req, res), isNonEmptyString, 'a non-empty string')
+      limit =
+        typeof config.limit === 'number'
+          ? config.limit
+          : await callback('limit', () => (config.limit as LimitFunction)(req, res), isCount, 'a non-negative integer')
+      cost =
+        typeof config.cost === 'number'
+          ? config.cost
+          : await callback('cost', () => (config.cost as LimitFunction)(req, res), isCount, 'a non-negative integer')
+    } catch (error) {
+      return next(error)
+    }
+
+    let allowed: boolean
+    let used: number
+    let remaining: number
+    let resetMs: number
+    let refundToken = ''
+    if (limit === 0) {
+      // Nothing can ever pass: no need to ask Redis.
+      ;[allowed, used, remaining, resetMs] = [false, 0, 0, windowMs]
+    } else {
+      let reply: unknown
+      try {
+        reply = await scripts.decide.run(client, [redisKey(key)], scriptArgs(limit, cost, true), timeoutMs)
+      } catch (error) {
+        return onRedisFailure(error, res, next)
+      }
+      const values = reply as [number, number, number, number, string]
+      ;[allowed, used, remaining, resetMs] = [values[0] === 1, values[1], values[2], values[3]]
+      refundToken = String(values[4] ?? '')
+    }
+
+    const now = Date.now()
+    const info: RateLimitInfo = { limit, used, remaining, resetTime: new Date(now + resetMs), key }
+    ;(req as unknown as Record<string, unknown>)[config.requestPropertyName] = info
+
+    try {
+      if (!res.headersSent) await setHeaders(req, res, { limit, remaining, resetMs, windowMs }, key, now, allowed)
+      if (!allowed) return await reject(req, res, next, info)
+    } catch (error) {
+      return next(error)
+    }
+
+    if ((config.skipSuccessfulRequests || config.skipFailedRequests) && limit > 0 && cost > 0) {
+      let given = false
+      const giveBack = (succeeded: boolean): void => {
+        if (given) return
+        if (succeeded ? config.skipSuccessfulRequests : config.skipFailedRequests) {
+          given = true
+          void refund(key, cost, limit, refundToken)
+        }
+      }
+      res.once('finish', () => {
+        Promise.resolve(config.requestWasSuccessful(req, res)).then(giveBack, (error: unknown) =>
+          logger.error('express-redis-kit rateLimit: requestWasSuccessful threw', error),
+        )
+      })
+      // The client went away before the response was complete: a failed request.
+      res.once('close', () => {
+        if (!res.writableFinished) giveBack(false)
+      })
+    }
+    next()
+  } as RateLimitMiddleware
+
+  async function setHeaders(
+    req: Request,
+    res: Response,
+    values: HeaderValues,
+    key: string,
+    now: number,
+    allowed: boolean,
+  ) {
+    if (config.legacyHeaders) setLegacyHeaders(res, values, now)
+    switch (config.standardHeaders) {
+      case 'draft-6':
+        setDraft6Headers(res, values)
+        break
+      case 'draft-7':
+        setDraft7Headers(res, values)
+        break
+      case 'draft-8': {
+        const name =
+          typeof config.identifier === 'function'
+            ? await callback(
+                'identifier',
+                () => (config.identifier as (req: Request, res: Response) => unknown)(req, res),
+                isNonEmptyString,
+                'a non-empty string',
+              )
+            : policyName(config, values.limit)
+        setDraft8Headers(res, values, name, key)
+        break
+      }
+    }
+    if (!allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, values.resetMs)
+  }
+
+  async function reject(req: Request, res: Response, next: NextFunction, info: RateLimitInfo) {
+    if (config.handler) return void (await config.handler(req, res, next, info))
+    res.status(config.statusCode)
+    const body = typeof config.message === 'function' ? await config.message(req, res) : config.message
+    if (!res.writableEnded) res.send(body)
+  }
+
+  middleware.resetKey = async (key: string) => {
+    check('key', key, isNonEmptyString, 'a non-empty string')
+    await withTimeout(client.del(redisKey(key)), timeoutMs)
+  }
+
+  middleware.getKey = async (key: string, limit?: number) => {
+    check('key', key, isNonEmptyString, 'a non-empty string')
+    const known = limit ?? (typeof config.limit === 'number' ? config.limit : undefined)
+    if (known === undefined && algorithm === 'token-bucket') {
+      throw new TypeError(
+        "express-redis-kit rateLimit: getKey(key, limit) needs `limit` when the limit option is a function and the algorithm is 'token-bucket'",
+      )
+    }
+    const reply = (await scripts.decide.run(
+      client,
+      [redisKey(key)],
+      scriptArgs(known || Number.MAX_SAFE_INTEGER, 0, false),
+      timeoutMs,
+    )) as [number, number, number, number] | null
+    if (!reply) return undefined
+    return {
+      used: reply[1],
+      remaining: known === undefined ? undefined : reply[2],
+      resetTime: new Date(Date.now() + reply[3]),
+    }
+  }
+
+  return middleware
+}
+
+function warnOnSharedPrefix(config: RateLimitConfig): void {
+  let prefixes = prefixesByClient.get(config.client)
+  if (!prefixes) {
+    prefixes = new Set()
+    prefixesByClient.set(config.client, prefixes)
+  }
+  if (prefixes.has(config.prefix)) {
+    config.logger.warn(
+      `express-redis-kit rateLimit: another limiter on this Redis client already uses the prefix '${config.prefix}'; ` +
+        'limiters sharing a prefix count the same requests together. Give each limiter its own `prefix`.',
+    )
+  }
+  prefixes.add(config.prefix)
+}
+
+type LimitFunction = (req: Request, res: Response) => number | Promise<number>
+
+const isNonEmptyString = (value: unknown): value is string => typeof value === 'string' && value.length > 0
+const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0
+
+function check<T>(name: string, value: unknown, valid: (value: unknown) => value is T, expected: string): T {
+  if (!valid(value))
+    throw new TypeError(`express-redis-kit rateLimit: ${name} must be ${expected}; received ${describe(value)}`)
+  return value
+}
+
+/**
+ * Awaits a user callback's result and validates it, turning a throw or a bad value
+ * into an error that names the callback (passed to `next(err)`, answered with 500).
+ */
+async function callback<T>(
+  name: string,
+  call: () => unknown,
+  valid: (value: unknown) => value is T,
+  expected: string,
+): Promise<T> {
+  let value: unknown
+  try {
+    value = await call()
+  } catch (cause) {
+    throw new RedisKitError(
+      'ERK_INVALID_CALLBACK_RESULT',
+      `express-redis-kit rateLimit: the ${name} option threw: ${cause instanceof Error ? cause.message : describe(cause)}`,
+      { cause },
+    )
+  }
+  if (!valid(value)) {
+    throw new RedisKitError(
+      'ERK_INVALID_CALLBACK_RESULT',
+      `express-redis-kit rateLimit: the ${name} option must return ${expected}; it returned ${describe(value)}`,
+    )
+  }
+  return value
+}
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** Set by express-redis-kit's `rateLimit` (under its `requestPropertyName`, `rateLimit` by default). */
+      rateLimit?: RateLimitInfo
+    }
+  }
+}

@@ -1,0 +1,374 @@
+import type { NextFunction, Request, Response } from 'express'
+import { type Duration, parseDuration } from '../shared/duration.js'
+import { OptionError } from '../shared/errors.js'
+import type { Logger } from '../shared/logger.js'
+import { isRedisClient, type RedisClient } from '../shared/redis.js'
+import { defaultPolicyName, type StandardHeaders } from './headers.js'
+import { ipKeyGenerator } from './ip-key.js'
+import { ALGORITHMS, type Algorithm } from './scripts.js'
+
+/** A value, or a function of the request that computes it (sync or async). */
+export type ValueOrFunction<T> = T | ((req: Request, res: Response) => T | Promise<T>)
+
+/** What a limiter knows about the client after its request was counted, as `req.rateLimit`. */
+export interface RateLimitInfo {
+  /** The limit that applied to this request. */
+  limit: number
+  /** Quota used in the current window, including this request if it was admitted. */
+  used: number
+  /** Quota left (0 when the request was rejected and nothing is left). */
+  remaining: number
+  /** When the quota resets (allowed) or when this request would be admitted (rejected). */
+  resetTime: Date
+  /** The client key from `keyGenerator`. */
+  key: string
+}
+
+/** Options of {@link rateLimit}. Only `client` is required. */
+export interface RateLimitOptions {
+  /** A connected node-redis client or Redis Cluster client. The limiter never connects or closes it. */
+  client: RedisClient
+  /**
+   * Requests (or cost units) allowed per window: a positive integer, or a function
+   * of the request returning one (0 rejects every request).
+   * @default 100
+   */
+  limit?: ValueOrFunction<number>
+  /**
+   * The window: milliseconds or a duration string (`'500ms'`, `'10s'`, `'15m'`, `'1h'`, `'1d'`).
+   * @default 60_000 (one minute)
+   */
+  windowMs?: Duration
+  /**
+   * - `'sliding-window'`: two buckets, the previous one weighted by how much of it
+   *   still overlaps the sliding window. O(1) memory, never admits more than `limit`
+   *   per window, may admit slightly fewer.
+   * - `'fixed-window'`: a counter that resets when the window (started by the first
+   *   request) ends. Cheapest; allows up to 2 x `limit` across a window boundary.
+   * - `'sliding-log'`: the exact count of admitted requests in the last `windowMs`,
+   *   one sorted-set entry per request (memory grows with `limit`).
+   * - `'token-bucket'`: GCRA; `limit` tokens per window refilled continuously,
+   *   bursts of up to `burst`.
+   * @default 'sliding-window'
+   */
+  algorithm?: Algorithm
+  /**
+   * Token bucket only: the most requests admitted back to back from a full bucket.
+   * @default limit
+   */
+  burst?: number
+  /**
+   * Names the client. Must return a non-empty string.
+   * @default the client IP (`req.ip`, so set Express's `trust proxy` correctly behind a
+   * proxy), IPv4-mapped IPv6 unwrapped to IPv4 and IPv6 grouped by `ipv6Subnet`.
+   */
+  keyGenerator?: (req: Request, res: Response) => string | Promise<string>
+  /**
+   * Prefix length (1-128) an IPv6 client is grouped by in the default key, or `false`
+   * to limit each IPv6 address alone.
+   * @default 56
+   */
+  ipv6Subnet?: number | false
+  /**
+   * Prefix of every Redis key of this limiter. Give each limiter on one Redis its own.
+   * @default 'rl:'
+   */
+  prefix?: string
+  /**
+   * Quota units this request consumes: a non-negative integer or a function returning one.
+   * @default 1
+   */
+  cost?: ValueOrFunction<number>
+  /**
+   * Return true to let a request through without counting it.
+   * @default never skips
+   */
+  skip?: (req: Request, res: Response) => boolean | Promise<boolean>
+  /**
+   * Give a request back after its response finished if `requestWasSuccessful` says it succeeded.
+   * @default false
+   */
+  skipSuccessfulRequests?: boolean
+  /**
+   * Give a request back after its response finished if it failed (or the client went away first).
+   * @default false
+   */
+  skipFailedRequests?: boolean
+  /**
+   * Decides success for `skipSuccessfulRequests` / `skipFailedRequests`.
+   * @default (req, res) => res.statusCode < 400
+   */
+  requestWasSuccessful?: (req: Request, res: Response) => boolean | Promise<boolean>
+  /**
+   * Status of a rejected request.
+   * @default 429
+   */
+  statusCode?: number
+  /**
+   * Body of a rejected request: a string, an object (sent as JSON), or a function returning one.
+   * @default 'Too many requests, please try again later.'
+   */
+  message?: ValueOrFunction<unknown>
+  /**
+   * Answers a rejected request instead of the default (status + message). Headers are already set.
+   * @default sends `statusCode` with `message`
+   */
+  handler?: (req: Request, res: Response, next: NextFunction, info: RateLimitInfo) => unknown
+  /**
+   * IETF `RateLimit` headers: `'draft-6'`, `'draft-7'`, `'draft-8'` or `false`.
+   * Names, formats and values are those of express-rate-limit 8.
+   * @default 'draft-8'
+   */
+  standardHeaders?: StandardHeaders
+  /**
+   * `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.
+   * @default false
+   */
+  legacyHeaders?: boolean
+  /**
+   * The draft-8 policy name.
+   * @default `${limit}-in-${window}`, e.g. `100-in-1min`
+   */
+  identifier?: ValueOrFunction<string>
+  /**
+   * Property of `req` that receives the {@link RateLimitInfo}.
+   * @default 'rateLimit'
+   */
+  requestPropertyName?: string
+  /**
+   * When Redis fails, times out or is not connected: `'allow'` lets the request
+   * through (logging the error at most once per 5 s); `'block'` answers 503 with
+   * `Retry-After: 5`.
+   * @default 'allow'
+   */
+  onRedisError?: 'allow' | 'block'
+  /**
+   * The longest a request waits for Redis before `onRedisError` applies.
+   * @default 500
+   */
+  timeoutMs?: number
+  /**
+   * Receives warnings and errors.
+   * @default console
+   */
+  logger?: Logger
+}
+
+/** The fully resolved configuration: every option parsed once, at creation. */
+export interface RateLimitConfig {
+  client: RedisClient
+  limit: number | ((req: Request, res: Response) => number | Promise<number>)
+  windowMs: number
+  algorithm: Algorithm
+  burst: number | undefined
+  keyGenerator: (req: Request, res: Response) => string | Promise<string>
+  prefix: string
+  cost: number | ((req: Request, res: Response) => number | Promise<number>)
+  skip: ((req: Request, res: Response) => boolean | Promise<boolean>) | undefined
+  skipSuccessfulRequests: boolean
+  skipFailedRequests: boolean
+  requestWasSuccessful: (req: Request, res: Response) => boolean | Promise<boolean>
+  statusCode: number
+  message: ValueOrFunction<unknown>
+  handler: ((req: Request, res: Response, next: NextFunction, info: RateLimitInfo) => unknown) | undefined
+  standardHeaders: StandardHeaders
+  legacyHeaders: boolean
+  identifier: ValueOrFunction<string> | undefined
+  requestPropertyName: string
+  onRedisError: 'allow' | 'block'
+  timeoutMs: number
+  logger: Logger
+}
+
+const KNOWN_OPTIONS = new Set<string>([
+  'client',
+  'limit',
+  'windowMs',
+  'algorithm',
+  'burst',
+  'keyGenerator',
+  'ipv6Subnet',
+  'prefix',
+  'cost',
+  'skip',
+  'skipSuccessfulRequests',
+  'skipFailedRequests',
+  'requestWasSuccessful',
+  'statusCode',
+  'message',
+  'handler',
+  'standardHeaders',
+  'legacyHeaders',
+  'identifier',
+  'requestPropertyName',
+  'onRedisError',
+  'timeoutMs',
+  'logger',
+])
+const RENAMED: Record<string, string> = { max: 'limit', window: 'windowMs', store: 'client', headers: 'legacyHeaders' }
+
+const isPositiveInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0
+const isNonNegativeInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0
+
+function check(condition: boolean, option: string, expected: string, received: unknown): void {
+  if (!condition) throw new OptionError(option, expected, received)
+}
+
+function optionalFunction<T>(options: Record<string, unknown>, name: string): T | undefined {
+  const value = options[name]
+  check(value === undefined || typeof value === 'function', name, 'a function', value)
+  return value as T | undefined
+}
+
+function optionalBoolean(options: Record<string, unknown>, name: string, fallback: boolean): boolean {
+  const value = options[name]
+  check(value === undefined || typeof value === 'boolean', name, 'a boolean', value)
+  return (value as boolean | undefined) ?? fallback
+}
+
+/** Validates `options` and resolves every default. Throws an `OptionError` (a `TypeError`) naming the option. */
+export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfig {
+  check(typeof options === 'object' && options !== null, 'options', 'an object', options)
+  const raw = options as unknown as Record<string, unknown>
+  for (const name of Object.keys(raw)) {
+    const hint = RENAMED[name] ? ` (did you mean \`${RENAMED[name]}\`?)` : ''
+    check(KNOWN_OPTIONS.has(name) || raw[name] === undefined, name, `a known option${hint}`, raw[name])
+  }
+
+  check(
+    isRedisClient(options.client),
+    'client',
+    'a node-redis client or cluster (createClient() / createCluster())',
+    options.client,
+  )
+
+  const limit = options.limit ?? 100
+  check(
+    typeof limit === 'function' || isNonNegativeInteger(limit),
+    'limit',
+    'a non-negative integer or a function',
+    limit,
+  )
+
+  const windowMs = parseDuration(options.windowMs ?? 60_000, 'windowMs')
+
+  const algorithm = options.algorithm ?? 'sliding-window'
+  check(
+    ALGORITHMS.includes(algorithm),
+    'algorithm',
+    `one of ${ALGORITHMS.map((name) => `'${name}'`).join(', ')}`,
+    algorithm,
+  )
+
+  check(options.burst === undefined || isPositiveInteger(options.burst), 'burst', 'a positive integer', options.burst)
+  check(
+    options.burst === undefined || algorithm === 'token-bucket',
+    'burst',
+    "used only with algorithm 'token-bucket'",
+    options.burst,
+  )
+
+  const ipv6Subnet = options.ipv6Subnet ?? 56
+  check(
+    ipv6Subnet === false || (Number.isInteger(ipv6Subnet) && ipv6Subnet >= 1 && ipv6Subnet <= 128),
+    'ipv6Subnet',
+    'an integer from 1 to 128, or false',
+    ipv6Subnet,
+  )
+  const keyGenerator =
+    optionalFunction<RateLimitConfig['keyGenerator']>(raw, 'keyGenerator') ?? defaultKeyGenerator(ipv6Subnet)
+
+  const prefix = options.prefix ?? 'rl:'
+  check(typeof prefix === 'string' && !/[{}]/.test(prefix), 'prefix', 'a string without { or }', prefix)
+
+  const cost = options.cost ?? 1
+  check(typeof cost === 'function' || isNonNegativeInteger(cost), 'cost', 'a non-negative integer or a function', cost)
+
+  const statusCode = options.statusCode ?? 429
+  check(
+    Number.isInteger(statusCode) && statusCode >= 400 && statusCode <= 599,
+    'statusCode',
+    'an HTTP error status (400-599)',
+    statusCode,
+  )
+
+  const standardHeaders = options.standardHeaders ?? 'draft-8'
+  check(
+    [false, 'draft-6', 'draft-7', 'draft-8'].includes(standardHeaders),
+    'standardHeaders',
+    "'draft-6', 'draft-7', 'draft-8' or false",
+    standardHeaders,
+  )
+
+  const identifier = options.identifier
+  check(
+    identifier === undefined ||
+      typeof identifier === 'function' ||
+      (typeof identifier === 'string' && !/["\\\r\n]/.test(identifier)),
+    'identifier',
+    'a string without quotes, backslashes or newlines, or a function',
+    identifier,
+  )
+
+  const requestPropertyName = options.requestPropertyName ?? 'rateLimit'
+  check(
+    typeof requestPropertyName === 'string' && requestPropertyName.length > 0,
+    'requestPropertyName',
+    'a non-empty string',
+    requestPropertyName,
+  )
+
+  const onRedisError = options.onRedisError ?? 'allow'
+  check(onRedisError === 'allow' || onRedisError === 'block', 'onRedisError', "'allow' or 'block'", onRedisError)
+
+  const timeoutMs = options.timeoutMs ?? 500
+  check(isPositiveInteger(timeoutMs), 'timeoutMs', 'a positive integer of milliseconds', timeoutMs)
+
+  const logger = options.logger ?? console
+  check(
+    typeof logger?.warn === 'function' && typeof logger?.error === 'function',
+    'logger',
+    'an object with warn() and error() (console fits)',
+    logger,
+  )
+
+  return {
+    client: options.client,
+    limit,
+    windowMs,
+    algorithm,
+    burst: options.burst,
+    keyGenerator,
+    prefix,
+    cost,
+    skip: optionalFunction(raw, 'skip'),
+    skipSuccessfulRequests: optionalBoolean(raw, 'skipSuccessfulRequests', false),
+    skipFailedRequests: optionalBoolean(raw, 'skipFailedRequests', false),
+    requestWasSuccessful:
+      optionalFunction<RateLimitConfig['requestWasSuccessful']>(raw, 'requestWasSuccessful') ??
+      ((_req, res) => res.statusCode < 400),
+    statusCode,
+    message: options.message ?? 'Too many requests, please try again later.',
+    handler: optionalFunction(raw, 'handler'),
+    standardHeaders,
+    legacyHeaders: optionalBoolean(raw, 'legacyHeaders', false),
+    identifier,
+    requestPropertyName,
+    onRedisError,
+    timeoutMs,
+    logger,
+  }
+}
+
+function defaultKeyGenerator(ipv6Subnet: number | false): (req: Request) => string {
+  return function clientIp(req) {
+    const ip = req.ip ?? req.socket?.remoteAddress
+    if (!ip) throw new TypeError('the client IP is unknown (req.ip is undefined); pass a keyGenerator')
+    return ipKeyGenerator(ip, ipv6Subnet)
+  }
+}
+
+/** The draft-8 policy name for a request. */
+export function policyName(config: RateLimitConfig, limit: number): string {
+  return typeof config.identifier === 'string' ? config.identifier : defaultPolicyName(limit, config.windowMs)
+}

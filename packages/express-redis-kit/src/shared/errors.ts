@@ -1,0 +1,53 @@
+/**
+ * Stable error codes thrown or passed to `next(err)` by express-redis-kit.
+ * Match on `err.code`, never on the message.
+ */
+export type ErrorCode =
+  /** An option given at creation is invalid. Thrown synchronously. */
+  | 'ERK_INVALID_OPTION'
+  /** A user callback (`keyGenerator`, `limit`, `cost`, ...) threw or returned an invalid value. */
+  | 'ERK_INVALID_CALLBACK_RESULT'
+  /** Redis failed, timed out or was not connected. */
+  | 'ERK_REDIS_UNAVAILABLE'
+
+/** Base class of every error this package creates: an `Error` with a stable `code`. */
+export class RedisKitError extends Error {
+  /** Machine-readable reason; see {@link ErrorCode}. */
+  readonly code: ErrorCode
+  /** HTTP status a handler should answer with when it sees this error. */
+  readonly status: number
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; status?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'RedisKitError'
+    this.code = code
+    this.status = options?.status ?? 500
+  }
+}
+
+/**
+ * Thrown at creation for an invalid option. It is a `TypeError` (what users of
+ * express-rate-limit expect) that carries the stable code `ERK_INVALID_OPTION`.
+ */
+export class OptionError extends TypeError {
+  readonly code = 'ERK_INVALID_OPTION' as const
+
+  constructor(option: string, expected: string, received: unknown) {
+    super(`express-redis-kit: option \`${option}\` must be ${expected}; received ${describe(received)}`)
+    this.name = 'OptionError'
+  }
+}
+
+/** A short, safe description of a value for error messages (never a dump of user data). */
+export function describe(value: unknown): string {
+  if (value === null) return 'null'
+  if (typeof value === 'string') {
+    const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value
+    return `the string ${JSON.stringify(shown)}`
+  }
+  if (typeof value === 'number') return Number.isNaN(value) ? 'NaN' : `the number ${value}`
+  if (typeof value === 'function') return 'a function'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'object') return 'an object'
+  return `${typeof value} ${String(value)}`
+}

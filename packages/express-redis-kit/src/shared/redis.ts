@@ -1,0 +1,99 @@
+import { createHash } from 'node:crypto'
+import type { RedisClientType, RedisClusterType } from 'redis'
+import { RedisKitError } from './errors.js'
+
+/**
+ * A connected node-redis client (`createClient()`) or Redis Cluster client
+ * (`createCluster()`), node-redis 5 or 6. express-redis-kit never connects,
+ * closes or reconfigures it.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: node-redis's generics vary with modules, functions, scripts and RESP.
+export type RedisClient = RedisClientType<any, any, any, any, any> | RedisClusterType<any, any, any, any, any>
+
+interface ScriptOptions {
+  keys: string[]
+  arguments: string[]
+}
+
+/** The few calls express-redis-kit makes, common to a client and a cluster. */
+interface ScriptCapable {
+  readonly isReady: boolean
+  evalSha(sha1: string, options: ScriptOptions): Promise<unknown>
+  eval(script: string, options: ScriptOptions): Promise<unknown>
+}
+
+/** A Lua script whose SHA1 is computed once, run with `EVALSHA` and `EVAL` only after `NOSCRIPT`. */
+export class Script {
+  readonly sha1: string
+
+  constructor(readonly source: string) {
+    this.sha1 = createHash('sha1').update(source).digest('hex')
+  }
+
+  /**
+   * Runs the script in one round trip. Rejects with `ERK_REDIS_UNAVAILABLE` when
+   * the client is not ready (so nothing waits in node-redis's offline queue), on
+   * any Redis error, and when no reply came within `timeoutMs`. Never retries
+   * after an error other than `NOSCRIPT`: the script may have run, and a retry
+   * would count a request twice.
+   */
+  run(client: RedisClient, keys: string[], args: string[], timeoutMs: number): Promise<unknown> {
+    const redis = client as unknown as ScriptCapable
+    if (!redis.isReady) return Promise.reject(unavailable('the Redis client is not connected'))
+    const options = { keys, arguments: args }
+    const reply = redis.evalSha(this.sha1, options).catch((error: unknown) => {
+      if (error instanceof Error && error.message.startsWith('NOSCRIPT')) return redis.eval(this.source, options)
+      throw error
+    })
+    return withTimeout(reply, timeoutMs)
+  }
+}
+
+/** Races `promise` against a timer; the loser's outcome is ignored (never unhandled). */
+export function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(unavailable(`Redis did not answer within ${timeoutMs} ms`)), timeoutMs)
+    promise.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        reject(error instanceof RedisKitError ? error : unavailable('the Redis command failed', error))
+      },
+    )
+  })
+}
+
+function unavailable(message: string, cause?: unknown): RedisKitError {
+  const detail = cause instanceof Error ? `: ${cause.message}` : ''
+  return new RedisKitError('ERK_REDIS_UNAVAILABLE', `express-redis-kit: ${message}${detail}`, {
+    cause,
+    status: 503,
+  })
+}
+
+/** Whether `value` looks like a node-redis client or cluster (checked once, at creation). */
+export function isRedisClient(value: unknown): value is RedisClient {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as ScriptCapable).evalSha === 'function' &&
+    typeof (value as ScriptCapable).eval === 'function'
+  )
+}
+
+const RAW_KEY_PART = /^[\x20-\x22\x24-\x7a\x7c\x7e]{1,200}$/
+
+/**
+ * Encodes a caller-controlled identifier (an IP, a user id, an API key...) for use
+ * inside a Redis key and its `{hash tag}`. Short printable ASCII without `{`, `}`
+ * or `#` is kept as is (readable in `redis-cli`); anything else (unicode, braces,
+ * control characters, very long values) becomes `#` + its SHA-256 in base64url.
+ * The mapping is injective: no raw part starts with `#`.
+ */
+export function encodeKeyPart(identifier: string): string {
+  if (RAW_KEY_PART.test(identifier)) return identifier
+  return `#${createHash('sha256').update(identifier).digest('base64url')}`
+}

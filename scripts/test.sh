@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every check and test. Installs what it needs (pnpm, dependencies), starts what is
+# not running (Redis on 127.0.0.1:6379, a 3-master Redis Cluster on 7000-7002, which it
+# tears down afterwards), then runs the package's suite twice (single Redis, then Cluster)
+# and the sample app's suite. Ends with one line: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_dependencies || exit 1
+ensure_redis || exit 1
+ensure_postgres || exit 1
+
+bash scripts/cluster.sh start || exit 1
+trap 'bash scripts/cluster.sh stop' EXIT
+
+passed=0
+failed=0
+log=$(mktemp)
+
+# A gate that is not a mocha suite counts as one test.
+gate() {
+  local name=$1; shift
+  echo "› $name"
+  if "$@"; then passed=$((passed + 1)); else echo "✗ $name failed"; failed=$((failed + 1)); fi
+}
+
+# Runs a mocha suite, shows its output, adds its counts; a suite that crashes counts as a failure.
+suite() {
+  local name=$1 dir=$2; shift 2
+  echo "› $name"
+  (cd "$dir" && env "$@" pnpm exec mocha --reporter spec) 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]}
+  local ok bad
+  ok=$(grep -Eo '^ *[0-9]+ passing' "$log" | grep -Eo '[0-9]+' | tail -1)
+  bad=$(grep -Eo '^ *[0-9]+ failing' "$log" | grep -Eo '[0-9]+' | tail -1)
+  passed=$((passed + ${ok:-0}))
+  failed=$((failed + ${bad:-0}))
+  if [ "$status" -ne 0 ] && [ -z "$bad" ]; then
+    echo "✗ $name exited with status $status"
+    failed=$((failed + 1))
+  fi
+}
+
+gate "typecheck (tsc -b)" pnpm run --silent typecheck
+gate "lint (biome check)" pnpm run --silent lint
+
+suite "express-redis-kit on a single Redis" packages/express-redis-kit REDIS_MODE=single
+suite "express-redis-kit on a Redis Cluster" packages/express-redis-kit REDIS_MODE=cluster CLUSTER_NODES=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
+if [ -d sample-app/test ]; then
+  suite "sample app" sample-app
+fi
+
+rm -f "$log"
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
