@@ -1,7 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { describe, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
-import { encodeKeyPart, type RedisClient, withTimeout } from '../shared/redis.js'
+import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
 import {
   type HeaderValues,
   setDraft6Headers,
@@ -221,7 +221,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
 
   middleware.resetKey = async (key: string) => {
     check('key', key, isNonEmptyString, 'a non-empty string')
-    await withTimeout(client.del(redisKey(key)), timeoutMs)
+    await runCommand(client, redisKey(key), (redis) => redis.del(redisKey(key)), timeoutMs)
   }
 
   middleware.getKey = async (key: string, limit?: number) => {

@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'ERK_INVALID_CALLBACK_RESULT'
   /** Redis failed, timed out or was not connected. */
   | 'ERK_REDIS_UNAVAILABLE'
+  /** The app is set up in a way the middleware cannot work with (e.g. session without cookie-parser). */
+  | 'ERK_MISCONFIGURED'
 
 /** Base class of every error this package creates: an `Error` with a stable `code`. */
 export class RedisKitError extends Error {

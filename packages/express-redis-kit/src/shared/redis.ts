@@ -15,11 +15,14 @@ interface ScriptOptions {
   arguments: string[]
 }
 
-/** The few calls express-redis-kit makes, common to a client and a cluster. */
-interface ScriptCapable {
+/** The calls express-redis-kit makes, common to a client and a cluster. */
+export interface ScriptCapable {
   readonly isReady: boolean
   evalSha(sha1: string, options: ScriptOptions): Promise<unknown>
   eval(script: string, options: ScriptOptions): Promise<unknown>
+  del(keys: string | string[]): Promise<number>
+  zRem(key: string, members: string | string[]): Promise<number>
+  hmGet(key: string, fields: string[]): Promise<(string | null)[]>
 }
 
 /** A Lua script whose SHA1 is computed once, run with `EVALSHA` and `EVAL` only after `NOSCRIPT`. */
@@ -38,15 +41,60 @@ export class Script {
    * would count a request twice.
    */
   run(client: RedisClient, keys: string[], args: string[], timeoutMs: number): Promise<unknown> {
-    const redis = client as unknown as ScriptCapable
-    if (!redis.isReady) return Promise.reject(unavailable('the Redis client is not connected'))
     const options = { keys, arguments: args }
-    const reply = redis.evalSha(this.sha1, options).catch((error: unknown) => {
-      if (error instanceof Error && error.message.startsWith('NOSCRIPT')) return redis.eval(this.source, options)
-      throw error
-    })
-    return withTimeout(reply, timeoutMs)
+    return runCommand(
+      client,
+      keys[0] ?? '',
+      (redis) =>
+        redis.evalSha(this.sha1, options).catch((error: unknown) => {
+          if (error instanceof Error && error.message.startsWith('NOSCRIPT')) return redis.eval(this.source, options)
+          throw error
+        }),
+      timeoutMs,
+    )
   }
+}
+
+/**
+ * Sends `command` (about `key`) only if the connection that would carry it is ready, so
+ * that nothing waits in node-redis's offline queue, and gives up after `timeoutMs`;
+ * every failure becomes `ERK_REDIS_UNAVAILABLE`.
+ */
+export function runCommand<T>(
+  client: RedisClient,
+  key: string,
+  command: (redis: ScriptCapable) => Promise<T>,
+  timeoutMs: number,
+): Promise<T> {
+  const redis = client as unknown as ScriptCapable
+  if (!isReadyFor(redis, key)) return Promise.reject(unavailable('the Redis client is not connected'))
+  return withTimeout(command(redis), timeoutMs)
+}
+
+/**
+ * A cluster client stays `isReady` while one of its masters is down; commands for that
+ * master's slots would wait in its connection's offline queue. So on a cluster, look at
+ * the connection of the master that owns `key`'s slot (a connection not opened yet passes).
+ */
+function isReadyFor(redis: ScriptCapable, key: string): boolean {
+  if (!redis.isReady) return false
+  const { slots } = redis as { slots?: ({ master?: { client?: { isReady: boolean } } } | undefined)[] }
+  if (!Array.isArray(slots)) return true
+  const node = slots[clusterSlot(key)]?.master?.client
+  return node === undefined || node.isReady
+}
+
+/** The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key, mod 16384. */
+export function clusterSlot(key: string): number {
+  const open = key.indexOf('{')
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1)
+  const hashed = Buffer.from(close > open + 1 ? key.slice(open + 1, close) : key)
+  let crc = 0
+  for (const byte of hashed) {
+    crc ^= byte << 8
+    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff
+  }
+  return crc % 16384
 }
 
 /** Races `promise` against a timer; the loser's outcome is ignored (never unhandled). */

@@ -1,5 +1,8 @@
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createClient, createCluster } from 'redis'
 import type { RedisClient } from '../../src/index.js'
@@ -84,7 +87,7 @@ export async function startDisposableRedis(): Promise<DisposableRedis> {
     port,
     url,
     async stop() {
-      if (server.exitCode !== null) return
+      if (server.exitCode !== null || server.signalCode !== null) return
       const exited = new Promise((resolve) => server.once('exit', resolve))
       server.kill('SIGKILL')
       await exited
@@ -101,4 +104,92 @@ function freePort(): Promise<number> {
       server.close(() => resolve(port))
     })
   })
+}
+
+/** A throwaway 3-master Redis Cluster of our own, whose nodes a test may kill. */
+export interface DisposableCluster {
+  ports: number[]
+  /** Kills the master that serves `key`'s slot; resolves with its port. */
+  killMasterOf(key: string): Promise<number>
+  stop(): Promise<void>
+}
+
+export async function startDisposableCluster(): Promise<DisposableCluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'erk-cluster-'))
+  const ports = [await freePort(), await freePort(), await freePort()]
+  const servers = ports.map((port) =>
+    spawn(
+      'redis-server',
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        join(dir, `${port}.conf`),
+        '--dir',
+        dir,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+      ],
+      { stdio: 'ignore' },
+    ),
+  )
+  const run = (args: string[]) =>
+    new Promise<string>((resolve, reject) => {
+      execFile('redis-cli', args, (error, stdout) => (error ? reject(error) : resolve(stdout)))
+    })
+  for (const port of ports) {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      if ((await run(['-p', String(port), 'ping']).catch(() => '')).includes('PONG')) break
+      await sleep(50)
+    }
+  }
+  await run([
+    '--cluster',
+    'create',
+    ...ports.map((port) => `127.0.0.1:${port}`),
+    '--cluster-replicas',
+    '0',
+    '--cluster-yes',
+  ])
+  for (let attempt = 0; attempt < 100; attempt++) {
+    if ((await run(['-p', String(ports[0]), 'cluster', 'info'])).includes('cluster_state:ok')) break
+    await sleep(50)
+  }
+  const kill = async (index: number) => {
+    const server = servers[index]!
+    if (server.exitCode !== null || server.signalCode !== null) return
+    const exited = new Promise((resolve) => server.once('exit', resolve))
+    server.kill('SIGKILL')
+    await exited
+  }
+  return {
+    ports,
+    async killMasterOf(key) {
+      const slot = Number((await run(['-p', String(ports[0]), 'cluster', 'keyslot', key])).trim())
+      const shards = (await run(['-p', String(ports[0]), 'cluster', 'nodes'])).trim().split('\n')
+      for (const line of shards) {
+        const [, address, , , , , , , ...ranges] = line.split(' ')
+        const owns = ranges.some((range) => {
+          const [from, to = from] = range.split('-').map(Number) as [number, number?]
+          return slot >= from && slot <= (to as number)
+        })
+        if (owns) {
+          const port = Number(address!.split(':')[1]!.split('@')[0])
+          await kill(ports.indexOf(port))
+          return port
+        }
+      }
+      throw new Error(`no master owns slot ${slot}`)
+    },
+    async stop() {
+      await Promise.all(servers.map((_, index) => kill(index)))
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
 }
