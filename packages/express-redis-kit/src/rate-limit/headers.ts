@@ -46,9 +46,22 @@ export function setDraft7Headers(res: Response, values: HeaderValues): void {
  */
 export function setDraft8Headers(res: Response, values: HeaderValues, name: string, key: string): void {
   const windowSeconds = Math.ceil(values.windowMs / 1000)
-  const partitionKey = Buffer.from(createHash('sha256').update(key).digest('hex').slice(0, 12)).toString('base64')
-  res.append('RateLimit-Policy', `"${name}"; q=${values.limit}; w=${windowSeconds}; pk=:${partitionKey}:`)
+  res.append('RateLimit-Policy', `"${name}"; q=${values.limit}; w=${windowSeconds}; pk=:${partitionKey(key)}:`)
   res.append('RateLimit', `"${name}"; r=${values.remaining}; t=${resetSeconds(values)}`)
+}
+
+const partitionKeys = new Map<string, string>()
+const PARTITION_KEY_CACHE_SIZE = 10_000
+
+/** The draft-8 partition key of a client key, remembered for the clients seen most recently. */
+function partitionKey(key: string): string {
+  let value = partitionKeys.get(key)
+  if (value === undefined) {
+    value = Buffer.from(createHash('sha256').update(key).digest('hex').slice(0, 12)).toString('base64')
+    if (partitionKeys.size >= PARTITION_KEY_CACHE_SIZE) partitionKeys.clear()
+    partitionKeys.set(key, value)
+  }
+  return value
 }
 
 /** `Retry-After` in whole seconds. */

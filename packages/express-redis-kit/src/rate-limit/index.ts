@@ -73,13 +73,21 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   warnOnSharedPrefix(config)
 
   const redisKey = (key: string): string => `${prefix}{${encodeKeyPart(key)}}`
+  const refunds = config.skipSuccessfulRequests || config.skipFailedRequests
   const scriptArgs = (limit: number, cost: number, consume: boolean): string[] => [
     String(limit),
     String(windowMs),
     String(cost),
     consume ? '1' : '0',
     String(config.burst ?? limit),
+    refunds ? '1' : '0',
   ]
+  // With a fixed limit and cost (the common case) the script's arguments never change.
+  const fixedArgs =
+    typeof config.limit === 'number' && typeof config.cost === 'number'
+      ? scriptArgs(config.limit, config.cost, true)
+      : undefined
+  const fixedPolicyName = typeof config.limit === 'number' ? policyName(config, config.limit) : undefined
 
   async function refund(key: string, cost: number, limit: number, token: string): Promise<void> {
     const args = [String(cost)]
@@ -108,20 +116,24 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   }
 
   const middleware = async function rateLimitMiddleware(req: Request, res: Response, next: NextFunction) {
+    // User callbacks are awaited only when they return a promise: most are synchronous.
     let key: string
     let limit: number
     let cost: number
     try {
       if (config.skip && (await config.skip(req, res))) return next()
-      key = await callback('keyGenerator', () => config.keyGenerator(req, res), isNonEmptyString, 'a non-empty string')
-      limit =
-        typeof config.limit === 'number'
-          ? config.limit
-          : await callback('limit', () => (config.limit as LimitFunction)(req, res), isCount, 'a non-negative integer')
-      cost =
-        typeof config.cost === 'number'
-          ? config.cost
-          : await callback('cost', () => (config.cost as LimitFunction)(req, res), isCount, 'a non-negative integer')
+      const keyResult = callback('keyGenerator', config.keyGenerator, req, res, isNonEmptyString, 'a non-empty string')
+      key = typeof keyResult === 'string' ? keyResult : await keyResult
+      if (typeof config.limit === 'number') limit = config.limit
+      else {
+        const result = callback('limit', config.limit, req, res, isCount, 'a non-negative integer')
+        limit = typeof result === 'number' ? result : await result
+      }
+      if (typeof config.cost === 'number') cost = config.cost
+      else {
+        const result = callback('cost', config.cost, req, res, isCount, 'a non-negative integer')
+        cost = typeof result === 'number' ? result : await result
+      }
     } catch (error) {
       return next(error)
     }
@@ -137,7 +149,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     } else {
       let reply: unknown
       try {
-        reply = await scripts.decide.run(client, [redisKey(key)], scriptArgs(limit, cost, true), timeoutMs)
+        reply = await scripts.decide.run(client, [redisKey(key)], fixedArgs ?? scriptArgs(limit, cost, true), timeoutMs)
       } catch (error) {
         return onRedisFailure(error, res, next)
       }
@@ -148,10 +160,18 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
 
     const now = Date.now()
     const info: RateLimitInfo = { limit, used, remaining, resetTime: new Date(now + resetMs), key }
-    ;(req as unknown as Record<string, unknown>)[config.requestPropertyName] = info
+    if (config.requestPropertyName === 'rateLimit') req.rateLimit = info
+    else (req as unknown as Record<string, unknown>)[config.requestPropertyName] = info
 
     try {
-      if (!res.headersSent) await setHeaders(req, res, { limit, remaining, resetMs, windowMs }, key, now, allowed)
+      if (!res.headersSent) {
+        let name = fixedPolicyName ?? policyName(config, limit)
+        if (config.standardHeaders === 'draft-8' && typeof config.identifier === 'function') {
+          const result = callback('identifier', config.identifier, req, res, isPolicyName, POLICY_NAME)
+          name = typeof result === 'string' ? result : await result
+        }
+        setHeaders(res, { limit, remaining, resetMs, windowMs }, key, name, now, allowed)
+      }
       if (!allowed) return await reject(req, res, next, info)
     } catch (error) {
       return next(error)
@@ -179,36 +199,11 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     next()
   } as RateLimitMiddleware
 
-  async function setHeaders(
-    req: Request,
-    res: Response,
-    values: HeaderValues,
-    key: string,
-    now: number,
-    allowed: boolean,
-  ) {
+  function setHeaders(res: Response, values: HeaderValues, key: string, name: string, now: number, allowed: boolean) {
     if (config.legacyHeaders) setLegacyHeaders(res, values, now)
-    switch (config.standardHeaders) {
-      case 'draft-6':
-        setDraft6Headers(res, values)
-        break
-      case 'draft-7':
-        setDraft7Headers(res, values)
-        break
-      case 'draft-8': {
-        const name =
-          typeof config.identifier === 'function'
-            ? await callback(
-                'identifier',
-                () => (config.identifier as (req: Request, res: Response) => unknown)(req, res),
-                isNonEmptyString,
-                'a non-empty string',
-              )
-            : policyName(config, values.limit)
-        setDraft8Headers(res, values, name, key)
-        break
-      }
-    }
+    if (config.standardHeaders === 'draft-8') setDraft8Headers(res, values, name, key)
+    else if (config.standardHeaders === 'draft-7') setDraft7Headers(res, values)
+    else if (config.standardHeaders === 'draft-6') setDraft6Headers(res, values)
     if (!allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, values.resetMs)
   }
 
@@ -264,9 +259,10 @@ function warnOnSharedPrefix(config: RateLimitConfig): void {
   prefixes.add(config.prefix)
 }
 
-type LimitFunction = (req: Request, res: Response) => number | Promise<number>
-
 const isNonEmptyString = (value: unknown): value is string => typeof value === 'string' && value.length > 0
+const POLICY_NAME = 'a non-empty string without quotes, backslashes or control characters'
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it rejects.
+const isPolicyName = (value: unknown): value is string => isNonEmptyString(value) && !/["\\\x00-\x1f\x7f]/.test(value)
 const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0
 
 function check<T>(name: string, value: unknown, valid: (value: unknown) => value is T, expected: string): T {
@@ -276,32 +272,42 @@ function check<T>(name: string, value: unknown, valid: (value: unknown) => value
 }
 
 /**
- * Awaits a user callback's result and validates it, turning a throw or a bad value
- * into an error that names the callback (passed to `next(err)`, answered with 500).
+ * Calls a user callback and validates its result (awaiting it only if it is a promise),
+ * turning a throw or a bad value into an error that names the option (passed to
+ * `next(err)`, answered with 500).
  */
-async function callback<T>(
+function callback<T>(
   name: string,
-  call: () => unknown,
+  fn: (req: Request, res: Response) => unknown,
+  req: Request,
+  res: Response,
   valid: (value: unknown) => value is T,
   expected: string,
-): Promise<T> {
-  let value: unknown
-  try {
-    value = await call()
-  } catch (cause) {
+): T | Promise<T> {
+  const threw = (cause: unknown): never => {
+    const reason = cause instanceof Error ? cause.message : describe(cause)
     throw new RedisKitError(
       'ERK_INVALID_CALLBACK_RESULT',
-      `express-redis-kit rateLimit: the ${name} option threw: ${cause instanceof Error ? cause.message : describe(cause)}`,
-      { cause },
+      `express-redis-kit rateLimit: the ${name} option threw: ${reason}`,
+      {
+        cause,
+      },
     )
   }
-  if (!valid(value)) {
+  const validate = (value: unknown): T => {
+    if (valid(value)) return value
     throw new RedisKitError(
       'ERK_INVALID_CALLBACK_RESULT',
       `express-redis-kit rateLimit: the ${name} option must return ${expected}; it returned ${describe(value)}`,
     )
   }
-  return value
+  let result: unknown
+  try {
+    result = fn(req, res)
+  } catch (cause) {
+    return threw(cause)
+  }
+  return result instanceof Promise ? result.then(validate, threw) : validate(result)
 }
 
 declare global {

@@ -41,8 +41,8 @@ export interface RateLimitOptions {
   windowMs?: Duration
   /**
    * - `'sliding-window'`: two buckets, the previous one weighted by how much of it
-   *   still overlaps the sliding window. O(1) memory, never admits more than `limit`
-   *   per window, may admit slightly fewer.
+   *   still overlaps the sliding window. O(1) memory; at most `limit` per fixed window,
+   *   and close to `limit` per sliding window (an estimate: use `'sliding-log'` for exact).
    * - `'fixed-window'`: a counter that resets when the window (started by the first
    *   request) ends. Cheapest; allows up to 2 x `limit` across a window boundary.
    * - `'sliding-log'`: the exact count of admitted requests in the last `windowMs`,

@@ -10,6 +10,8 @@ import { Script } from '../shared/redis.js'
  *   ARGV[3]  cost of this request (integer >= 0)
  *   ARGV[4]  '1' to consume, '0' to only read the state (getKey)
  *   ARGV[5]  burst (token-bucket only)
+ *   ARGV[6]  '1' when the caller may refund (skipSuccessfulRequests / skipFailedRequests):
+ *            only then does fixed-window pay for the refund token
  * Reply: { allowed (1|0), used, remaining, resetMs, refundToken }
  *   resetMs  allowed: ms until the quota resets (see the README per algorithm);
  *            rejected: ms until a request of this cost would be allowed.
@@ -23,22 +25,28 @@ import { Script } from '../shared/redis.js'
 const FIXED_WINDOW = `
 local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ttl = redis.call('PTTL', KEYS[1])
+-- no key (or one without a TTL): a new window starts with this request
+local fresh = ttl <= 0
 local used = 0
-if ttl > 0 then used = tonumber(redis.call('GET', KEYS[1])) or 0 else ttl = window end
+if fresh then ttl = window else used = tonumber(redis.call('GET', KEYS[1])) or 0 end
 if ARGV[4] == '0' then
   if used == 0 then return nil end
   return { 1, used, math.max(limit - used, 0), ttl }
 end
 if used + cost > limit then return { 0, used, math.max(limit - used, 0), ttl } end
-if used == 0 then
+if fresh then
   redis.call('SET', KEYS[1], cost, 'PX', window)
 else
+  -- the window in progress keeps its end, even when a refund brought its count to 0
   redis.call('INCRBY', KEYS[1], cost)
 end
-local time = redis.call('TIME')
--- the window's absolute end identifies it for a later refund
-local windowEnd = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
-return { 1, used + cost, limit - used - cost, ttl, tostring(windowEnd) }
+local token = ''
+if ARGV[6] == '1' then
+  -- the window's absolute end identifies it for a later refund
+  local time = redis.call('TIME')
+  token = tostring(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl)
+end
+return { 1, used + cost, limit - used - cost, ttl, token }
 `
 
 const SLIDING_WINDOW = `
@@ -78,7 +86,8 @@ if estimate + cost > limit then
 end
 c = c + cost
 redis.call('HSET', KEYS[1], 's', start, 'c', c, 'p', p)
-redis.call('PEXPIRE', KEYS[1], window + toWindowEnd)
+-- the expiry (the end of the next window) only moves when a new window starts
+if s ~= start then redis.call('PEXPIRE', KEYS[1], window + toWindowEnd) end
 local used = math.ceil(p * weight + c - 1e-9)
 return { 1, used, math.max(limit - used, 0), toWindowEnd, tostring(start) }
 `
@@ -117,8 +126,9 @@ for _ = 1, cost do
 end
 redis.call('PEXPIRE', KEYS[1], window)
 count = count + cost
+-- an empty log before this request: its own entries are the oldest, a full window away
 local reset = window
-if count > 0 then reset = untilExpired(0) end
+if count > cost then reset = untilExpired(0) end
 return { 1, count, limit - count, reset, table.concat(members, ',') }
 `
 

@@ -1,0 +1,90 @@
+import { expect } from 'chai'
+import request from 'supertest'
+import { type RedisClient, rateLimit } from '../../src/index.js'
+import { appWith } from '../helpers/app.js'
+import { ALGORITHMS, commandCalls, onEveryNode } from '../helpers/rate-limit.js'
+import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+
+/*
+ * Issue 2: one Redis round trip per request, one EVALSHA, with EVAL only after a NOSCRIPT
+ * error. Counted on the server with `INFO commandstats` (summed over every Cluster master),
+ * read through separate connections.
+ */
+describe('rateLimit Redis round trips', () => {
+  let client: RedisClient
+  before(async () => {
+    client = await connectRedis()
+  })
+  after(async () => {
+    await client.close()
+  })
+
+  /**
+   * EVALSHA and EVAL calls between two snapshots, less what taking a snapshot costs.
+   * (Commands a script runs are counted under their own names, so only these two tell
+   * round trips.)
+   */
+  async function scriptCallsDuring(action: () => Promise<void>): Promise<{ evalsha: number; eval: number }> {
+    // What one snapshot adds (its connection's handshake and INFO), measured right before.
+    const first = await commandCalls()
+    const second = await commandCalls()
+    const before = await commandCalls()
+    await action()
+    const after = await commandCalls()
+    const added = (name: string) =>
+      (after.get(name) ?? 0) - (before.get(name) ?? 0) - ((second.get(name) ?? 0) - (first.get(name) ?? 0))
+    return { evalsha: added('evalsha'), eval: added('eval') }
+  }
+
+  for (const algorithm of ALGORITHMS) {
+    describe(algorithm, () => {
+      it('20 requests (10 allowed, 10 rejected) are exactly 20 EVALSHA and no EVAL', async () => {
+        const app = appWith(
+          rateLimit({
+            client,
+            algorithm,
+            prefix: uniquePrefix('trips'),
+            keyGenerator: () => 'k',
+            limit: 11,
+            windowMs: '1h',
+          }),
+        )
+        // The first request may load the script (EVAL after NOSCRIPT) on a fresh server.
+        expect((await request(app).get('/')).status).to.equal(200)
+        const statuses: number[] = []
+        const commands = await scriptCallsDuring(async () => {
+          for (let i = 0; i < 20; i++) statuses.push((await request(app).get('/')).status)
+        })
+        expect(statuses.filter((status) => status === 200)).to.have.length(10)
+        expect(statuses.filter((status) => status === 429)).to.have.length(10)
+        expect(commands).to.deep.equal({ evalsha: 20, eval: 0 })
+      })
+
+      it('after SCRIPT FLUSH on every node, the next request falls back to EVAL once and counts once', async () => {
+        const limiter = rateLimit({
+          client,
+          algorithm,
+          prefix: uniquePrefix('flush'),
+          keyGenerator: () => 'k',
+          limit: 5,
+          windowMs: '1h',
+        })
+        const app = appWith(limiter)
+        expect((await request(app).get('/')).status).to.equal(200)
+        expect(await limiter.getKey('k')).to.include({ used: 1 })
+        await onEveryNode(['SCRIPT', 'FLUSH'])
+        const commands = await scriptCallsDuring(async () => {
+          expect((await request(app).get('/')).status).to.equal(200)
+        })
+        // The EVALSHA that got NOSCRIPT, then the EVAL that ran (and loaded) the script.
+        expect(commands).to.deep.equal({ evalsha: 1, eval: 1 })
+        expect(await limiter.getKey('k')).to.include({ used: 2 })
+        const next = await scriptCallsDuring(async () => {
+          expect((await request(app).get('/')).status).to.equal(200)
+        })
+        expect(next).to.deep.equal({ evalsha: 1, eval: 0 })
+        expect(await limiter.getKey('k')).to.include({ used: 3 })
+      })
+    })
+  }
+})
