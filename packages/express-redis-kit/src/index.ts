@@ -1,4 +1,15 @@
 export {
+  type CacheCommonOptions,
+  type CachedOptions,
+  type CacheMiddleware,
+  type CacheResponseOptions,
+  cached,
+  cacheResponse,
+  invalidateTags,
+  type Serializer,
+  typedJson,
+} from './cache/index.js'
+export {
   type Algorithm,
   ipKeyGenerator,
   type RateLimitInfo,
@@ -9,6 +20,16 @@ export {
   type StandardHeaders,
   type ValueOrFunction,
 } from './rate-limit/index.js'
+export {
+  type Session,
+  type SessionCookieOptions,
+  type SessionData,
+  type SessionMethods,
+  type SessionMiddleware,
+  type SessionOptions,
+  session,
+  type UserSessionInfo,
+} from './session/index.js'
 export type { Duration } from './shared/duration.js'
 export { type ErrorCode, OptionError, RedisKitError } from './shared/errors.js'
 export type { Logger } from './shared/logger.js'

@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express'
 import { type Duration, parseDuration } from '../shared/duration.js'
-import { OptionError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
+import { check, parseLogger, parsePrefix, parseTimeoutMs } from '../shared/options.js'
 import { isRedisClient, type RedisClient } from '../shared/redis.js'
 import { defaultPolicyName, type StandardHeaders } from './headers.js'
 import { ipKeyGenerator } from './ip-key.js'
@@ -210,10 +210,6 @@ const RENAMED: Record<string, string> = { max: 'limit', window: 'windowMs', stor
 const isPositiveInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0
 const isNonNegativeInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0
 
-function check(condition: boolean, option: string, expected: string, received: unknown): void {
-  if (!condition) throw new OptionError(option, expected, received)
-}
-
 function optionalFunction<T>(options: Record<string, unknown>, name: string): T | undefined {
   const value = options[name]
   check(value === undefined || typeof value === 'function', name, 'a function', value)
@@ -278,8 +274,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   const keyGenerator =
     optionalFunction<RateLimitConfig['keyGenerator']>(raw, 'keyGenerator') ?? defaultKeyGenerator(ipv6Subnet)
 
-  const prefix = options.prefix ?? 'rl:'
-  check(typeof prefix === 'string' && !/[{}]/.test(prefix), 'prefix', 'a string without { or }', prefix)
+  const prefix = parsePrefix(options.prefix, 'rl:')
 
   const cost = options.cost ?? 1
   check(typeof cost === 'function' || isNonNegativeInteger(cost), 'cost', 'a non-negative integer or a function', cost)
@@ -321,16 +316,9 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   const onRedisError = options.onRedisError ?? 'allow'
   check(onRedisError === 'allow' || onRedisError === 'block', 'onRedisError', "'allow' or 'block'", onRedisError)
 
-  const timeoutMs = options.timeoutMs ?? 500
-  check(isPositiveInteger(timeoutMs), 'timeoutMs', 'a positive integer of milliseconds', timeoutMs)
+  const timeoutMs = parseTimeoutMs(options.timeoutMs)
 
-  const logger = options.logger ?? console
-  check(
-    typeof logger?.warn === 'function' && typeof logger?.error === 'function',
-    'logger',
-    'an object with warn() and error() (console fits)',
-    logger,
-  )
+  const logger = parseLogger(options.logger)
 
   return {
     client: options.client,

@@ -12,7 +12,7 @@ export type RedisClient = RedisClientType<any, any, any, any, any> | RedisCluste
 
 interface ScriptOptions {
   keys: string[]
-  arguments: string[]
+  arguments: (string | Buffer)[]
 }
 
 /** The calls express-redis-kit makes, common to a client and a cluster. */
@@ -23,6 +23,9 @@ export interface ScriptCapable {
   del(keys: string | string[]): Promise<number>
   zRem(key: string, members: string | string[]): Promise<number>
   hmGet(key: string, fields: string[]): Promise<(string | null)[]>
+  get(key: string): Promise<string | Buffer | null>
+  incr(key: string): Promise<number>
+  unlink(keys: string | string[]): Promise<number>
 }
 
 /** A Lua script whose SHA1 is computed once, run with `EVALSHA` and `EVAL` only after `NOSCRIPT`. */
@@ -40,7 +43,7 @@ export class Script {
    * after an error other than `NOSCRIPT`: the script may have run, and a retry
    * would count a request twice.
    */
-  run(client: RedisClient, keys: string[], args: string[], timeoutMs: number): Promise<unknown> {
+  run(client: RedisClient, keys: string[], args: (string | Buffer)[], timeoutMs: number): Promise<unknown> {
     const options = { keys, arguments: args }
     return runCommand(
       client,

@@ -7,10 +7,12 @@ import { createClient } from 'redis'
 import type { Logger } from '../../src/index.js'
 import { type DisposableRedis, redisAddresses } from './redis.js'
 
-/** A logger that keeps what it is given. */
+/** A logger that keeps every message and detail it is given. */
 export interface RecordingLogger extends Logger {
   warnings: unknown[][]
   errors: unknown[][]
+  /** Every message and detail as text, errors with their message, stack and causes. */
+  text(): string
 }
 
 export function recordingLogger(): RecordingLogger {
@@ -21,10 +23,24 @@ export function recordingLogger(): RecordingLogger {
     errors,
     warn: (...args: unknown[]) => void warnings.push(args),
     error: (...args: unknown[]) => void errors.push(args),
+    text: () => [...warnings, ...errors].flat().map(describeDeep).join('\n'),
   }
 }
 
-/** Polls `condition` every 20 ms; rejects after `withinMs`. */
+/** A value as text, following an error's `cause` chain (what a log shipper would record). */
+export function describeDeep(value: unknown): string {
+  if (value instanceof Error) {
+    const fields = JSON.stringify({ ...value })
+    return `${value.name}: ${value.message}\n${value.stack ?? ''}\n${fields}\ncause: ${describeDeep(value.cause)}`
+  }
+  if (typeof value === 'string') return value
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return String(value)
+  }
+}
+
 export async function waitUntil(condition: () => boolean, withinMs = 10_000, what = 'the condition'): Promise<void> {
   const deadline = Date.now() + withinMs
   while (!condition()) {

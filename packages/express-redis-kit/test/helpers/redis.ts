@@ -109,87 +109,115 @@ function freePort(): Promise<number> {
 /** A throwaway 3-master Redis Cluster of our own, whose nodes a test may kill. */
 export interface DisposableCluster {
   ports: number[]
+  addresses: { host: string; port: number }[]
+  /** A new cluster client connected to it. */
+  connect(): Promise<RedisClient>
   /** Kills the master that serves `key`'s slot; resolves with its port. */
   killMasterOf(key: string): Promise<number>
+  /** Kills every node (SIGKILL); safe to call more than once. */
   stop(): Promise<void>
 }
 
 export async function startDisposableCluster(): Promise<DisposableCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'erk-cluster-'))
-  const ports = [await freePort(), await freePort(), await freePort()]
+  const ports = await clusterPorts(3)
   const servers = ports.map((port) =>
     spawn(
       'redis-server',
       [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--cluster-enabled',
-        'yes',
-        '--cluster-config-file',
-        join(dir, `${port}.conf`),
-        '--dir',
-        dir,
-        '--save',
-        '',
-        '--appendonly',
-        'no',
+        ...['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes'],
+        ...['--cluster-config-file', join(dir, `${port}.conf`), '--dir', dir, '--save', '', '--appendonly', 'no'],
       ],
       { stdio: 'ignore' },
     ),
   )
-  const run = (args: string[]) =>
+  const cli = (args: string[]) =>
     new Promise<string>((resolve, reject) => {
       execFile('redis-cli', args, (error, stdout) => (error ? reject(error) : resolve(stdout)))
     })
-  for (const port of ports) {
-    for (let attempt = 0; attempt < 100; attempt++) {
-      if ((await run(['-p', String(port), 'ping']).catch(() => '')).includes('PONG')) break
-      await sleep(50)
-    }
-  }
-  await run([
-    '--cluster',
-    'create',
-    ...ports.map((port) => `127.0.0.1:${port}`),
-    '--cluster-replicas',
-    '0',
-    '--cluster-yes',
-  ])
-  for (let attempt = 0; attempt < 100; attempt++) {
-    if ((await run(['-p', String(ports[0]), 'cluster', 'info'])).includes('cluster_state:ok')) break
-    await sleep(50)
-  }
   const kill = async (index: number) => {
-    const server = servers[index]!
-    if (server.exitCode !== null || server.signalCode !== null) return
+    const server = servers[index]
+    if (!server || server.exitCode !== null || server.signalCode !== null) return
     const exited = new Promise((resolve) => server.once('exit', resolve))
     server.kill('SIGKILL')
     await exited
   }
+  let stopped: Promise<void> | undefined
+  const stop = () => {
+    stopped ??= Promise.all(servers.map((_, index) => kill(index))).then(() =>
+      rm(dir, { recursive: true, force: true }),
+    )
+    return stopped
+  }
+  try {
+    for (const port of ports) await waitFor(async () => (await cli(['-p', String(port), 'ping'])).includes('PONG'))
+    await cli([
+      '--cluster',
+      'create',
+      ...ports.map((port) => `127.0.0.1:${port}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ])
+    for (const port of ports) {
+      await waitFor(async () => (await cli(['-p', String(port), 'cluster', 'info'])).includes('cluster_state:ok'))
+    }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+  const addresses = ports.map((port) => ({ host: '127.0.0.1', port }))
   return {
     ports,
+    addresses,
+    async connect() {
+      const cluster = createCluster({ rootNodes: ports.map((port) => ({ url: `redis://127.0.0.1:${port}` })) })
+      cluster.on('error', () => {})
+      await cluster.connect()
+      return cluster as unknown as RedisClient
+    },
     async killMasterOf(key) {
-      const slot = Number((await run(['-p', String(ports[0]), 'cluster', 'keyslot', key])).trim())
-      const shards = (await run(['-p', String(ports[0]), 'cluster', 'nodes'])).trim().split('\n')
-      for (const line of shards) {
+      const slot = Number((await cli(['-p', String(ports[0]), 'cluster', 'keyslot', key])).trim())
+      for (const line of (await cli(['-p', String(ports[0]), 'cluster', 'nodes'])).trim().split('\n')) {
         const [, address, , , , , , , ...ranges] = line.split(' ')
         const owns = ranges.some((range) => {
-          const [from, to = from] = range.split('-').map(Number) as [number, number?]
-          return slot >= from && slot <= (to as number)
+          const [from = -1, to = from] = range.split('-').map(Number)
+          return slot >= from && slot <= to
         })
-        if (owns) {
-          const port = Number(address!.split(':')[1]!.split('@')[0])
-          await kill(ports.indexOf(port))
-          return port
-        }
+        if (!owns) continue
+        const port = Number(address?.split(':')[1]?.split('@')[0])
+        await kill(ports.indexOf(port))
+        return port
       }
       throw new Error(`no master owns slot ${slot}`)
     },
-    async stop() {
-      await Promise.all(servers.map((_, index) => kill(index)))
-      await rm(dir, { recursive: true, force: true })
-    },
+    stop,
   }
+}
+
+/** Polls `check` (errors count as "not yet") every 50 ms for up to 10 s. */
+async function waitFor(check: () => Promise<boolean>): Promise<void> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    if (await check().catch(() => false)) return
+    await sleep(50)
+  }
+  throw new Error('a disposable Redis did not become ready')
+}
+
+/** Free ports whose cluster bus port (+10000) is free too. */
+async function clusterPorts(count: number): Promise<number[]> {
+  const ports: number[] = []
+  while (ports.length < count) {
+    const port = 20_000 + Math.floor(Math.random() * 20_000)
+    if (!ports.includes(port) && (await isFree(port)) && (await isFree(port + 10_000))) ports.push(port)
+  }
+  return ports
+}
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer()
+    server.once('error', () => resolve(false))
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
+  })
 }

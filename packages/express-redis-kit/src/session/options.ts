@@ -1,0 +1,192 @@
+import { type Duration, parseDuration } from '../shared/duration.js'
+import type { Logger } from '../shared/logger.js'
+import { check, parseLogger, parsePrefix, parseTimeoutMs } from '../shared/options.js'
+import { isRedisClient, type RedisClient } from '../shared/redis.js'
+
+/** Options of the session cookie. */
+export interface SessionCookieOptions {
+  /**
+   * Hide the cookie from JavaScript in the page.
+   * @default true
+   */
+  httpOnly?: boolean
+  /**
+   * `'auto'` marks the cookie `Secure` when the request came over HTTPS (`req.secure`,
+   * which honours Express's `trust proxy`); `true` always; `false` never.
+   * @default 'auto'
+   */
+  secure?: boolean | 'auto'
+  /**
+   * @default 'lax'
+   */
+  sameSite?: 'lax' | 'strict' | 'none'
+  /**
+   * @default '/'
+   */
+  path?: string
+  /**
+   * @default none (host-only cookie)
+   */
+  domain?: string
+  /**
+   * CHIPS partitioned cookie (requires `secure`).
+   * @default false
+   */
+  partitioned?: boolean
+}
+
+/** Options of {@link session}. Only `client` is required. */
+export interface SessionOptions {
+  /** A connected node-redis client or Redis Cluster client. Never connected or closed by the middleware. */
+  client: RedisClient
+  /**
+   * Cookie name. With `secure: true`, `path: '/'` and no `domain`, a name starting with
+   * `__Host-` makes browsers refuse the cookie from subdomains and plain HTTP.
+   * @default 'sid'
+   */
+  name?: string
+  /**
+   * Prefix of every Redis key of these sessions.
+   * @default 'sess:'
+   */
+  prefix?: string
+  /**
+   * A session unused for this long is dead; activity extends it (rolling).
+   * @default '7d'
+   */
+  idleTimeout?: Duration
+  /**
+   * A session is dead this long after it was created, whatever its activity.
+   * @default '30d'
+   */
+  absoluteTimeout?: Duration
+  /** The session cookie's attributes. */
+  cookie?: SessionCookieOptions
+  /**
+   * The session property that names its user (e.g. `'userId'`). Enables the per-user
+   * index: `listUserSessions` and `destroyUserSessions`.
+   * @default none
+   */
+  userKey?: string
+  /**
+   * When Redis fails or times out while loading or saving: `'fail'` passes a 503 error to
+   * `next(err)`; `'anonymous'` continues with an empty session that is never saved, and logs
+   * a warning (at most once per 5 s).
+   * @default 'fail'
+   */
+  onRedisError?: 'fail' | 'anonymous'
+  /**
+   * The longest a request waits for Redis before `onRedisError` applies.
+   * @default 500
+   */
+  timeoutMs?: number
+  /**
+   * Receives warnings and errors. Session ids never appear in what is logged.
+   * @default console
+   */
+  logger?: Logger
+}
+
+export interface SessionConfig {
+  client: RedisClient
+  name: string
+  prefix: string
+  idleTimeout: number
+  absoluteTimeout: number
+  /** A read-only request refreshes `lastSeenAt` (one write) at most this often. */
+  refreshEvery: number
+  cookie: Required<Omit<SessionCookieOptions, 'domain'>> & { domain: string | undefined }
+  userKey: string | undefined
+  onRedisError: 'fail' | 'anonymous'
+  timeoutMs: number
+  logger: Logger
+}
+
+const KNOWN = new Set([
+  'client',
+  'name',
+  'prefix',
+  'idleTimeout',
+  'absoluteTimeout',
+  'cookie',
+  'userKey',
+  'onRedisError',
+  'timeoutMs',
+  'logger',
+])
+const KNOWN_COOKIE = new Set(['httpOnly', 'secure', 'sameSite', 'path', 'domain', 'partitioned'])
+const RENAMED: Record<string, string> = {
+  secret: 'cookie-parser (mount cookieParser(secret) before session())',
+  store: 'client',
+  rolling: 'idleTimeout',
+  maxAge: 'idleTimeout',
+  ttl: 'idleTimeout',
+}
+
+/** Validates `options` and resolves every default; throws an `OptionError` (a `TypeError`) naming the option. */
+export function parseSessionOptions(options: SessionOptions): SessionConfig {
+  check(typeof options === 'object' && options !== null, 'options', 'an object', options)
+  for (const [name, value] of Object.entries(options)) {
+    const hint = RENAMED[name] ? ` (use ${RENAMED[name]})` : ''
+    check(KNOWN.has(name) || value === undefined, name, `a known option${hint}`, value)
+  }
+  check(isRedisClient(options.client), 'client', 'a node-redis client or cluster', options.client)
+
+  const name = options.name ?? 'sid'
+  check(
+    typeof name === 'string' && /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name),
+    'name',
+    'a cookie name (RFC 6265 token)',
+    name,
+  )
+  const prefix = parsePrefix(options.prefix, 'sess:')
+
+  const idleTimeout = parseDuration(options.idleTimeout ?? '7d', 'idleTimeout')
+  const absoluteTimeout = parseDuration(options.absoluteTimeout ?? '30d', 'absoluteTimeout')
+  check(idleTimeout <= absoluteTimeout, 'idleTimeout', `at most absoluteTimeout (${absoluteTimeout} ms)`, idleTimeout)
+
+  const cookie = options.cookie ?? {}
+  check(typeof cookie === 'object' && cookie !== null, 'cookie', 'an object', cookie)
+  for (const [key, value] of Object.entries(cookie)) {
+    check(KNOWN_COOKIE.has(key) || value === undefined, `cookie.${key}`, 'a known cookie option', value)
+  }
+  const httpOnly = cookie.httpOnly ?? true
+  check(typeof httpOnly === 'boolean', 'cookie.httpOnly', 'a boolean', httpOnly)
+  const secure = cookie.secure ?? 'auto'
+  check(secure === 'auto' || typeof secure === 'boolean', 'cookie.secure', "true, false or 'auto'", secure)
+  const sameSite = cookie.sameSite ?? 'lax'
+  check(['lax', 'strict', 'none'].includes(sameSite), 'cookie.sameSite', "'lax', 'strict' or 'none'", sameSite)
+  check(sameSite !== 'none' || secure !== false, 'cookie.secure', "true or 'auto' with sameSite 'none'", secure)
+  const path = cookie.path ?? '/'
+  check(typeof path === 'string' && path.startsWith('/'), 'cookie.path', "a path starting with '/'", path)
+  check(cookie.domain === undefined || typeof cookie.domain === 'string', 'cookie.domain', 'a string', cookie.domain)
+  const partitioned = cookie.partitioned ?? false
+  check(typeof partitioned === 'boolean', 'cookie.partitioned', 'a boolean', partitioned)
+
+  check(
+    options.userKey === undefined || (typeof options.userKey === 'string' && options.userKey.length > 0),
+    'userKey',
+    'a non-empty string',
+    options.userKey,
+  )
+  const onRedisError = options.onRedisError ?? 'fail'
+  check(onRedisError === 'fail' || onRedisError === 'anonymous', 'onRedisError', "'fail' or 'anonymous'", onRedisError)
+  const timeoutMs = parseTimeoutMs(options.timeoutMs)
+  const logger = parseLogger(options.logger)
+
+  return {
+    client: options.client,
+    name,
+    prefix,
+    idleTimeout,
+    absoluteTimeout,
+    // A tenth of the idle timeout: a session read now and then stays alive, at a write
+    // per 17 hours for the default 7-day idle timeout.
+    refreshEvery: Math.max(1, Math.floor(idleTimeout / 10)),
+    cookie: { httpOnly, secure, sameSite, path, domain: cookie.domain, partitioned },
+    userKey: options.userKey,
+    onRedisError,
+    timeoutMs,
+    logger,
+  }
+}
