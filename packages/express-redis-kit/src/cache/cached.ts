@@ -1,0 +1,150 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Duration } from '../shared/duration.js'
+import { parseDuration } from '../shared/duration.js'
+import type { RedisClient } from '../shared/redis.js'
+import { type CacheCommonOptions, check, checkTags, parseCommonOptions } from './options.js'
+import { type Serializer, typedJson } from './serializer.js'
+import type { CacheStore, Lifetimes, Lookup } from './store.js'
+
+/** Options of {@link cached}. */
+export interface CachedOptions extends CacheCommonOptions {
+  /**
+   * Tags to invalidate the value by (see {@link invalidateTags}).
+   * @default []
+   */
+  tags?: string[]
+  /**
+   * How long a "not found" (`null` or `undefined` from the loader) is cached.
+   * @default '30s'
+   */
+  negativeTtl?: Duration
+  /**
+   * How values are stored.
+   * @default typedJson (JSON that keeps Date, BigInt, Map, Set, undefined, NaN and Infinity)
+   */
+  serializer?: Serializer
+}
+
+/** How often a caller waiting for another's fill looks again. */
+const POLL_MS = 20
+
+/**
+ * Read-through cache: the value under `key`, or what `loader` returns (then stored).
+ * Concurrent misses of the same key, from any number of processes, run `loader` once;
+ * a cached `null`, `0`, `''` or `false` is a hit; a loader that throws caches nothing and
+ * its error reaches the caller. Redis failing never fails the call: `loader` runs.
+ *
+ * @example
+ * ```ts
+ * const user = await cached(client, `user:${id}`, { ttl: '5m', tags: [`user:${id}`] },
+ *   () => prisma.user.findUnique({ where: { id } }))
+ * ```
+ * @throws {TypeError} (code `ERK_INVALID_OPTION`) for invalid options, before anything runs.
+ */
+export async function cached<T>(
+  client: RedisClient,
+  key: string,
+  options: CachedOptions,
+  loader: () => T | Promise<T>,
+): Promise<T> {
+  const { store, lifetimes } = parseCommonOptions(client, options)
+  check(typeof key === 'string' && key.length > 0, 'key', 'a non-empty string', key)
+  check(typeof loader === 'function', 'loader', 'a function', loader)
+  const tags = checkTags(options.tags ?? [], 'tags')
+  const negativeTtl = parseDuration(options.negativeTtl ?? '30s', 'negativeTtl')
+  const serializer = options.serializer ?? typedJson
+  check(
+    typeof serializer?.serialize === 'function' && typeof serializer?.deserialize === 'function',
+    'serializer',
+    'an object with serialize() and deserialize()',
+    serializer,
+  )
+  const entryKey = store.entryKey(`cached\n${key}`)
+  const read = (lookup: Lookup): { value: T } | undefined => {
+    if (!lookup.entry) return undefined
+    try {
+      return { value: serializer.deserialize(lookup.entry.toString()) as T }
+    } catch (error) {
+      store.warn('express-redis-kit cached: a stored value could not be read; loading it again', error)
+      return undefined
+    }
+  }
+  const fill = (lookup: Lookup) => load(store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags)
+
+  const deadline = Date.now() + store.lockMs
+  for (;;) {
+    let lookup: Lookup
+    try {
+      lookup = await store.lookup(entryKey, '', true)
+    } catch (error) {
+      store.warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
+      return loader()
+    }
+    const stored = read(lookup)
+    if (stored && lookup.lock === 'fresh') return stored.value
+    const { times } = lookup
+    if (stored && times && lookup.now < times.staleWhileRevalidateUntil) {
+      // Stale but within stale-while-revalidate: answer now; the lock owner refreshes.
+      if (lookup.lock === 'owned') void fill(lookup).catch(() => {})
+      return stored.value
+    }
+    if (lookup.lock === 'owned') return fill(lookup)
+    if (lookup.lock !== 'held' || Date.now() >= deadline) return loader()
+    await sleep(POLL_MS)
+  }
+}
+
+async function load<T>(
+  store: CacheStore,
+  entryKey: string,
+  lookup: Lookup,
+  loader: () => T | Promise<T>,
+  serializer: Serializer,
+  lifetimes: Lifetimes,
+  negativeTtl: number,
+  tags: string[],
+): Promise<T> {
+  let epoch: string
+  try {
+    epoch = await store.epoch()
+  } catch (error) {
+    store.warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
+    return loader()
+  }
+  let value: T
+  try {
+    value = await loader()
+  } catch (error) {
+    await store.release(entryKey, lookup.token, false).catch(() => {})
+    const { times } = lookup
+    if (lookup.entry && times && lookup.now < times.staleIfErrorUntil) {
+      try {
+        return serializer.deserialize(lookup.entry.toString()) as T
+      } catch {}
+    }
+    throw error
+  }
+  try {
+    const notFound = value === null || value === undefined
+    const entryLifetimes = notFound ? { ...lifetimes, ttl: negativeTtl } : lifetimes
+    const text = serializer.serialize(value)
+    await store.store(entryKey, '', Buffer.from(text), '', entryLifetimes, lookup.token, tags, epoch)
+  } catch (error) {
+    store.warn('express-redis-kit cached: could not store a value', error)
+    await store.release(entryKey, lookup.token, false).catch(() => {})
+  }
+  return value
+}
+
+/**
+ * Removes every cached value and response carrying any of `tags`, on every instance.
+ * Resolves to the number of entries removed. Pass the same `prefix` as the cache (default `'cache:'`).
+ */
+export async function invalidateTags(
+  client: RedisClient,
+  tags: string[],
+  options: Pick<CacheCommonOptions, 'prefix' | 'timeoutMs'> = {},
+): Promise<number> {
+  const { store } = parseCommonOptions(client, options)
+  return store.invalidateTags(checkTags(tags, 'tags'))
+}

@@ -1,0 +1,96 @@
+import { Script } from '../shared/redis.js'
+
+/*
+ * The cache's Redis data model. All the variants of one URL (or one cached() key) live in
+ * one hash, `<prefix>{<h>}`, h being a hash of the URL or key, with its lock beside it in
+ * the same slot, `<prefix>{<h>}:lock`:
+ *   vary       the request headers the response varies on ('' for none), as stored
+ *   v:<var>    a variant's entry: status, headers and body, binary (see entry.ts)
+ *   t:<var>    its times in Redis ms: '<storedAt>,<freshUntil>,<staleWhileRevalidateUntil>,<staleIfErrorUntil>'
+ * The hash expires with its longest-lived variant.
+ * Tags (another slot each): `<prefix>tag:{<tag>}`, a set of the entry hashes carrying the
+ * tag; and one counter `<prefix>epoch`, bumped by every invalidation, which a fill reads
+ * before and after storing so that no fill that overlapped an invalidation survives it.
+ */
+
+/**
+ * Lookup, and the lock when the entry is missing or no longer fresh.
+ * KEYS[1] entry hash, KEYS[2] its lock.
+ * ARGV[1] variant field suffix, ARGV[2] lock token ('' = do not lock), ARGV[3] lock ms.
+ * Reply: { now, vary or false, entry or false, times or false, lock } where lock is
+ *   'fresh'  the entry is fresh: no lock needed
+ *   'owned'  this caller holds the lock now and should fill the entry
+ *   'held'   another caller holds it (fill in progress)
+ *   'none'   not requested
+ *   'uncacheable' the last fill found the response not cacheable: go to the origin
+ */
+export const LOOKUP = new Script(`
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local stored = redis.call('HMGET', KEYS[1], 'vary', 'v:' .. ARGV[1], 't:' .. ARGV[1])
+local vary, entry, times = stored[1], stored[2], stored[3]
+local state = 'none'
+if entry and times then
+  local fresh = tonumber(string.match(times, '^[^,]*,([^,]*)'))
+  if now < fresh then return { now, vary, entry, times, 'fresh' } end
+end
+if ARGV[2] ~= '' then
+  if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
+    state = 'owned'
+  elseif redis.call('GET', KEYS[2]) == 'uncacheable' then
+    state = 'uncacheable'
+  else
+    state = 'held'
+  end
+end
+return { now, vary, entry, times, state }
+`)
+
+/**
+ * Store a variant. KEYS[1] entry hash, KEYS[2] its lock.
+ * ARGV[1] lock token, ARGV[2] variant suffix, ARGV[3] entry, ARGV[4] vary spec,
+ * ARGV[5] ttl ms, ARGV[6] stale-while-revalidate ms, ARGV[7] stale-if-error ms.
+ * A different vary spec than the stored one drops the old variants. Releases the lock
+ * if this caller still holds it. Reply: the times string stored.
+ */
+export const STORE = new Script(`
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local ttl, swr, sie = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+local vary = redis.call('HGET', KEYS[1], 'vary')
+if vary and vary ~= ARGV[4] then redis.call('DEL', KEYS[1]) end
+local times = string.format('%d,%d,%d,%d', now, now + ttl, now + ttl + swr, now + ttl + sie)
+redis.call('HSET', KEYS[1], 'vary', ARGV[4], 'v:' .. ARGV[2], ARGV[3], 't:' .. ARGV[2], times)
+local keep = ttl + math.max(swr, sie)
+if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+return times
+`)
+
+/**
+ * Give the lock up without storing. KEYS[1] the lock. ARGV[1] token, ARGV[2] '1' to mark
+ * the response uncacheable for ARGV[3] ms (waiters then go to the origin at once).
+ */
+export const RELEASE = new Script(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[1], 'uncacheable', 'PX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+`)
+
+/** Tag an entry. KEYS[1] the tag's set. ARGV[1] entry hash key, ARGV[2] ms it may live. */
+export const TAG = new Script(`
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+`)
+
+/** Take a tag's entries: KEYS[1] the tag's set. Reply: its members; the set is deleted. */
+export const TAKE_TAG = new Script(`
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members
+`)

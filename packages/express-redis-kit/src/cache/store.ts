@@ -1,0 +1,155 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { RESP_TYPES } from 'redis'
+import { type Logger, throttledLogger } from '../shared/logger.js'
+import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
+import { type EntryTimes, parseTimes } from './entry.js'
+import { LOOKUP, RELEASE, STORE, TAG, TAKE_TAG } from './scripts.js'
+
+/** What a lookup found. */
+export interface Lookup {
+  /** Redis's clock at the lookup (ms). */
+  now: number
+  /** The vary spec stored for the entry, if any. */
+  vary: string | undefined
+  entry: Buffer | undefined
+  times: EntryTimes | undefined
+  lock: 'fresh' | 'owned' | 'held' | 'none' | 'uncacheable'
+  /** The token of the lock, when `lock` is 'owned'. */
+  token: string
+}
+
+/** Durations (ms) of a stored entry. */
+export interface Lifetimes {
+  ttl: number
+  staleWhileRevalidate: number
+  staleIfError: number
+}
+
+/**
+ * The Redis side of the cache, shared by cacheResponse() and cached(): lookups with a
+ * single-flight lock, fenced stores, tags and their invalidation. See scripts.ts for the
+ * data model.
+ */
+export class CacheStore {
+  readonly warn: (message: string, error?: unknown) => void
+  private readonly binary: RedisClient
+
+  constructor(
+    readonly client: RedisClient,
+    readonly prefix: string,
+    readonly timeoutMs: number,
+    readonly lockMs: number,
+    logger: Logger,
+  ) {
+    this.warn = throttledLogger(logger, 'warn')
+    // Replies as Buffers, so that bodies come back byte for byte.
+    this.binary = (client as unknown as { withTypeMapping(mapping: object): RedisClient }).withTypeMapping({
+      [RESP_TYPES.BLOB_STRING]: Buffer,
+    })
+  }
+
+  /** The entry hash of an id (a canonical URL, or a cached() key): a fixed-size key whatever the id holds. */
+  entryKey(id: string): string {
+    return `${this.prefix}{${createHash('sha256').update(id).digest('base64url').slice(0, 32)}}`
+  }
+
+  private lockKey(entryKey: string): string {
+    return `${entryKey}:lock`
+  }
+
+  private get epochKey(): string {
+    return `${this.prefix}epoch`
+  }
+
+  private tagKey(tag: string): string {
+    return `${this.prefix}tag:{${encodeKeyPart(tag)}}`
+  }
+
+  /** Looks the variant up; with `lock`, takes the fill lock if the entry is not fresh. */
+  async lookup(entryKey: string, variant: string, lock: boolean): Promise<Lookup> {
+    const token = lock ? randomBytes(16).toString('base64url') : ''
+    const reply = (await LOOKUP.run(
+      this.binary,
+      [entryKey, this.lockKey(entryKey)],
+      [variant, token, String(this.lockMs)],
+      this.timeoutMs,
+    )) as [number, Buffer | null, Buffer | null, Buffer | null, Buffer | string]
+    const [now, vary, entry, times, state] = reply
+    return {
+      now: Number(now),
+      vary: vary ? vary.toString() : undefined,
+      entry: entry ?? undefined,
+      times: times ? parseTimes(times.toString()) : undefined,
+      lock: state.toString() as Lookup['lock'],
+      token,
+    }
+  }
+
+  /** The invalidation counter, read before a fill (see `store`). */
+  async epoch(): Promise<string> {
+    const value = await runCommand(this.client, this.epochKey, (redis) => redis.get(this.epochKey), this.timeoutMs)
+    return String(value ?? '0')
+  }
+
+  /**
+   * Stores a variant, tags its entry, then re-reads the invalidation counter: if an
+   * invalidation ran since `epochBefore` (read before the origin was asked), the entry
+   * may hold a pre-invalidation body and is deleted again. Whatever the interleaving, an
+   * invalidation either sees the entry in a tag set and deletes it, or bumps the counter
+   * before this re-read.
+   */
+  async store(
+    entryKey: string,
+    variant: string,
+    entry: Buffer,
+    vary: string,
+    lifetimes: Lifetimes,
+    token: string,
+    tags: string[],
+    epochBefore: string,
+  ): Promise<void> {
+    await STORE.run(
+      this.client,
+      [entryKey, this.lockKey(entryKey)],
+      [
+        token,
+        variant,
+        entry,
+        vary,
+        String(lifetimes.ttl),
+        String(lifetimes.staleWhileRevalidate),
+        String(lifetimes.staleIfError),
+      ],
+      this.timeoutMs,
+    )
+    const keepMs = String(lifetimes.ttl + Math.max(lifetimes.staleWhileRevalidate, lifetimes.staleIfError))
+    await Promise.all(tags.map((tag) => TAG.run(this.client, [this.tagKey(tag)], [entryKey, keepMs], this.timeoutMs)))
+    if ((await this.epoch()) !== epochBefore) {
+      await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), this.timeoutMs)
+    }
+  }
+
+  /** Gives the fill lock up; `uncacheable` tells the waiters to go to the origin themselves. */
+  async release(entryKey: string, token: string, uncacheable: boolean): Promise<void> {
+    await RELEASE.run(
+      this.client,
+      [this.lockKey(entryKey)],
+      [token, uncacheable ? '1' : '0', String(this.lockMs)],
+      this.timeoutMs,
+    )
+  }
+
+  /**
+   * Removes every entry carrying any of `tags`, on every instance. Resolves to the number
+   * of entries removed.
+   */
+  async invalidateTags(tags: string[]): Promise<number> {
+    await runCommand(this.client, this.epochKey, (redis) => redis.incr(this.epochKey), this.timeoutMs)
+    const taken = await Promise.all(
+      tags.map((tag) => TAKE_TAG.run(this.client, [this.tagKey(tag)], [], this.timeoutMs) as Promise<string[]>),
+    )
+    const entries = [...new Set(taken.flat())]
+    await Promise.all(entries.map((key) => runCommand(this.client, key, (redis) => redis.unlink(key), this.timeoutMs)))
+    return entries.length
+  }
+}
