@@ -97,8 +97,11 @@ interface RequestSession {
   cookieMaxAge: number
   /** The cookie must be (re)sent for the current id: a new session, or a re-signed one. */
   sendCookie: boolean
-  /** The cookie was signed with a retired secret: re-sign it with the current one on the next save. */
-  resign: boolean
+  /**
+   * The request whose cookie loaded this session: on the first save, a cookie signed with a
+   * retired secret is re-signed with the current one (checked then, not on every read).
+   */
+  cookieRequest: Request | undefined
   /** This request destroyed the session its cookie named: clear the cookie unless a new session is stored. */
   killedHere: boolean
   /** Destroyed in this request, or found destroyed/expired when saving: nothing more is saved. */
@@ -210,8 +213,11 @@ export function session(options: SessionOptions): SessionMiddleware {
       state.destroyed = true
       return
     }
-    if (!state.stored || state.resign) state.sendCookie = true
-    state.resign = false
+    const cookieRequest = state.cookieRequest
+    state.cookieRequest = undefined
+    if (!state.stored || (cookieRequest && !signedWithCurrentSecret(cookieRequest, config.name, state.id))) {
+      state.sendCookie = true
+    }
     state.stored = true
     state.touched = false
     state.snapshot = current
@@ -231,6 +237,16 @@ export function session(options: SessionOptions): SessionMiddleware {
     }
   }
 
+  /** Whether `persist` would write anything (synchronous, so that most responses are not held). */
+  function needsSave(state: RequestSession): boolean {
+    if (state.anonymous || state.destroyed) return false
+    const current = serialize(state.object)
+    if (!state.stored) return current.size > 0
+    if (state.touched || current.size !== state.snapshot.size) return true
+    for (const [name, json] of current) if (state.snapshot.get(name) !== json) return true
+    return false
+  }
+
   const timeouts = (): string[] => [String(config.idleTimeout), String(config.absoluteTimeout)]
 
   /** A new, not yet stored session under a fresh id. */
@@ -241,6 +257,7 @@ export function session(options: SessionOptions): SessionMiddleware {
     state.snapshot = new Map()
     state.indexedUser = undefined
     state.sendCookie = false
+    state.cookieRequest = undefined
   }
 
   function clearData(object: Session): void {
@@ -256,55 +273,65 @@ export function session(options: SessionOptions): SessionMiddleware {
     }
   }
 
-  function createSessionObject(state: () => RequestSession): Session {
-    const object = {} as Session
-    const methods: SessionMethods = {
-      get id() {
-        return state().id
-      },
-      async regenerate({ keepData = false } = {}) {
-        const current = state()
-        if (current.stored && !current.anonymous) await deleteSession(current.id, current.indexedUser)
-        if (current.stored) current.killedHere = true
+  /**
+   * `req.session`: the data as own enumerable properties; the methods, `id` and the
+   * SESSION_USER marker on the prototype (non-enumerable, nothing to define per request).
+   */
+  class SessionObject implements SessionMethods {
+    readonly #state: RequestSession
+
+    constructor(state: RequestSession) {
+      this.#state = state
+    }
+
+    get id(): string {
+      return this.#state.id
+    }
+
+    get [SESSION_USER](): string | undefined {
+      return userOf(this.#state)
+    }
+
+    async regenerate({ keepData = false } = {}): Promise<void> {
+      const current = this.#state
+      if (current.stored && !current.anonymous) await deleteSession(current.id, current.indexedUser)
+      if (current.stored) current.killedHere = true
+      startOver(current)
+      if (!keepData) clearData(current.object)
+    }
+
+    async destroy(): Promise<void> {
+      const current = this.#state
+      if (current.stored && !current.anonymous) await deleteSession(current.id, current.indexedUser)
+      if (current.stored) current.killedHere = true
+      current.stored = false
+      current.destroyed = true
+      current.sendCookie = false
+      clearData(current.object)
+    }
+
+    async save(): Promise<void> {
+      await persist(this.#state)
+    }
+
+    async reload(): Promise<void> {
+      const current = this.#state
+      if (current.anonymous || !current.stored) return
+      const loaded = await load(current.id)
+      if (!loaded) {
+        // Destroyed or expired meanwhile: go on as a new session under a new id, so that
+        // nothing can bring the dead id back.
         startOver(current)
-        if (!keepData) clearData(object)
-      },
-      async destroy() {
-        const current = state()
-        if (current.stored && !current.anonymous) await deleteSession(current.id, current.indexedUser)
-        if (current.stored) current.killedHere = true
-        current.stored = false
-        current.destroyed = true
-        current.sendCookie = false
-        clearData(object)
-      },
-      async save() {
-        await persist(state())
-      },
-      async reload() {
-        const current = state()
-        if (current.anonymous || !current.stored) return
-        const loaded = await load(current.id)
-        if (!loaded) {
-          // Destroyed or expired meanwhile: go on as a new session under a new id, so that
-          // nothing can bring the dead id back.
-          startOver(current)
-          clearData(object)
-          return
-        }
-        current.snapshot = loaded.snapshot
-        setData(object, loaded.data)
-      },
-      async touch() {
-        state().touched = true
-      },
+        clearData(current.object)
+        return
+      }
+      current.snapshot = loaded.snapshot
+      setData(current.object, loaded.data)
     }
-    for (const name of RESERVED) {
-      const descriptor = Object.getOwnPropertyDescriptor(methods, name)!
-      Object.defineProperty(object, name, { ...descriptor, enumerable: false })
+
+    async touch(): Promise<void> {
+      this.#state.touched = true
     }
-    Object.defineProperty(object, SESSION_USER, { get: () => userOf(state()), enumerable: false })
-    return object
   }
 
   function applyCookie(req: Request, res: Response, state: RequestSession): void {
@@ -363,6 +390,12 @@ export function session(options: SessionOptions): SessionMiddleware {
     }
 
     const enqueue = (operation: () => void): void => {
+      if (saved === undefined && !needsSave(state)) {
+        // Nothing to save (most requests): no reason to hold the response.
+        direct = true
+        operation()
+        return
+      }
       saved ??= save()
       queued++
       tail = (tail ?? saved).then((ok) => {
@@ -381,8 +414,11 @@ export function session(options: SessionOptions): SessionMiddleware {
 
     res.write = function writeAfterSave(this: Response, ...args: unknown[]) {
       if (direct) return (write as (...a: unknown[]) => boolean).apply(this, args)
-      enqueue(() => (write as (...a: unknown[]) => boolean).apply(res, args))
-      return true
+      let written = true
+      enqueue(() => {
+        written = (write as (...a: unknown[]) => boolean).apply(res, args)
+      })
+      return written
     } as typeof res.write
 
     res.end = function endAfterSave(this: Response, ...args: unknown[]) {
@@ -430,13 +466,13 @@ export function session(options: SessionOptions): SessionMiddleware {
       createdAt: 0,
       cookieMaxAge: 0,
       sendCookie: false,
-      resign: false,
+      cookieRequest: undefined,
       killedHere: false,
       destroyed: false,
       touched: false,
       anonymous: false,
     }
-    state.object = createSessionObject(() => state)
+    state.object = new SessionObject(state) as unknown as Session
 
     // Only a correctly signed, well-formed id costs a Redis call.
     if (typeof cookieValue === 'string' && ID_PATTERN.test(cookieValue)) {
@@ -448,8 +484,7 @@ export function session(options: SessionOptions): SessionMiddleware {
           state.snapshot = loaded.snapshot
           state.createdAt = loaded.createdAt
           state.cookieMaxAge = cookieMaxAge(loaded.createdAt, loaded.now)
-          // A cookie signed with a retired secret is re-signed when the session is next saved.
-          state.resign = !signedWithCurrentSecret(req, config.name, cookieValue)
+          state.cookieRequest = req
           setData(state.object, loaded.data)
           state.indexedUser = userOf(state)
         }
