@@ -47,7 +47,7 @@ export async function cached<T>(
   options: CachedOptions,
   loader: () => T | Promise<T>,
 ): Promise<T> {
-  const { store, lifetimes } = parseCommonOptions(client, options)
+  const { store, lifetimes, warn } = parseCommonOptions(client, options)
   check(typeof key === 'string' && key.length > 0, 'key', 'a non-empty string', key)
   check(typeof loader === 'function', 'loader', 'a function', loader)
   const tags = checkTags(options.tags ?? [], 'tags')
@@ -65,11 +65,12 @@ export async function cached<T>(
     try {
       return { value: serializer.deserialize(lookup.entry.toString()) as T }
     } catch (error) {
-      store.warn('express-redis-kit cached: a stored value could not be read; loading it again', error)
+      warn('express-redis-kit cached: a stored value could not be read; loading it again', error)
       return undefined
     }
   }
-  const fill = (lookup: Lookup) => load(store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags)
+  const fill = (lookup: Lookup) =>
+    load({ store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags, warn })
 
   const deadline = Date.now() + store.lockMs
   for (;;) {
@@ -77,7 +78,7 @@ export async function cached<T>(
     try {
       lookup = await store.lookup(entryKey, '', true)
     } catch (error) {
-      store.warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
+      warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
       return loader()
     }
     const stored = read(lookup)
@@ -94,21 +95,29 @@ export async function cached<T>(
   }
 }
 
-async function load<T>(
-  store: CacheStore,
-  entryKey: string,
-  lookup: Lookup,
-  loader: () => T | Promise<T>,
-  serializer: Serializer,
-  lifetimes: Lifetimes,
-  negativeTtl: number,
-  tags: string[],
-): Promise<T> {
+/** Everything one fill needs. */
+interface Fill<T> {
+  store: CacheStore
+  entryKey: string
+  /** The lookup that took the lock. */
+  lookup: Lookup
+  loader: () => T | Promise<T>
+  serializer: Serializer
+  lifetimes: Lifetimes
+  negativeTtl: number
+  tags: string[]
+  warn: (message: string, error?: unknown) => void
+}
+
+/** Runs the loader for the lock owner and stores its value (or serves the stale one if it throws). */
+async function load<T>(fill: Fill<T>): Promise<T> {
+  const { store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags, warn } = fill
   let epoch: string
   try {
     epoch = await store.epoch()
   } catch (error) {
-    store.warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
+    warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
+    void store.release(entryKey, lookup.token, false).catch(() => {})
     return loader()
   }
   let value: T
@@ -130,7 +139,7 @@ async function load<T>(
     const text = serializer.serialize(value)
     await store.store(entryKey, '', Buffer.from(text), '', entryLifetimes, lookup.token, tags, epoch)
   } catch (error) {
-    store.warn('express-redis-kit cached: could not store a value', error)
+    warn('express-redis-kit cached: could not store a value', error)
     await store.release(entryKey, lookup.token, false).catch(() => {})
   }
   return value

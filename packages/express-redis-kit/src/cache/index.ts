@@ -71,7 +71,7 @@ const NOT_STORED = new Set(['x-cache', 'age', 'date', 'connection', 'keep-alive'
  */
 export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
-  const { store, lifetimes } = parseCommonOptions(options.client, options)
+  const { store, lifetimes, warn } = parseCommonOptions(options.client, options)
   const tagsOption = options.tags ?? []
   if (typeof tagsOption !== 'function') checkTags(tagsOption, 'tags')
   const statuses = options.statuses ?? [200]
@@ -126,11 +126,11 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
         if (entry && times && lookup.now < times.staleWhileRevalidateUntil && lookup.lock !== 'owned') {
           return serve(req, res, entry, times, lookup.now, 'STALE')
         }
-        if (!isGet || lookup.lock !== 'held' || Date.now() >= deadline) break
+        if (lookup.lock !== 'held' || Date.now() >= deadline) break
         await sleep(20)
       }
     } catch (error) {
-      store.warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
+      warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
       res.setHeader('X-Cache', 'BYPASS')
       return next()
     }
@@ -142,10 +142,15 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
     try {
       epoch = await store.epoch()
     } catch (error) {
-      store.warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
+      warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
       void store.release(entryKey, owned.token, false).catch(() => {})
       return next()
     }
+    // The origin must produce the full response to store, not a 304 for this client's copy:
+    // the client's own If-None-Match is answered from the origin's response (see capture).
+    const ifNoneMatch = req.headers['if-none-match']
+    delete req.headers['if-none-match']
+    delete req.headers['if-modified-since']
     const stale =
       owned.entry && owned.times && owned.now < owned.times.staleIfErrorUntil ? decodeEntry(owned.entry) : undefined
     captureResponse(
@@ -153,6 +158,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
       res,
       maxBodyBytes,
       stale && { entry: stale, times: owned.times!, now: owned.now },
+      ifNoneMatch,
       (captured) => {
         const storable = captured && cacheable(captured, statuses) ? captured : undefined
         if (!storable) {
@@ -167,14 +173,14 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
         try {
           tags = typeof tagsOption === 'function' ? checkTags(tagsOption(req, res), 'tags()') : tagsOption
         } catch (error) {
-          store.warn('express-redis-kit cacheResponse: the tags option failed; the response is not stored', error)
+          warn('express-redis-kit cacheResponse: the tags option failed; the response is not stored', error)
           void store.release(entryKey, owned.token, false).catch(() => {})
           return
         }
         const variant = variantOf(req, varySpec)
         store
           .store(entryKey, variant, encodeEntry(storable), varySpec, lifetimes, owned.token, tags, epoch)
-          .catch((error) => store.warn('express-redis-kit cacheResponse: could not store a response', error))
+          .catch((error) => warn('express-redis-kit cacheResponse: could not store a response', error))
       },
     )
     next()
@@ -257,13 +263,20 @@ function serve(
   res.setHeader('X-Cache', state)
   res.setHeader('Age', String(Math.max(0, Math.floor((now - times.storedAt) / 1000))))
   const etag = entry.headers.find(([name]) => name === 'etag')?.[1]
-  if (typeof etag === 'string' && ifNoneMatchMatches(req.headers['if-none-match'], etag)) {
+  // RFC 9110 13.2.1: a precondition is evaluated only when the answer would be 2xx.
+  const success = entry.status >= 200 && entry.status < 300
+  if (success && typeof etag === 'string' && ifNoneMatchMatches(req.headers['if-none-match'], etag)) {
     for (const name of ['content-length', 'content-type', 'content-encoding']) res.removeHeader(name)
     res.statusCode = 304
     res.end()
     return
   }
   res.statusCode = entry.status
+  // Node adds Content-Length on the wire to a body sent in one piece, so it may not be among
+  // the stored headers: a HEAD answered from the entry must still carry it.
+  if (!res.hasHeader('content-length') && !res.hasHeader('transfer-encoding')) {
+    res.setHeader('Content-Length', String(entry.body.length))
+  }
   if (req.method === 'HEAD') res.end()
   else res.end(entry.body)
 }
@@ -285,6 +298,7 @@ function captureResponse(
   res: Response,
   maxBodyBytes: number,
   stale: StaleFallback | undefined,
+  ifNoneMatch: string | undefined,
   done: (captured: CachedResponse | undefined) => void,
 ): void {
   const { writeHead, write, end } = res
@@ -292,6 +306,27 @@ function captureResponse(
   let size = 0
   let tooLarge = false
   let replaced = false
+  let decided = false
+  /** The client's If-None-Match matched the origin's 2xx: it gets a 304, the body is only recorded. */
+  let notModified = false
+  let storedHeaders: [string, string | string[]][] | undefined
+  let storedStatus = 0
+
+  /** Before the first byte: does the client's own If-None-Match match what the origin sends? */
+  const decide = () => {
+    if (decided) return
+    decided = true
+    const etag = res.getHeader('etag')
+    if (ifNoneMatch && res.statusCode >= 200 && res.statusCode < 300 && typeof etag === 'string') {
+      notModified = ifNoneMatchMatches(ifNoneMatch, etag)
+    }
+    if (!notModified) return
+    storedHeaders = snapshotHeaders(res)
+    storedStatus = res.statusCode
+    for (const name of ['content-length', 'content-type', 'content-encoding', 'transfer-encoding'])
+      res.removeHeader(name)
+    res.statusCode = 304
+  }
 
   const record = (chunk: unknown, encoding: unknown) => {
     if (chunk === undefined || chunk === null || typeof chunk === 'function' || tooLarge) return
@@ -324,23 +359,33 @@ function captureResponse(
   } as typeof res.writeHead
   res.write = function cacheWrite(this: Response, ...args: unknown[]) {
     if (replaceWithStale()) return true
+    decide()
     record(args[0], args[1])
+    if (notModified) return true
     return (write as (...a: unknown[]) => boolean).apply(this, args)
   } as typeof res.write
   res.end = function cacheEnd(this: Response, ...args: unknown[]) {
     if (replaceWithStale()) return res
+    decide()
     record(args[0], args[1])
+    if (notModified) return (end as (...a: unknown[]) => Response).call(this)
     return (end as (...a: unknown[]) => Response).apply(this, args)
   } as typeof res.end
 
   res.once('close', () => {
     if (replaced || !res.writableFinished || tooLarge) return done(undefined)
-    const headers: [string, string | string[]][] = []
-    for (const name of res.getHeaderNames()) {
-      if (NOT_STORED.has(name) && name !== 'set-cookie') continue
-      const value = res.getHeader(name)
-      if (value !== undefined) headers.push([name, Array.isArray(value) ? value.map(String) : String(value)])
-    }
-    done({ status: res.statusCode, headers, body: Buffer.concat(chunks) })
+    const headers = storedHeaders ?? snapshotHeaders(res)
+    done({ status: storedStatus || res.statusCode, headers, body: Buffer.concat(chunks) })
   })
+}
+
+/** The response's headers as stored (Set-Cookie kept, so that `cacheable` can refuse it). */
+function snapshotHeaders(res: Response): [string, string | string[]][] {
+  const headers: [string, string | string[]][] = []
+  for (const name of res.getHeaderNames()) {
+    if (NOT_STORED.has(name) && name !== 'set-cookie') continue
+    const value = res.getHeader(name)
+    if (value !== undefined) headers.push([name, Array.isArray(value) ? value.map(String) : String(value)])
+  }
+  return headers
 }

@@ -3,7 +3,7 @@ import { check, parseLogger, parsePrefix, parseTimeoutMs } from '../shared/optio
 export { check }
 
 import { type Duration, parseDuration } from '../shared/duration.js'
-import type { Logger } from '../shared/logger.js'
+import { type Logger, throttledLogger } from '../shared/logger.js'
 import { isRedisClient, type RedisClient } from '../shared/redis.js'
 import { CacheStore, type Lifetimes } from './store.js'
 
@@ -50,9 +50,22 @@ export interface CacheCommonOptions {
 export interface CommonConfig {
   store: CacheStore
   lifetimes: Lifetimes
+  /** Logs a warning through the `logger` option, at most once per 5 s per logger. */
+  warn: (message: string, error?: unknown) => void
 }
 
 const stores = new WeakMap<RedisClient, Map<string, CacheStore>>()
+const warners = new WeakMap<Logger, (message: string, error?: unknown) => void>()
+
+/** One throttled warning function per logger, so that cached() calls share its throttle. */
+function warnerFor(logger: Logger): (message: string, error?: unknown) => void {
+  let warn = warners.get(logger)
+  if (!warn) {
+    warn = throttledLogger(logger, 'warn')
+    warners.set(logger, warn)
+  }
+  return warn
+}
 
 const optionalDuration = (value: unknown, option: string): number =>
   value === undefined || value === 0 ? 0 : parseDuration(value, option)
@@ -77,10 +90,10 @@ export function parseCommonOptions(client: RedisClient, options: CacheCommonOpti
   const id = `${prefix}\n${timeoutMs}\n${lockMs}`
   let store = byClient.get(id)
   if (!store) {
-    store = new CacheStore(client, prefix, timeoutMs, lockMs, logger)
+    store = new CacheStore(client, prefix, timeoutMs, lockMs)
     byClient.set(id, store)
   }
-  return { store, lifetimes: { ttl, staleWhileRevalidate, staleIfError } }
+  return { store, lifetimes: { ttl, staleWhileRevalidate, staleIfError }, warn: warnerFor(logger) }
 }
 
 /** Validates a list of tags. */

@@ -6,6 +6,7 @@ import { Script } from '../shared/redis.js'
  * the same slot, `<prefix>{<h>}:lock`:
  *   vary       the request headers the response varies on ('' for none), as stored
  *   v:<var>    a variant's entry: status, headers and body, binary (see entry.ts)
+ *   p:<var>    a variant being filled, until its commit (lookups ignore it)
  *   t:<var>    its times in Redis ms: '<storedAt>,<freshUntil>,<staleWhileRevalidateUntil>,<staleIfErrorUntil>'
  * The hash expires with its longest-lived variant.
  * Tags (another slot each): `<prefix>tag:{<tag>}`, a set of the entry hashes carrying the
@@ -21,7 +22,7 @@ import { Script } from '../shared/redis.js'
  *   'fresh'  the entry is fresh: no lock needed
  *   'owned'  this caller holds the lock now and should fill the entry
  *   'held'   another caller holds it (fill in progress)
- *   'none'   not requested
+ *   'none'   not requested, and no fill in progress
  *   'uncacheable' the last fill found the response not cacheable: go to the origin
  */
 export const LOOKUP = new Script(`
@@ -34,7 +35,10 @@ if entry and times then
   local fresh = tonumber(string.match(times, '^[^,]*,([^,]*)'))
   if now < fresh then return { now, vary, entry, times, 'fresh' } end
 end
-if ARGV[2] ~= '' then
+if ARGV[2] == '' then
+  -- no lock wanted (HEAD): still say whether a fill is in progress, so the caller can wait for it
+  if redis.call('EXISTS', KEYS[2]) == 1 then state = 'held' end
+else
   if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
     state = 'owned'
   elseif redis.call('GET', KEYS[2]) == 'uncacheable' then
@@ -47,24 +51,40 @@ return { now, vary, entry, times, state }
 `)
 
 /**
- * Store a variant. KEYS[1] entry hash, KEYS[2] its lock.
- * ARGV[1] lock token, ARGV[2] variant suffix, ARGV[3] entry, ARGV[4] vary spec,
- * ARGV[5] ttl ms, ARGV[6] stale-while-revalidate ms, ARGV[7] stale-if-error ms.
- * A different vary spec than the stored one drops the old variants. Releases the lock
- * if this caller still holds it. Reply: the times string stored.
+ * Stage a variant: stored under `p:<var>`, which lookups ignore, until COMMIT makes it the
+ * entry (after its tags are written and the invalidation counter checked). The lock stays.
+ * KEYS[1] entry hash. ARGV[1] variant suffix, ARGV[2] entry, ARGV[3] ms the staged
+ * value may wait for its commit.
  */
-export const STORE = new Script(`
+export const STAGE = new Script(`
+redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+`)
+
+/**
+ * Commit a staged variant. KEYS[1] entry hash, KEYS[2] its lock.
+ * ARGV[1] lock token, ARGV[2] variant suffix, ARGV[3] vary spec, ARGV[4] ttl ms,
+ * ARGV[5] stale-while-revalidate ms, ARGV[6] stale-if-error ms.
+ * A different vary spec than the stored one drops the old variants. Releases the lock
+ * if this caller still holds it. Reply: 1, or 0 when the staged value is gone (an
+ * invalidation deleted the entry meanwhile: nothing is stored).
+ */
+export const COMMIT = new Script(`
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+local entry = redis.call('HGET', KEYS[1], 'p:' .. ARGV[2])
+if not entry then return 0 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local ttl, swr, sie = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+local ttl, swr, sie = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local vary = redis.call('HGET', KEYS[1], 'vary')
-if vary and vary ~= ARGV[4] then redis.call('DEL', KEYS[1]) end
+if vary and vary ~= ARGV[3] then redis.call('DEL', KEYS[1]) else redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2]) end
 local times = string.format('%d,%d,%d,%d', now, now + ttl, now + ttl + swr, now + ttl + sie)
-redis.call('HSET', KEYS[1], 'vary', ARGV[4], 'v:' .. ARGV[2], ARGV[3], 't:' .. ARGV[2], times)
+redis.call('HSET', KEYS[1], 'vary', ARGV[3], 'v:' .. ARGV[2], entry, 't:' .. ARGV[2], times)
 local keep = ttl + math.max(swr, sie)
-if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
-return times
+-- alone in its hash: exactly its own lifetime; beside other variants: the longest of them
+if redis.call('HLEN', KEYS[1]) == 3 or redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+return 1
 `)
 
 /**

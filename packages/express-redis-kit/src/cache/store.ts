@@ -1,9 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { RESP_TYPES } from 'redis'
-import { type Logger, throttledLogger } from '../shared/logger.js'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
-import { LOOKUP, RELEASE, STORE, TAG, TAKE_TAG } from './scripts.js'
+import { COMMIT, LOOKUP, RELEASE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 
 /** What a lookup found. */
 export interface Lookup {
@@ -31,7 +30,6 @@ export interface Lifetimes {
  * data model.
  */
 export class CacheStore {
-  readonly warn: (message: string, error?: unknown) => void
   private readonly binary: RedisClient
 
   constructor(
@@ -39,9 +37,7 @@ export class CacheStore {
     readonly prefix: string,
     readonly timeoutMs: number,
     readonly lockMs: number,
-    logger: Logger,
   ) {
-    this.warn = throttledLogger(logger, 'warn')
     // Replies as Buffers, so that bodies come back byte for byte.
     this.binary = (client as unknown as { withTypeMapping(mapping: object): RedisClient }).withTypeMapping({
       [RESP_TYPES.BLOB_STRING]: Buffer,
@@ -68,11 +64,17 @@ export class CacheStore {
   /** Looks the variant up; with `lock`, takes the fill lock if the entry is not fresh. */
   async lookup(entryKey: string, variant: string, lock: boolean): Promise<Lookup> {
     const token = lock ? randomBytes(16).toString('base64url') : ''
+    // A lookup that timed out here may still run on Redis later (a stalled server) and take
+    // the lock for nobody: give such a lock back at once rather than after lockTimeout.
+    const giveBackLateLock = (late: unknown) => {
+      if (String((late as unknown[])[4]) === 'owned') void this.release(entryKey, token, false).catch(() => {})
+    }
     const reply = (await LOOKUP.run(
       this.binary,
       [entryKey, this.lockKey(entryKey)],
       [variant, token, String(this.lockMs)],
       this.timeoutMs,
+      giveBackLateLock,
     )) as [number, Buffer | null, Buffer | null, Buffer | null, Buffer | string]
     const [now, vary, entry, times, state] = reply
     return {
@@ -92,11 +94,13 @@ export class CacheStore {
   }
 
   /**
-   * Stores a variant, tags its entry, then re-reads the invalidation counter: if an
-   * invalidation ran since `epochBefore` (read before the origin was asked), the entry
-   * may hold a pre-invalidation body and is deleted again. Whatever the interleaving, an
-   * invalidation either sees the entry in a tag set and deletes it, or bumps the counter
-   * before this re-read.
+   * Stores a variant in two steps so that no invalidation that overlapped the fill can
+   * leave its body behind: stage it (invisible to lookups), add the entry to its tags'
+   * sets, re-read the invalidation counter, and commit only if no invalidation ran since
+   * `epochBefore` (read before the origin was asked). An invalidation bumps the counter
+   * first, then deletes what its tags' sets hold: either it finds this entry there (and
+   * deletes the staged or committed value), or this fill sees the new counter and drops
+   * its value. The lock is held until the commit, so waiters never see the staged value.
    */
   async store(
     entryKey: string,
@@ -108,13 +112,20 @@ export class CacheStore {
     tags: string[],
     epochBefore: string,
   ): Promise<void> {
-    await STORE.run(
+    await STAGE.run(this.client, [entryKey], [variant, entry, String(this.lockMs * 2)], this.timeoutMs)
+    const keepMs = String(lifetimes.ttl + Math.max(lifetimes.staleWhileRevalidate, lifetimes.staleIfError))
+    await Promise.all(tags.map((tag) => TAG.run(this.client, [this.tagKey(tag)], [entryKey, keepMs], this.timeoutMs)))
+    if ((await this.epoch()) !== epochBefore) {
+      await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), this.timeoutMs)
+      await this.release(entryKey, token, false)
+      return
+    }
+    await COMMIT.run(
       this.client,
       [entryKey, this.lockKey(entryKey)],
       [
         token,
         variant,
-        entry,
         vary,
         String(lifetimes.ttl),
         String(lifetimes.staleWhileRevalidate),
@@ -122,11 +133,6 @@ export class CacheStore {
       ],
       this.timeoutMs,
     )
-    const keepMs = String(lifetimes.ttl + Math.max(lifetimes.staleWhileRevalidate, lifetimes.staleIfError))
-    await Promise.all(tags.map((tag) => TAG.run(this.client, [this.tagKey(tag)], [entryKey, keepMs], this.timeoutMs)))
-    if ((await this.epoch()) !== epochBefore) {
-      await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), this.timeoutMs)
-    }
   }
 
   /** Gives the fill lock up; `uncacheable` tells the waiters to go to the origin themselves. */

@@ -41,9 +41,16 @@ export class Script {
    * the client is not ready (so nothing waits in node-redis's offline queue), on
    * any Redis error, and when no reply came within `timeoutMs`. Never retries
    * after an error other than `NOSCRIPT`: the script may have run, and a retry
-   * would count a request twice.
+   * would count a request twice. `onLateReply` receives a reply that came after the
+   * timeout (the script did run), so that the caller can undo what it took.
    */
-  run(client: RedisClient, keys: string[], args: (string | Buffer)[], timeoutMs: number): Promise<unknown> {
+  run(
+    client: RedisClient,
+    keys: string[],
+    args: (string | Buffer)[],
+    timeoutMs: number,
+    onLateReply?: (reply: unknown) => void,
+  ): Promise<unknown> {
     const options = { keys, arguments: args }
     return runCommand(
       client,
@@ -54,6 +61,7 @@ export class Script {
           throw error
         }),
       timeoutMs,
+      onLateReply,
     )
   }
 }
@@ -68,10 +76,11 @@ export function runCommand<T>(
   key: string,
   command: (redis: ScriptCapable) => Promise<T>,
   timeoutMs: number,
+  onLateReply?: (reply: T) => void,
 ): Promise<T> {
   const redis = client as unknown as ScriptCapable
   if (!isReadyFor(redis, key)) return Promise.reject(unavailable('the Redis client is not connected'))
-  return withTimeout(command(redis), timeoutMs)
+  return withTimeout(command(redis), timeoutMs, onLateReply)
 }
 
 /**
@@ -100,14 +109,22 @@ export function clusterSlot(key: string): number {
   return crc % 16384
 }
 
-/** Races `promise` against a timer; the loser's outcome is ignored (never unhandled). */
-export function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+/**
+ * Races `promise` against a timer; the loser's outcome is ignored (never unhandled),
+ * except that a value arriving after the timeout goes to `onLateValue`.
+ */
+export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, onLateValue?: (value: T) => void): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(unavailable(`Redis did not answer within ${timeoutMs} ms`)), timeoutMs)
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      reject(unavailable(`Redis did not answer within ${timeoutMs} ms`))
+    }, timeoutMs)
     promise.then(
       (value) => {
         clearTimeout(timer)
-        resolve(value)
+        if (timedOut) onLateValue?.(value)
+        else resolve(value)
       },
       (error: unknown) => {
         clearTimeout(timer)

@@ -1,0 +1,176 @@
+import { createHash } from 'node:crypto'
+import { request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http'
+import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
+import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express'
+import type { Response as TestResponse } from 'supertest'
+import type { RedisClient } from '../../src/index.js'
+
+/*
+ * Helpers of the cache's HTTP-level tests: a counting app, a raw HTTP client (supertest
+ * always inflates gzip, the cache must replay the compressed bytes), and the cache's Redis
+ * key names computed from its data model (src/cache/scripts.ts), not from its code.
+ */
+
+/** How often the origin ran, per app. */
+export interface Runs {
+  count: number
+}
+
+/**
+ * An Express 5 app whose every path and method goes through `cache` to `respond`, which
+ * is given the run number (1 for the first time the handler runs) and `next`. The default answer is
+ * `<METHOD> <url> #<run>` with `res.send`. Errors reach Express's default handler (500).
+ */
+export function countingApp(
+  cache: RequestHandler,
+  respond?: (req: Request, res: Response, run: number, next: NextFunction) => void | Promise<void>,
+): { app: Express; runs: Runs } {
+  const app = express()
+  // Express's default error handler then answers 500 without printing the stack.
+  app.set('env', 'test')
+  const runs: Runs = { count: 0 }
+  app.all('/{*path}', cache, async (req, res, next) => {
+    runs.count++
+    if (respond) await respond(req, res, runs.count, next)
+    else res.send(`${req.method} ${req.originalUrl} #${runs.count}`)
+  })
+  return { app, runs }
+}
+
+/** The `X-Cache` of a response. */
+export const xCache = (res: { headers: Record<string, unknown> }): unknown => res.headers['x-cache']
+
+/** A supertest parser that keeps the body as the bytes received: `.buffer(true).parse(binary)`. */
+export function binary(res: TestResponse, callback: (error: Error | null, body: Buffer) => void): void {
+  // Superagent hands a parser the Node response stream.
+  const stream = res as unknown as NodeJS.ReadableStream
+  const chunks: Buffer[] = []
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+  stream.on('end', () => callback(null, Buffer.concat(chunks)))
+  stream.on('error', (error: Error) => callback(error, Buffer.alloc(0)))
+}
+
+/** The body of a supertest response parsed with {@link binary}. */
+export const bodyBytes = (res: TestResponse): Buffer => res.body as Buffer
+
+export interface RawResponse {
+  status: number
+  headers: IncomingHttpHeaders
+  /** Header names and values as received, one pair per header line. */
+  rawHeaders: [string, string][]
+  /** The body exactly as received (never inflated). */
+  body: Buffer
+  /** Time from sending the request to the end of the body. */
+  ms: number
+}
+
+/** One request on a fresh connection, the body kept as raw bytes. */
+export function rawRequest(
+  server: Server,
+  path: string,
+  options: { method?: string; headers?: Record<string, string> } = {},
+): Promise<RawResponse> {
+  const { port } = server.address() as { port: number }
+  const started = performance.now()
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers: options.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (chunk: Buffer) => chunks.push(chunk))
+        res.once('error', reject)
+        res.once('end', () => {
+          const rawHeaders: [string, string][] = []
+          for (let i = 0; i < res.rawHeaders.length; i += 2) {
+            rawHeaders.push([res.rawHeaders[i]!.toLowerCase(), res.rawHeaders[i + 1]!])
+          }
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            rawHeaders,
+            body: Buffer.concat(chunks),
+            ms: performance.now() - started,
+          })
+        })
+      },
+    )
+    req.once('error', reject)
+    req.end()
+  })
+}
+
+/** Headers that belong to one response or one connection, and those the cache adds. */
+const PER_RESPONSE = new Set(['date', 'x-cache', 'age', 'connection', 'keep-alive', 'transfer-encoding'])
+
+/** The header lines of a response, minus {@link PER_RESPONSE} and `also`, in the order received. */
+export function replayedHeaders(res: RawResponse, also: string[] = []): [string, string][] {
+  return res.rawHeaders.filter(([name]) => !PER_RESPONSE.has(name) && !also.includes(name))
+}
+
+/** The entry hash of a cache id: `<prefix>{<first 32 characters of base64url(sha256(id))>}`. */
+export function entryKeyOf(prefix: string, id: string): string {
+  return `${prefix}{${createHash('sha256').update(id).digest('base64url').slice(0, 32)}}`
+}
+
+/** The entry hash of a response under the default key: `GET <path>?<query, parameters sorted>`. */
+export const responseEntryKey = (prefix: string, pathAndSortedQuery: string): string =>
+  entryKeyOf(prefix, `response\nGET ${pathAndSortedQuery}`)
+
+/** The entry hash of a cached() value. */
+export const cachedEntryKey = (prefix: string, key: string): string => entryKeyOf(prefix, `cached\n${key}`)
+
+/** The single-flight lock beside an entry hash. */
+export const lockKeyOf = (entryKey: string): string => `${entryKey}:lock`
+
+/** Repeats `attempt` every 20 ms until it resolves true; fails after `withinMs`. */
+export async function eventually(
+  attempt: () => Promise<boolean>,
+  withinMs = 5_000,
+  what = 'the condition',
+): Promise<void> {
+  const deadline = Date.now() + withinMs
+  while (!(await attempt())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${withinMs} ms waiting for ${what}`)
+    await sleep(20)
+  }
+}
+
+/**
+ * Waits until a fill whose response was already sent has committed its variant (the store
+ * stages, tags, checks the invalidation counter and commits after the response went out).
+ */
+export async function untilStored(client: RedisClient, entryKey: string, variant = ''): Promise<void> {
+  await eventually(async () => Boolean(await client.hExists(entryKey, `t:${variant}`)), 5_000, `${entryKey} stored`)
+}
+
+/** The set of entry hashes carrying `tag` (tags of printable ASCII without braces are kept as is). */
+export const tagKeyOf = (prefix: string, tag: string): string => `${prefix}tag:{${tag}}`
+
+/**
+ * Waits until fills whose responses were already sent have tagged their entries: `counts`
+ * maps a tag to the number of entries that must carry it. A fill stores, tags, then reads
+ * the invalidation counter once more, all after its response went out; an invalidation that
+ * overlaps any of that drops the fill (and any other fill in progress), which is right but
+ * not what a test that invalidates *after* its fills means to check.
+ */
+export async function untilTagged(client: RedisClient, prefix: string, counts: Record<string, number>): Promise<void> {
+  for (const [tag, count] of Object.entries(counts)) {
+    await eventually(
+      async () => Number(await client.sCard(tagKeyOf(prefix, tag))) >= count,
+      5_000,
+      `${count} entries tagged ${tag}`,
+    )
+  }
+  // The fill's last step: one read of the invalidation counter.
+  await sleep(50)
+}
+
+/** A promise that resolves when `resolve()` is called, e.g. to hold a handler until the test lets it go. */
+export function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void
+  const promise = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  return { promise, open }
+}

@@ -1,0 +1,143 @@
+import { type ChildProcess, fork } from 'node:child_process'
+import { Agent, get } from 'node:http'
+import { performance } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import type { Duration } from '../../src/index.js'
+import { stopWorkers } from './workers.js'
+
+export { stopWorkers }
+
+/*
+ * Worker processes for the cache's multi-process tests: each runs its own Express app
+ * with its own Redis connection (single or Cluster, per REDIS_MODE), see cache-worker.ts.
+ */
+
+/** Settings shared by every worker of a test. */
+export interface CacheWorkerConfig {
+  /** How long the origin (handler or loader) takes. */
+  delayMs: number
+  /** The caches' lockTimeout. */
+  lockTimeout: Duration
+}
+
+/** A worker process: its port, and the origin runs it reported over IPC. */
+export interface CacheWorker {
+  port: number
+  child: ChildProcess
+}
+
+/** What a worker sends its parent. */
+export type CacheWorkerMessage = { type: 'ready'; port: number } | { type: 'origin'; prefix: string; run: number }
+
+const packageRoot = fileURLToPath(new URL('../..', import.meta.url))
+const workerEntry = fileURLToPath(new URL('./cache-worker.ts', import.meta.url))
+
+/** Forks `count` workers and resolves once every one listens; if one fails, the others are stopped. */
+export async function startCacheWorkers(count: number, config: CacheWorkerConfig): Promise<CacheWorker[]> {
+  const started = await Promise.allSettled(Array.from({ length: count }, () => startCacheWorker(config)))
+  const workers = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []))
+  const failure = started.find((result) => result.status === 'rejected')
+  if (failure) {
+    await stopWorkers(workers)
+    throw failure.reason
+  }
+  return workers
+}
+
+function startCacheWorker(config: CacheWorkerConfig, readyWithinMs = 30_000): Promise<CacheWorker> {
+  const child = fork(workerEntry, [JSON.stringify(config)], {
+    cwd: packageRoot,
+    env: process.env,
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  return new Promise<CacheWorker>((resolve, reject) => {
+    const fail = (error: Error): void => {
+      clearTimeout(timer)
+      child.off('exit', onExit)
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+      reject(error)
+    }
+    const onExit = (code: number | null, signal: string | null): void =>
+      fail(new Error(`a cache worker exited (${code ?? signal}) before it listened`))
+    const timer = setTimeout(
+      () => fail(new Error(`a cache worker did not listen within ${readyWithinMs} ms`)),
+      readyWithinMs,
+    )
+    child.once('exit', onExit)
+    child.once('error', fail)
+    child.on('message', (message: CacheWorkerMessage) => {
+      if (message?.type !== 'ready') return
+      clearTimeout(timer)
+      child.off('exit', onExit)
+      resolve({ port: message.port, child })
+    })
+  })
+}
+
+/** Resolves with the next origin run a worker reports for `prefix`. */
+export function nextOriginRun(worker: CacheWorker, prefix: string): Promise<number> {
+  return new Promise((resolve) => {
+    const onMessage = (message: CacheWorkerMessage) => {
+      if (message?.type !== 'origin' || message.prefix !== prefix) return
+      worker.child.off('message', onMessage)
+      resolve(message.run)
+    }
+    worker.child.on('message', onMessage)
+  })
+}
+
+export interface WorkerAnswer {
+  status: number
+  xCache: string | undefined
+  body: string
+  ms: number
+}
+
+/** One GET to a worker, each on its own socket of `agent` (a new connection when none is given). */
+export function getFrom(
+  worker: CacheWorker,
+  path: string,
+  headers: Record<string, string>,
+  agent: Agent | false = false,
+): Promise<WorkerAnswer> {
+  const started = performance.now()
+  return new Promise((resolve, reject) => {
+    const req = get({ host: '127.0.0.1', port: worker.port, path, headers, agent }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.once('error', reject)
+      res.once('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          xCache: res.headers['x-cache'] as string | undefined,
+          body: Buffer.concat(chunks).toString(),
+          ms: performance.now() - started,
+        }),
+      )
+    })
+    req.once('error', reject)
+  })
+}
+
+/**
+ * Sends `perWorker` GETs of `path` to every worker, all issued in one synchronous loop
+ * (interleaved across the workers) before any answer is awaited, each on its own socket.
+ */
+export async function fireAtOnce(
+  workers: CacheWorker[],
+  path: string,
+  perWorker: number,
+  headers: Record<string, string>,
+): Promise<WorkerAnswer[]> {
+  const agent = new Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFINITY })
+  const pending: Promise<WorkerAnswer>[] = []
+  for (let i = 0; i < perWorker; i++) {
+    for (const worker of workers) pending.push(getFrom(worker, path, headers, agent))
+  }
+  try {
+    return await Promise.all(pending)
+  } finally {
+    agent.destroy()
+  }
+}
