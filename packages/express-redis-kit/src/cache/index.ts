@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto'
+import { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import { Duplex } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { SESSION_USER } from '../session/index.js'
 import type { RedisClient } from '../shared/redis.js'
 import { type CachedResponse, decodeEntry, type EntryTimes, encodeEntry } from './entry.js'
 import { type CacheCommonOptions, check, checkTags, parseCommonOptions } from './options.js'
-import type { Lookup } from './store.js'
+import type { CacheStore, Lookup } from './store.js'
 
 export { type CachedOptions, cached, invalidateTags } from './cached.js'
 export type { CacheCommonOptions } from './options.js'
@@ -110,8 +113,14 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
     let vary = varyByEntry.get(entryKey) ?? ''
     let lookup: Lookup
     const deadline = Date.now() + store.lockMs
+    const refreshing = (req as unknown as Record<symbol, Refresh | undefined>)[REFRESH]
     try {
       for (;;) {
+        if (refreshing?.entryKey === entryKey) {
+          // The background refresh of a stale entry (see startRefresh): it holds the lock already.
+          lookup = refreshing.lookup
+          break
+        }
         lookup = await store.lookup(entryKey, variantOf(req, vary), isGet)
         if (lookup.vary !== undefined && lookup.vary !== vary) {
           // Learned what this URL varies on: look again for this request's variant.
@@ -123,8 +132,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
         const entry = lookup.entry ? decodeEntry(lookup.entry) : undefined
         const { times } = lookup
         if (entry && times && lookup.lock === 'fresh') return serve(req, res, entry, times, lookup.now, 'HIT')
-        if (entry && times && lookup.now < times.staleWhileRevalidateUntil && lookup.lock !== 'owned') {
-          return serve(req, res, entry, times, lookup.now, 'STALE')
+        if (entry && times && lookup.now < times.staleWhileRevalidateUntil) {
+          serve(req, res, entry, times, lookup.now, 'STALE')
+          if (lookup.lock === 'owned') startRefresh(req, { entryKey, lookup }, store, warn)
+          return
         }
         if (lookup.lock !== 'held' || Date.now() >= deadline) break
         await sleep(20)
@@ -188,6 +199,73 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
 
   middleware.invalidateTags = (tags: string[]) => store.invalidateTags(checkTags(tags, 'tags'))
   return middleware
+}
+
+/** Marks the request replayed by {@link startRefresh}. */
+const REFRESH = Symbol('express-redis-kit.cache.refresh')
+
+interface Refresh {
+  entryKey: string
+  /** The lookup that took the lock for the refresh. */
+  lookup: Lookup
+}
+
+/**
+ * stale-while-revalidate: the client was answered from the stale entry; refresh the entry
+ * in the background by replaying the request (method GET, same URL, same headers but the
+ * conditional ones, same client address) through the app into a response that goes
+ * nowhere. The replay passes the app's other middleware like any request (a rate limiter
+ * counts it). The cache middleware recognises it and fills the entry with the lock the
+ * original request took; if no route answers or the route fails, the lock is released.
+ */
+function startRefresh(
+  req: Request,
+  refresh: Refresh,
+  store: CacheStore,
+  warn: (message: string, error?: unknown) => void,
+): void {
+  const original = req.socket as Partial<Socket> | undefined
+  const socket = Object.assign(
+    new Duplex({
+      read() {},
+      write(_chunk, _encoding, callback) {
+        callback()
+      },
+    }),
+    {
+      remoteAddress: original?.remoteAddress,
+      remotePort: original?.remotePort,
+      encrypted: (original as { encrypted?: boolean })?.encrypted,
+    },
+  )
+  const replay = new IncomingMessage(socket as unknown as Socket)
+  replay.method = 'GET'
+  replay.url = req.originalUrl || req.url
+  replay.httpVersion = req.httpVersion
+  replay.headers = { ...req.headers }
+  delete replay.headers['if-none-match']
+  delete replay.headers['if-modified-since']
+  replay.push(null)
+  ;(replay as unknown as Record<symbol, Refresh>)[REFRESH] = refresh
+  const response = new ServerResponse(replay)
+  response.assignSocket(socket as unknown as Socket)
+  response.once('finish', () => {
+    response.detachSocket(socket as unknown as Socket)
+    response.emit('close')
+  })
+  const giveUp = (error?: unknown) => {
+    if (error) warn('express-redis-kit cacheResponse: the background refresh failed', error)
+    void store.release(refresh.entryKey, refresh.lookup.token, false).catch(() => {})
+  }
+  // From the top application: the URL is the original one, whatever app or router is mounted where.
+  type App = { parent?: App; handle(req: unknown, res: unknown, done: (error?: unknown) => void): void }
+  let app = req.app as unknown as App
+  while (app.parent) app = app.parent
+  try {
+    app.handle(replay, response, giveUp)
+  } catch (error) {
+    giveUp(error)
+  }
 }
 
 /** `GET <path>?<query>` with the query parameters sorted, so that `?a=1&b=2` and `?b=2&a=1` share an entry. */
