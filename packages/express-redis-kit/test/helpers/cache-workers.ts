@@ -1,9 +1,7 @@
-import { type ChildProcess, fork } from 'node:child_process'
 import { Agent, get } from 'node:http'
 import { performance } from 'node:perf_hooks'
-import { fileURLToPath } from 'node:url'
 import type { Duration } from '../../src/index.js'
-import { stopWorkers } from './workers.js'
+import { forkWorkers, stopWorkers, type Worker } from './workers.js'
 
 export { stopWorkers }
 
@@ -21,58 +19,14 @@ export interface CacheWorkerConfig {
 }
 
 /** A worker process: its port, and the origin runs it reported over IPC. */
-export interface CacheWorker {
-  port: number
-  child: ChildProcess
-}
+export type CacheWorker = Worker
 
 /** What a worker sends its parent. */
 export type CacheWorkerMessage = { type: 'ready'; port: number } | { type: 'origin'; prefix: string; run: number }
 
-const packageRoot = fileURLToPath(new URL('../..', import.meta.url))
-const workerEntry = fileURLToPath(new URL('./cache-worker.ts', import.meta.url))
-
-/** Forks `count` workers and resolves once every one listens; if one fails, the others are stopped. */
-export async function startCacheWorkers(count: number, config: CacheWorkerConfig): Promise<CacheWorker[]> {
-  const started = await Promise.allSettled(Array.from({ length: count }, () => startCacheWorker(config)))
-  const workers = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []))
-  const failure = started.find((result) => result.status === 'rejected')
-  if (failure) {
-    await stopWorkers(workers)
-    throw failure.reason
-  }
-  return workers
-}
-
-function startCacheWorker(config: CacheWorkerConfig, readyWithinMs = 30_000): Promise<CacheWorker> {
-  const child = fork(workerEntry, [JSON.stringify(config)], {
-    cwd: packageRoot,
-    env: process.env,
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
-  return new Promise<CacheWorker>((resolve, reject) => {
-    const fail = (error: Error): void => {
-      clearTimeout(timer)
-      child.off('exit', onExit)
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-      reject(error)
-    }
-    const onExit = (code: number | null, signal: string | null): void =>
-      fail(new Error(`a cache worker exited (${code ?? signal}) before it listened`))
-    const timer = setTimeout(
-      () => fail(new Error(`a cache worker did not listen within ${readyWithinMs} ms`)),
-      readyWithinMs,
-    )
-    child.once('exit', onExit)
-    child.once('error', fail)
-    child.on('message', (message: CacheWorkerMessage) => {
-      if (message?.type !== 'ready') return
-      clearTimeout(timer)
-      child.off('exit', onExit)
-      resolve({ port: message.port, child })
-    })
-  })
+/** Forks `count` cache workers (cache-worker.ts) and resolves once every one listens. */
+export function startCacheWorkers(count: number, config: CacheWorkerConfig): Promise<CacheWorker[]> {
+  return forkWorkers(new URL('./cache-worker.ts', import.meta.url), config, count)
 }
 
 /** Resolves with the next origin run a worker reports for `prefix`. */

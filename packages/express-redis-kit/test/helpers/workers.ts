@@ -28,15 +28,15 @@ export interface WorkerReady {
 }
 
 const packageRoot = fileURLToPath(new URL('../..', import.meta.url))
-const workerEntry = fileURLToPath(new URL('./rate-limit-worker.ts', import.meta.url))
 
 /**
- * Forks `count` workers (`node --import tsx test/helpers/rate-limit-worker.ts`), each
- * with the parent's environment (so `REDIS_MODE`, `REDIS_URL` and `CLUSTER_NODES` carry
- * over), and resolves once every one of them listens. If one fails, the others are stopped.
+ * Forks `count` workers (`node --import tsx <entry> <JSON of argument>`), each with the
+ * parent's environment (so `REDIS_MODE`, `REDIS_URL` and `CLUSTER_NODES` carry over), and
+ * resolves once every one of them reports `{ type: 'ready', port }`. If one fails, the
+ * others are stopped.
  */
-export async function startWorkers(count: number, limiters: WorkerLimiter[]): Promise<Worker[]> {
-  const started = await Promise.allSettled(Array.from({ length: count }, () => startWorker(limiters)))
+export async function forkWorkers(entry: URL, argument: unknown, count: number): Promise<Worker[]> {
+  const started = await Promise.allSettled(Array.from({ length: count }, () => forkWorker(entry, argument)))
   const workers = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []))
   const failure = started.find((result) => result.status === 'rejected')
   if (failure) {
@@ -46,8 +46,14 @@ export async function startWorkers(count: number, limiters: WorkerLimiter[]): Pr
   return workers
 }
 
-function startWorker(limiters: WorkerLimiter[], readyWithinMs = 30_000): Promise<Worker> {
-  const child = fork(workerEntry, [JSON.stringify(limiters)], {
+/** Rate-limit workers (rate-limit-worker.ts), each mounting `limiters`. */
+export function startWorkers(count: number, limiters: WorkerLimiter[]): Promise<Worker[]> {
+  return forkWorkers(new URL('./rate-limit-worker.ts', import.meta.url), limiters, count)
+}
+
+function forkWorker(entry: URL, argument: unknown, readyWithinMs = 30_000): Promise<Worker> {
+  const name = fileURLToPath(entry).split('/').pop()
+  const child = fork(fileURLToPath(entry), [JSON.stringify(argument)], {
     cwd: packageRoot,
     env: process.env,
     execArgv: ['--import', 'tsx'],
@@ -61,9 +67,9 @@ function startWorker(limiters: WorkerLimiter[], readyWithinMs = 30_000): Promise
       reject(error)
     }
     const onExit = (code: number | null, signal: string | null): void =>
-      fail(new Error(`a rate-limit worker exited (${code ?? signal}) before it listened`))
+      fail(new Error(`a worker (${name}) exited (${code ?? signal}) before it listened`))
     const timer = setTimeout(
-      () => fail(new Error(`a rate-limit worker did not listen within ${readyWithinMs} ms`)),
+      () => fail(new Error(`a worker (${name}) did not listen within ${readyWithinMs} ms`)),
       readyWithinMs,
     )
     child.once('exit', onExit)
