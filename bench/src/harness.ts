@@ -1,10 +1,11 @@
 /**
- * What the load generators (src/rate-limit.ts, src/session.ts) share: their settings from
- * the environment, autocannon runs, the measurement of one run against a server running in
- * a child process (src/children.ts), the rounds in alternating order, medians and number
- * formatting, and the clean-up on exit or on a signal.
+ * What the load generators (src/rate-limit.ts, src/session.ts, src/cache.ts) share: their
+ * settings from the environment, autocannon runs, the measurement of one run against a
+ * server running in a child process (src/children.ts), the rounds in alternating order,
+ * medians, number formatting and the report's per-run figures, and the clean-up on exit or
+ * on a signal.
  *
- * Environment (both benchmarks):
+ * Environment (every benchmark):
  *   BENCH_DURATION     seconds measured per run (default 10)
  *   BENCH_WARMUP       seconds of unmeasured load before each run (default 2)
  *   BENCH_ROUNDS       rounds over all scenarios (default 4)
@@ -162,6 +163,53 @@ export const median = (values: number[]): number => {
 }
 export const thousands = (n: number): string => Math.round(n).toLocaleString('en-US')
 export const ratio = (value: number, base: number): string => `${(value / base).toFixed(2)}x`
+
+/** Per command, the median over `runs` of its calls per completed request (robust to another client's burst during one run). */
+export function commandMedians(runs: LoadRun[]): Map<string, number> {
+  const medians = new Map<string, number>()
+  for (const name of new Set(runs.flatMap((run) => [...run.commands.keys()]))) {
+    medians.set(name, median(runs.map((run) => (run.commands.get(name) ?? 0) / run.completed)))
+  }
+  return medians
+}
+
+/** The median over `runs` of the time (µs) Redis spent per completed request in the commands `names` (a server's own). */
+export function redisUsecPerRequest(runs: LoadRun[], names: Iterable<string>): number {
+  const list = [...names]
+  return median(runs.map((run) => list.reduce((sum, name) => sum + (run.usec.get(name) ?? 0), 0) / run.completed))
+}
+
+/** The median over `runs` of the dataset changes per completed request, '?' if a run saw the counter reset. */
+export function changesPerRequest(runs: LoadRun[]): string {
+  return runs.every((run) => run.changes !== undefined)
+    ? median(runs.map((run) => run.changes! / run.completed)).toFixed(2)
+    : '?'
+}
+
+/** `<label>: N non-2xx responses, M errors` when the runs had any. */
+export function failures(label: string, runs: LoadRun[]): string | undefined {
+  const non2xx = runs.reduce((sum, run) => sum + run.non2xx, 0)
+  const errors = runs.reduce((sum, run) => sum + run.errors, 0)
+  return non2xx || errors ? `${label}: ${non2xx} non-2xx responses, ${errors} errors` : undefined
+}
+
+/**
+ * What the columns of a report with a MONITOR probe mean: `probed` names what MONITOR
+ * watched (e.g. "200 unloaded requests"), `noise` which scenarios show other clients' traffic.
+ */
+export function columnNotes(probed: string, noise: string): string {
+  return (
+    '"server CPU" is the server process\'s user + system CPU time over the measured run divided by the ' +
+    'requests completed; "Redis µs" is the time Redis spent in the commands the server sends (INFO commandstats ' +
+    "usec; a script's time includes the commands it runs). " +
+    `"round trips" counts, over ${probed}, the commands the server's own connection sent ` +
+    '(MONITOR), with in brackets the commands its Lua scripts ran; "writes" counts those of them (sent or in Lua) ' +
+    'that Redis flags as write commands (COMMAND INFO). "Redis commands / request" counts every call in INFO ' +
+    'commandstats deltas over the measured run (commands inside Lua included, INFO excluded) over the requests ' +
+    'autocannon completed, and "dataset changes" the delta of INFO persistence\'s rdb_changes_since_last_save: ' +
+    `both also count any other client's traffic on this Redis (${noise}); medians over the rounds.`
+  )
+}
 
 /**
  * Runs a load generator: connects the statistics client (the benchmark's own connection,

@@ -19,7 +19,9 @@
 import { type Server, startServer } from './children.js'
 import {
   CONNECTIONS,
+  commandMedians,
   DURATION,
+  failures,
   type LoadRun,
   log,
   measureLoad,
@@ -28,6 +30,7 @@ import {
   PROFILE_DIR,
   ROUNDS,
   ratio,
+  redisUsecPerRequest,
   runBenchmark,
   runRounds,
   thousands,
@@ -171,31 +174,21 @@ function report(runs: Run[], probes: Map<Scenario, Probe>, version: string, repe
     const mine = of(scenario)
     const rps = median(mine.map((run) => run.requestsPerSecond))
     const p99 = median(mine.map((run) => run.p99))
-    // Medians over the rounds, per command: robust to another client's burst during one run.
     const perRequest = median(mine.map((run) => total(run.commands) / run.completed))
-    const names = new Set(mine.flatMap((run) => [...run.commands.keys()]))
-    const commands = new Map<string, number>()
-    for (const name of names) {
-      commands.set(name, median(mine.map((run) => (run.commands.get(name) ?? 0) / run.completed)))
-    }
     const cpu = median(mine.map((run) => run.serverCpuPerRequest))
     const monitor = probes.get(scenario)?.monitor
     // Redis time of the commands this server sends (a script's time includes what it runs).
-    const sentNames = [...(monitor?.sent.keys() ?? [])]
-    const redisUsec = monitor
-      ? median(mine.map((run) => sentNames.reduce((sum, name) => sum + (run.usec.get(name) ?? 0), 0) / run.completed))
-      : undefined
+    const redisUsec = monitor ? redisUsecPerRequest(mine, monitor.sent.keys()) : undefined
     const sent = monitor
       ? `${(total(monitor.sent) / PROBE_REQUESTS).toFixed(2)} (+${(total(monitor.inScripts) / PROBE_REQUESTS).toFixed(2)} in Lua)`
       : '0 (no Redis)'
     lines.push(
       `| ${LABELS[scenario]} | ${thousands(rps)} | ${ratio(rps, baseRps)} | ${p99} | ${ratio(p99, baseP99)} | ` +
         `${Math.round(cpu)} | ${redisUsec === undefined ? '-' : redisUsec.toFixed(1)} | ` +
-        `${perRequest.toFixed(2)} | ${sent} | ${describeCounts(commands, 1)} |`,
+        `${perRequest.toFixed(2)} | ${sent} | ${describeCounts(commandMedians(mine), 1)} |`,
     )
-    const non2xx = mine.reduce((sum, run) => sum + run.non2xx, 0)
-    const errors = mine.reduce((sum, run) => sum + run.errors, 0)
-    if (non2xx || errors) warnings.push(`${LABELS[scenario]}: ${non2xx} non-2xx responses, ${errors} errors`)
+    const failed = failures(LABELS[scenario], mine)
+    if (failed) warnings.push(failed)
   }
   lines.push(
     '',

@@ -157,6 +157,23 @@ export async function monitorWhile(client: Client, addr: string, work: () => Pro
   return counts
 }
 
+/** Round trips per request as MONITOR saw them: `1.00 (+2.00 in Lua): evalsha 1.00`. */
+export function describeSent(monitor: MonitorCounts, requests: number): string {
+  const sent = `${(total(monitor.sent) / requests).toFixed(2)} (+${(total(monitor.inScripts) / requests).toFixed(2)} in Lua)`
+  return monitor.sent.size ? `${sent}: ${describeCounts(monitor.sent, requests)}` : sent
+}
+
+/** The write commands (`writes`, see {@link writeCommands}) among what MONITOR saw, sent or run in Lua, per request. */
+export function describeWrites(monitor: MonitorCounts, writes: Set<string>, requests: number): string {
+  const counts = new Map<string, number>()
+  for (const map of [monitor.sent, monitor.inScripts]) {
+    for (const [name, calls] of map) {
+      if (writes.has(name)) counts.set(name, (counts.get(name) ?? 0) + calls)
+    }
+  }
+  return counts.size ? `${(total(counts) / requests).toFixed(2)} (${describeCounts(counts, requests)})` : '0.00'
+}
+
 function add(counts: Map<string, number>, name: string): void {
   counts.set(name, (counts.get(name) ?? 0) + 1)
 }

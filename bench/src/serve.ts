@@ -1,8 +1,9 @@
 /**
  * The child side of src/children.ts, shared by the benchmark servers (src/server.ts,
- * src/session-server.ts): one Redis connection, the app on a random loopback port, and the
- * IPC protocol with the load generator. Tells the parent `{ type: 'ready', port, redisAddr }`,
- * answers 'cpu' with its CPU time, exits on 'stop' or when the parent goes away.
+ * src/session-server.ts, src/cache-server.ts): one Redis connection, the app on a random
+ * loopback port, and the IPC protocol with the load generator. Tells the parent
+ * `{ type: 'ready', port, redisAddr }`, answers 'cpu' with its CPU time, exits on 'stop' or
+ * when the parent goes away.
  */
 import type { AddressInfo } from 'node:net'
 import type { Express } from 'express'
@@ -24,6 +25,11 @@ export interface ReadyMessage {
 
 export type ServerRedis = ReturnType<typeof createClient>
 
+/** The server's Redis connection as `serve` closes it on 'stop' (node-redis's `close()`, or a wrapper of another client's). */
+export interface Closable {
+  close(): Promise<unknown>
+}
+
 // The parent is gone (crashed or killed): never outlive it.
 process.on('disconnect', () => process.exit(0))
 
@@ -36,7 +42,7 @@ export async function connectRedis(name: string): Promise<{ client: ServerRedis;
 }
 
 /** Listens on 127.0.0.1 (random port) and speaks the parent's IPC protocol. */
-export function serve(app: Express, client: ServerRedis | undefined, redisAddr: string | undefined): void {
+export function serve(app: Express, client: Closable | undefined, redisAddr: string | undefined): void {
   const server = app.listen(0, '127.0.0.1', () => {
     const { port } = server.address() as AddressInfo
     process.send?.({ type: 'ready', port, redisAddr } satisfies ReadyMessage)

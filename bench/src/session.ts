@@ -23,7 +23,11 @@
 import { type Server, startServer } from './children.js'
 import {
   CONNECTIONS,
+  changesPerRequest,
+  columnNotes,
+  commandMedians,
   DURATION,
+  failures,
   type LoadRun,
   log,
   measureLoad,
@@ -32,6 +36,7 @@ import {
   PROFILE_DIR,
   ROUNDS,
   ratio,
+  redisUsecPerRequest,
   runBenchmark,
   runRounds,
   thousands,
@@ -41,6 +46,8 @@ import {
   type Client,
   deleteUnder,
   describeCounts,
+  describeSent,
+  describeWrites,
   type MonitorCounts,
   monitorWhile,
   rdbChanges,
@@ -180,19 +187,6 @@ async function measure(client: Client, unit: Unit, round: number): Promise<Run> 
   }
 }
 
-const perProbe = (counts: Map<string, number>): string => (total(counts) / PROBE_REQUESTS).toFixed(2)
-
-/** Write commands among what MONITOR saw (sent and run in Lua), per request. */
-function writesOf(monitor: MonitorCounts, writes: Set<string>): string {
-  const counts = new Map<string, number>()
-  for (const map of [monitor.sent, monitor.inScripts]) {
-    for (const [name, calls] of map) {
-      if (writes.has(name)) counts.set(name, (counts.get(name) ?? 0) + calls)
-    }
-  }
-  return counts.size ? `${perProbe(counts)} (${describeCounts(counts, PROBE_REQUESTS)})` : '0.00'
-}
-
 function report(
   runs: Run[],
   probes: Map<SessionScenario, Probe>,
@@ -226,40 +220,18 @@ function report(
       const rps = medianOf(route, scenario, (run) => run.requestsPerSecond)
       const p99 = medianOf(route, scenario, (run) => run.p99)
       const cpu = medianOf(route, scenario, (run) => run.serverCpuPerRequest)
-      // Medians over the rounds, per command: robust to another client's burst during one run.
       const perRequest = medianOf(route, scenario, (run) => total(run.commands) / run.completed)
-      const commands = new Map<string, number>()
-      for (const name of new Set(mine.flatMap((run) => [...run.commands.keys()]))) {
-        commands.set(name, median(mine.map((run) => (run.commands.get(name) ?? 0) / run.completed)))
-      }
-      const changes = mine.every((run) => run.changes !== undefined)
-        ? medianOf(route, scenario, (run) => run.changes! / run.completed).toFixed(2)
-        : '?'
       const monitor = probes.get(scenario)?.[route].monitor
-      const sentNames = [...(monitor?.sent.keys() ?? [])]
-      const redisUsec = monitor
-        ? medianOf(
-            route,
-            scenario,
-            (run) => sentNames.reduce((sum, name) => sum + (run.usec.get(name) ?? 0), 0) / run.completed,
-          ).toFixed(1)
-        : '-'
-      const sent = monitor
-        ? `${perProbe(monitor.sent)} (+${perProbe(monitor.inScripts)} in Lua)${
-            monitor.sent.size ? `: ${describeCounts(monitor.sent, PROBE_REQUESTS)}` : ''
-          }`
-        : '0 (no Redis)'
+      const redisUsec = monitor ? redisUsecPerRequest(mine, monitor.sent.keys()).toFixed(1) : '-'
       lines.push(
         `| ${routeLabel(route)} | ${SESSION_LABELS[scenario]} | ${thousands(rps)} | ${ratio(rps, baseRps)} | ` +
-          `${p99} | ${ratio(p99, baseP99)} | ${Math.round(cpu)} | ${redisUsec} | ${sent} | ` +
-          `${monitor ? writesOf(monitor, writes) : '0 (no Redis)'} | ${perRequest.toFixed(2)} | ${changes} | ` +
-          `${describeCounts(commands, 1)} |`,
+          `${p99} | ${ratio(p99, baseP99)} | ${Math.round(cpu)} | ${redisUsec} | ` +
+          `${monitor ? describeSent(monitor, PROBE_REQUESTS) : '0 (no Redis)'} | ` +
+          `${monitor ? describeWrites(monitor, writes, PROBE_REQUESTS) : '0 (no Redis)'} | ${perRequest.toFixed(2)} | ` +
+          `${changesPerRequest(mine)} | ${describeCounts(commandMedians(mine), 1)} |`,
       )
-      const non2xx = mine.reduce((sum, run) => sum + run.non2xx, 0)
-      const errors = mine.reduce((sum, run) => sum + run.errors, 0)
-      if (non2xx || errors) {
-        warnings.push(`${routeLabel(route)} ${SESSION_LABELS[scenario]}: ${non2xx} non-2xx responses, ${errors} errors`)
-      }
+      const failed = failures(`${routeLabel(route)} ${SESSION_LABELS[scenario]}`, mine)
+      if (failed) warnings.push(failed)
     }
   }
 
@@ -310,15 +282,7 @@ function report(
       ),
     ),
     '',
-    '"server CPU" is the server process\'s user + system CPU time over the measured run divided by the ' +
-      'requests completed; "Redis µs" is the time Redis spent in the commands the server sends (INFO commandstats ' +
-      "usec; a script's time includes the commands it runs). " +
-      `"round trips" counts, over ${PROBE_REQUESTS} unloaded requests, the commands the server's own connection sent ` +
-      '(MONITOR), with in brackets the commands its Lua scripts ran; "writes" counts those of them (sent or in Lua) ' +
-      'that Redis flags as write commands (COMMAND INFO). "Redis commands / request" counts every call in INFO ' +
-      'commandstats deltas over the measured run (commands inside Lua included, INFO excluded) over the requests ' +
-      'autocannon completed, and "dataset changes" the delta of INFO persistence\'s rdb_changes_since_last_save: ' +
-      "both also count any other client's traffic on this Redis (plain Express shows that noise); medians over the rounds.",
+    columnNotes(`${PROBE_REQUESTS} unloaded requests`, 'plain Express shows that noise'),
   )
   if (repeated.length) {
     warnings.push(`Run again because another client paused Redis during the warm-up or the run: ${repeated.join('; ')}`)
