@@ -15,6 +15,7 @@ import express, { type Request } from 'express'
 import { type CacheMiddleware, cached, cacheResponse } from '../../src/index.js'
 import type { CacheWorkerConfig, CacheWorkerMessage } from './cache-workers.js'
 import { connectRedis } from './redis.js'
+import { serveWorker } from './workers.js'
 
 const config = JSON.parse(process.argv[2] ?? '{}') as CacheWorkerConfig
 const client = await connectRedis()
@@ -59,23 +60,4 @@ app.get('/value', async (req, res) => {
   res.send(value)
 })
 
-const server = app.listen(0, '127.0.0.1', () => {
-  const { port } = server.address() as { port: number }
-  const ready: CacheWorkerMessage = { type: 'ready', port }
-  process.send?.(ready)
-})
-
-let stopping = false
-async function shutdown(): Promise<void> {
-  if (stopping) return
-  stopping = true
-  server.closeAllConnections()
-  server.close()
-  try {
-    await client.close()
-  } finally {
-    process.exit(0)
-  }
-}
-process.on('SIGTERM', () => void shutdown())
-process.on('disconnect', () => void shutdown())
+serveWorker(app, client)

@@ -8,7 +8,7 @@
 import express from 'express'
 import { rateLimit } from '../../src/index.js'
 import { connectRedis } from './redis.js'
-import type { WorkerLimiter, WorkerReady } from './workers.js'
+import { serveWorker, type WorkerLimiter } from './workers.js'
 
 const limiters = JSON.parse(process.argv[2] ?? '[]') as WorkerLimiter[]
 const client = await connectRedis()
@@ -35,23 +35,4 @@ for (const limiter of limiters) {
   )
 }
 
-const server = app.listen(0, '127.0.0.1', () => {
-  const { port } = server.address() as { port: number }
-  const ready: WorkerReady = { type: 'ready', port }
-  process.send?.(ready)
-})
-
-let stopping = false
-async function shutdown(): Promise<void> {
-  if (stopping) return
-  stopping = true
-  server.closeAllConnections()
-  server.close()
-  try {
-    await client.close()
-  } finally {
-    process.exit(0)
-  }
-}
-process.on('SIGTERM', () => void shutdown())
-process.on('disconnect', () => void shutdown())
+serveWorker(app, client)

@@ -2,6 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { once } from 'node:events'
 import { Agent, get } from 'node:http'
 import { fileURLToPath } from 'node:url'
+import type { Express } from 'express'
 import type { Algorithm, Duration } from '../../src/index.js'
 
 /** One limiter a worker mounts on `GET <path>`; every worker given the same list counts together. */
@@ -131,4 +132,30 @@ export function countStatuses(statuses: number[]): Record<number, number> {
   const counts: Record<number, number> = {}
   for (const status of statuses) counts[status] = (counts[status] ?? 0) + 1
   return counts
+}
+
+/**
+ * The child side: listens on an ephemeral loopback port, reports it to the parent over
+ * IPC, and on SIGTERM or when the parent goes away closes the server and `client`, then exits.
+ */
+export function serveWorker(app: Express, client: { close(): Promise<unknown> }): void {
+  const server = app.listen(0, '127.0.0.1', () => {
+    const { port } = server.address() as { port: number }
+    const ready: WorkerReady = { type: 'ready', port }
+    process.send?.(ready)
+  })
+  let stopping = false
+  const shutdown = async (): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    server.closeAllConnections()
+    server.close()
+    try {
+      await client.close()
+    } finally {
+      process.exit(0)
+    }
+  }
+  process.on('SIGTERM', () => void shutdown())
+  process.on('disconnect', () => void shutdown())
 }
