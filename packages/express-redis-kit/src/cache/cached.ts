@@ -4,7 +4,7 @@ import { parseDuration } from '../shared/duration.js'
 import type { RedisClient } from '../shared/redis.js'
 import { type CacheCommonOptions, check, checkTags, parseCommonOptions } from './options.js'
 import { type Serializer, typedJson } from './serializer.js'
-import type { CacheStore, Lifetimes, Lookup } from './store.js'
+import { type CacheStore, type Lifetimes, type Lookup, POLL_MS } from './store.js'
 
 /** Options of {@link cached}. */
 export interface CachedOptions extends CacheCommonOptions {
@@ -24,9 +24,6 @@ export interface CachedOptions extends CacheCommonOptions {
    */
   serializer?: Serializer
 }
-
-/** How often a caller waiting for another's fill looks again. */
-const POLL_MS = 20
 
 /**
  * Read-through cache: the value under `key`, or what `loader` returns (then stored).
@@ -72,7 +69,7 @@ export async function cached<T>(
   const fill = (lookup: Lookup) =>
     load({ store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags, warn })
 
-  const deadline = Date.now() + store.lockMs
+  const deadline = store.waitDeadline()
   for (;;) {
     let lookup: Lookup
     try {

@@ -8,7 +8,7 @@ import { SESSION_USER } from '../session/index.js'
 import type { RedisClient } from '../shared/redis.js'
 import { type CachedResponse, decodeEntry, type EntryTimes, encodeEntry } from './entry.js'
 import { type CacheCommonOptions, check, checkTags, parseCommonOptions } from './options.js'
-import type { CacheStore, Lookup } from './store.js'
+import { type CacheStore, type Lookup, POLL_MS } from './store.js'
 
 export { type CachedOptions, cached, invalidateTags } from './cached.js'
 export type { CacheCommonOptions } from './options.js'
@@ -112,7 +112,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
 
     let vary = varyByEntry.get(entryKey) ?? ''
     let lookup: Lookup
-    const deadline = Date.now() + store.lockMs
+    const deadline = store.waitDeadline()
     const refreshing = (req as unknown as Record<symbol, Refresh | undefined>)[REFRESH]
     try {
       for (;;) {
@@ -138,7 +138,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
           return
         }
         if (lookup.lock !== 'held' || Date.now() >= deadline) break
-        await sleep(20)
+        await sleep(POLL_MS)
       }
     } catch (error) {
       warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)

@@ -12,6 +12,9 @@ const TOKEN_PREFIX = randomBytes(12).toString('base64url')
 let tokenCount = 0
 const nextToken = (): string => `${TOKEN_PREFIX}.${(++tokenCount).toString(36)}`
 
+/** How often a caller waiting for another's fill looks again (ms). */
+export const POLL_MS = 20
+
 /** What a lookup found. */
 export interface Lookup {
   /** Redis's clock at the lookup (ms). */
@@ -67,6 +70,15 @@ export class CacheStore {
 
   private tagKey(tag: string): string {
     return `${this.prefix}tag:{${encodeKeyPart(tag)}}`
+  }
+
+  /**
+   * Until when a caller may wait for another's fill. A lock lives at most `lockMs`, so a
+   * waiter that started when the lock was taken sees it expire (and takes it over) only
+   * if it waits a little longer than that: a few polls past `lockMs`.
+   */
+  waitDeadline(): number {
+    return Date.now() + this.lockMs + 3 * POLL_MS
   }
 
   /** Looks the variant up; with `lock`, takes the fill lock if the entry is not fresh. */
