@@ -10,6 +10,16 @@ export {
   typedJson,
 } from './cache/index.js'
 export {
+  createNotifier,
+  type Envelope,
+  type EventHandler,
+  type EventMeta,
+  type Notifier,
+  type NotifierOptions,
+  type SubscribeOptions,
+  type Unsubscribe,
+} from './notifier/index.js'
+export {
   type Algorithm,
   ipKeyGenerator,
   type RateLimitInfo,

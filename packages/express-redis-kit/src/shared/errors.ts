@@ -11,6 +11,10 @@ export type ErrorCode =
   | 'ERK_REDIS_UNAVAILABLE'
   /** The app is set up in a way the middleware cannot work with (e.g. session without cookie-parser). */
   | 'ERK_MISCONFIGURED'
+  /** A notifier message could not be published: its payload is not JSON or too large. */
+  | 'ERK_INVALID_MESSAGE'
+  /** The notifier was closed; nothing more can be published or subscribed. */
+  | 'ERK_CLOSED'
 
 /** Base class of every error this package creates: an `Error` with a stable `code`. */
 export class RedisKitError extends Error {

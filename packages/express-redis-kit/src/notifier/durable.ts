@@ -1,0 +1,231 @@
+import { throttledLogger } from '../shared/logger.js'
+import { decodeEnvelope, type EventMeta, type Subscriber } from './envelope.js'
+import type { ParsedNotifierOptions } from './options.js'
+
+/** The field of a stream entry that holds the JSON envelope. */
+export const ENTRY_FIELD = 'm'
+
+/** A consumer with nothing pending and idle this long is removed from its group. */
+const PRUNE_IDLE_MS = 3_600_000
+
+interface StreamMessage {
+  id: string
+  message: Record<string, string> | null
+}
+
+/** The stream commands a durable subscription sends, on a client or a cluster. */
+interface StreamConnection {
+  connect(): Promise<unknown>
+  destroy(): void
+  on(event: string, listener: (...args: unknown[]) => void): unknown
+  xGroupCreate(key: string, group: string, id: string, options: { MKSTREAM: true }): Promise<unknown>
+  xReadGroup(
+    group: string,
+    consumer: string,
+    stream: { key: string; id: string },
+    options: { COUNT: number; BLOCK?: number },
+  ): Promise<{ name: string; messages: StreamMessage[] }[] | null>
+  xAutoClaim(
+    key: string,
+    group: string,
+    consumer: string,
+    minIdleTime: number,
+    start: string,
+    options: { COUNT: number },
+  ): Promise<{ nextId: string; messages: (StreamMessage | null)[] }>
+  xPendingRange(
+    key: string,
+    group: string,
+    start: string,
+    end: string,
+    count: number,
+    options: { consumer: string },
+  ): Promise<{ id: string; deliveriesCounter: number }[]>
+  xAck(key: string, group: string, id: string): Promise<number>
+  xInfoConsumers(key: string, group: string): Promise<{ name: string; pending: number; idle: number }[]>
+  xGroupDelConsumer(key: string, group: string, consumer: string): Promise<number>
+}
+
+/**
+ * One durable subscription: a consumer of a consumer group on the channel's stream, on a
+ * connection of its own (its reads block). It first takes back what this consumer had
+ * received but not acknowledged, then reads new messages; every `claimIdle / 2` it claims
+ * the group's messages that stayed unacknowledged for `claimIdle` (`XAUTOCLAIM`).
+ * A message is acknowledged once its handler succeeded, or when it can never succeed
+ * (malformed, rejected by `parse`, or failed `maxDeliveries` times).
+ */
+export class DurableSubscription {
+  readonly #options: ParsedNotifierOptions
+  readonly #subscriber: Subscriber<unknown>
+  readonly #key: string
+  readonly #group: string
+  readonly #warn: (message: string, error?: unknown) => void
+  #connection: StreamConnection | undefined
+  #loop: Promise<void> | undefined
+  #stopping = false
+  /** Interrupts what the loop is waiting on (a blocking read or a pause), not a handler. */
+  #interrupt: (() => void) | undefined
+  #lastClaimAt = 0
+  #lastPruneAt = 0
+
+  constructor(options: ParsedNotifierOptions, subscriber: Subscriber<unknown>, group: string) {
+    this.#options = options
+    this.#subscriber = subscriber
+    this.#group = group
+    this.#key = options.prefix + subscriber.channel
+    this.#warn = throttledLogger(options.logger, 'warn')
+  }
+
+  /** Connects, creates the group if needed (new messages only) and starts consuming. */
+  async start(): Promise<void> {
+    const connection = (this.#options.client as unknown as { duplicate(): StreamConnection }).duplicate()
+    connection.on('error', (error) =>
+      this.#warn(`express-redis-kit notifier: the connection of durable subscriber ${this.#key} failed`, error),
+    )
+    this.#connection = connection
+    try {
+      await connection.connect()
+      await this.#createGroup()
+    } catch (error) {
+      connection.destroy()
+      throw error
+    }
+    if (this.#stopping) connection.destroy()
+    else this.#loop = this.#run(connection)
+  }
+
+  /** Stops reading, lets a running handler finish (and be acknowledged), closes the connection. */
+  async stop(): Promise<void> {
+    this.#stopping = true
+    this.#interrupt?.()
+    await this.#loop
+    this.#connection?.destroy()
+  }
+
+  async #createGroup(): Promise<void> {
+    try {
+      await this.#connection?.xGroupCreate(this.#key, this.#group, '$', { MKSTREAM: true })
+    } catch (error) {
+      if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) throw error
+    }
+  }
+
+  async #run(connection: StreamConnection): Promise<void> {
+    let history = '0'
+    while (!this.#stopping) {
+      try {
+        if (Date.now() - this.#lastClaimAt >= this.#options.claimIdleMs / 2) await this.#claim(connection)
+        if (history !== '') {
+          const messages = await this.#read(connection, history, undefined)
+          history = messages.length === 0 ? '' : (messages.at(-1)?.id ?? '')
+          await this.#handle(connection, messages, undefined)
+        } else {
+          await this.#handle(connection, await this.#read(connection, '>', this.#blockMs()), 1)
+        }
+      } catch (error) {
+        if (this.#stopping) break
+        if (error instanceof Error && error.message.startsWith('NOGROUP')) {
+          await this.#createGroup().catch(() => undefined)
+        }
+        this.#warn(`express-redis-kit notifier: reading ${this.#key} failed; retrying`, error)
+        await this.#pause(Math.min(1_000, this.#options.claimIdleMs))
+      }
+    }
+  }
+
+  /** Blocking reads wake up in time for the next claim round. */
+  #blockMs(): number {
+    return Math.max(50, Math.min(5_000, Math.floor(this.#options.claimIdleMs / 2)))
+  }
+
+  async #read(connection: StreamConnection, id: string, block: number | undefined): Promise<StreamMessage[]> {
+    const options =
+      block === undefined ? { COUNT: this.#options.batchSize } : { COUNT: this.#options.batchSize, BLOCK: block }
+    const reading = connection.xReadGroup(this.#group, this.#options.consumer, { key: this.#key, id }, options)
+    const reply = await new Promise<Awaited<typeof reading>>((resolve, reject) => {
+      this.#interrupt = () => reject(new Error('stopped'))
+      reading.then(resolve, reject)
+    }).finally(() => {
+      this.#interrupt = undefined
+    })
+    return reply?.[0]?.messages ?? []
+  }
+
+  /**
+   * Claims the group's messages idle for `claimIdle` (this consumer's own failed ones
+   * included), drops those delivered `maxDeliveries` times, handles the rest; then, at
+   * most once an hour, removes consumers that left nothing pending long ago.
+   */
+  async #claim(connection: StreamConnection): Promise<void> {
+    this.#lastClaimAt = Date.now()
+    const { consumer, claimIdleMs, batchSize } = this.#options
+    let cursor = '0-0'
+    do {
+      const reply = await connection.xAutoClaim(this.#key, this.#group, consumer, claimIdleMs, cursor, {
+        COUNT: batchSize,
+      })
+      cursor = reply.nextId
+      const messages = reply.messages.filter((message): message is StreamMessage => message !== null)
+      if (messages.length === 0) continue
+      const first = messages[0]?.id ?? '-'
+      const last = messages.at(-1)?.id ?? '+'
+      const pending = await connection.xPendingRange(this.#key, this.#group, first, last, messages.length, {
+        consumer,
+      })
+      const deliveries = new Map(pending.map((entry) => [entry.id, entry.deliveriesCounter]))
+      await this.#handle(connection, messages, deliveries)
+    } while (cursor !== '0-0' && !this.#stopping)
+    if (Date.now() - this.#lastPruneAt >= PRUNE_IDLE_MS) await this.#prune(connection)
+  }
+
+  async #prune(connection: StreamConnection): Promise<void> {
+    this.#lastPruneAt = Date.now()
+    for (const { name, pending, idle } of await connection.xInfoConsumers(this.#key, this.#group)) {
+      if (pending === 0 && idle > PRUNE_IDLE_MS) await connection.xGroupDelConsumer(this.#key, this.#group, name)
+    }
+  }
+
+  /** `deliveries`: 1 for fresh messages, or the count per id (claims); unknown for history. */
+  async #handle(
+    connection: StreamConnection,
+    messages: StreamMessage[],
+    deliveries: Map<string, number> | number | undefined,
+  ): Promise<void> {
+    const { channel } = this.#subscriber
+    for (const { id, message } of messages) {
+      if (this.#stopping) return
+      const count = typeof deliveries === 'number' ? deliveries : (deliveries?.get(id) ?? 1)
+      const text = message?.[ENTRY_FIELD]
+      const envelope =
+        text === undefined
+          ? 'it has been trimmed from the stream'
+          : decodeEnvelope(text, channel, this.#options.maxMessageBytes)
+      let done: boolean
+      if (typeof envelope === 'string') {
+        this.#options.logger.warn(`express-redis-kit notifier: dropped entry ${id} of ${this.#key}: ${envelope}`)
+        done = true
+      } else if (count > this.#options.maxDeliveries) {
+        this.#options.logger.error(
+          `express-redis-kit notifier: dropped message ${envelope.id} on "${channel}" after ${count - 1} failed deliveries`,
+        )
+        done = true
+      } else {
+        const meta: EventMeta = { id: envelope.id, channel, time: envelope.time, deliveries: count, streamId: id }
+        done = await this.#subscriber.deliver(envelope, meta)
+      }
+      if (done) await connection.xAck(this.#key, this.#group, id)
+    }
+  }
+
+  #pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      this.#interrupt = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    }).finally(() => {
+      this.#interrupt = undefined
+    })
+  }
+}

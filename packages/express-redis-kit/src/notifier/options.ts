@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import { type Duration, parseDuration } from '../shared/duration.js'
+import type { Logger } from '../shared/logger.js'
+import { check, parseLogger, parsePrefix, parseTimeoutMs } from '../shared/options.js'
+import { isRedisClient, type RedisClient } from '../shared/redis.js'
+
+/** Options of {@link createNotifier}. */
+export interface NotifierOptions {
+  /**
+   * A connected node-redis client or cluster. `publish` uses it; subscriptions run on
+   * connections the notifier duplicates from it and owns. Required.
+   */
+  client: RedisClient
+  /** Prefix of the Redis channels (pub/sub) or stream keys (durable). Default `'events:'`. */
+  prefix?: string
+  /**
+   * `'pubsub'` (default): Redis pub/sub (sharded pub/sub on a Cluster), at-most-once:
+   * a subscriber that is disconnected misses what is published meanwhile.
+   * `'durable'`: Redis Streams with consumer groups, at-least-once: a message is
+   * acknowledged only after its handler succeeded and survives subscriber restarts.
+   */
+  mode?: 'pubsub' | 'durable'
+  /** Where malformed messages, failing handlers and connection errors are reported. Default `console`. */
+  logger?: Logger
+  /**
+   * Called (pub/sub mode) after a subscriber connection came back and its subscriptions
+   * were renewed: messages published meanwhile are lost, so drop what you cached from
+   * them. Not called in durable mode, where nothing is lost. Default: none.
+   */
+  onReconnect?: () => void | Promise<void>
+  /** How long `publish` waits for Redis before it rejects with `ERK_REDIS_UNAVAILABLE`. Default 500 ms. */
+  timeoutMs?: number
+  /** Largest message (JSON envelope) published or accepted, in bytes. Default 1 MiB. */
+  maxMessageBytes?: number
+  /** Durable: the stream is trimmed to about this many entries (`XADD ... MAXLEN ~`). Default 10,000. */
+  maxLength?: number
+  /** Durable: the consumer group of a subscription unless `subscribe` names one. Default `'default'`. */
+  group?: string
+  /**
+   * Durable: this process's consumer name within its groups. Default
+   * `<hostname>-<pid>-<random>`; give a stable name to have a restarted process take back
+   * the messages it had received but not acknowledged at once, instead of after `claimIdle`.
+   */
+  consumer?: string
+  /**
+   * Durable: a message delivered but not acknowledged for this long (its consumer died,
+   * or its handler failed) is claimed by a live consumer of the group (`XAUTOCLAIM`).
+   * Default `'30s'`.
+   */
+  claimIdle?: Duration
+  /** Durable: a message is dropped (and logged) after this many failed deliveries. Default 5. */
+  maxDeliveries?: number
+  /** Durable: how many messages one read takes. Default 10. */
+  batchSize?: number
+}
+
+/** The notifier's options after validation. */
+export interface ParsedNotifierOptions {
+  client: RedisClient
+  prefix: string
+  mode: 'pubsub' | 'durable'
+  logger: Logger
+  onReconnect: (() => void | Promise<void>) | undefined
+  timeoutMs: number
+  maxMessageBytes: number
+  maxLength: number
+  group: string
+  consumer: string
+  claimIdleMs: number
+  maxDeliveries: number
+  batchSize: number
+}
+
+const KNOWN_OPTIONS = new Set([
+  'client',
+  'prefix',
+  'mode',
+  'logger',
+  'onReconnect',
+  'timeoutMs',
+  'maxMessageBytes',
+  'maxLength',
+  'group',
+  'consumer',
+  'claimIdle',
+  'maxDeliveries',
+  'batchSize',
+])
+
+/** A channel, group or consumer name: 1 to 200 printable ASCII characters without spaces. */
+const NAME = /^[\x21-\x7e]{1,200}$/
+
+export function isValidName(value: unknown): value is string {
+  return typeof value === 'string' && NAME.test(value)
+}
+
+export const NAME_EXPECTED = '1 to 200 printable ASCII characters without spaces'
+
+function positiveInteger(value: unknown, fallback: number, option: string): number {
+  const result = value ?? fallback
+  check(Number.isSafeInteger(result) && (result as number) > 0, option, 'a positive integer', result)
+  return result as number
+}
+
+export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOptions {
+  check(typeof options === 'object' && options !== null, 'options', 'an object', options)
+  for (const key of Object.keys(options)) check(KNOWN_OPTIONS.has(key), key, 'a known option of createNotifier', key)
+  check(isRedisClient(options.client), 'client', 'a connected node-redis client or cluster', options.client)
+  const mode = options.mode ?? 'pubsub'
+  check(mode === 'pubsub' || mode === 'durable', 'mode', "'pubsub' or 'durable'", mode)
+  check(
+    options.onReconnect === undefined || typeof options.onReconnect === 'function',
+    'onReconnect',
+    'a function',
+    options.onReconnect,
+  )
+  const group = options.group ?? 'default'
+  check(isValidName(group), 'group', NAME_EXPECTED, group)
+  const consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
+  check(isValidName(consumer), 'consumer', NAME_EXPECTED, consumer)
+  return {
+    client: options.client,
+    prefix: parsePrefix(options.prefix, 'events:'),
+    mode,
+    logger: parseLogger(options.logger),
+    onReconnect: options.onReconnect,
+    timeoutMs: parseTimeoutMs(options.timeoutMs),
+    maxMessageBytes: positiveInteger(options.maxMessageBytes, 1024 * 1024, 'maxMessageBytes'),
+    maxLength: positiveInteger(options.maxLength, 10_000, 'maxLength'),
+    group,
+    consumer,
+    claimIdleMs: parseDuration(options.claimIdle ?? '30s', 'claimIdle'),
+    maxDeliveries: positiveInteger(options.maxDeliveries, 5, 'maxDeliveries'),
+    batchSize: positiveInteger(options.batchSize, 10, 'batchSize'),
+  }
+}
