@@ -31,3 +31,23 @@ ensure_postgres() {
   echo "› starting PostgreSQL"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
 }
+
+# The Prisma Client the sample app imports, generated into sample-app/src/generated/prisma
+# (git-ignored): needed before any type check. Works offline, without Prisma's native engines
+# (sample-app/scripts/db.ts explains how).
+ensure_prisma_client() {
+  local output
+  if ! output=$(pnpm --filter sample-app run --silent db:generate 2>&1); then
+    echo "$output" >&2
+    echo "generating the Prisma Client failed" >&2
+    return 1
+  fi
+}
+
+# The sample app's database at DATABASE_URL (default in sample-app/prisma.config.ts: database
+# express_redis_kit on 127.0.0.1:5432, role postgres): created if missing, every migration in
+# prisma/migrations applied. Several processes may run it at once.
+ensure_database() {
+  ensure_postgres
+  pnpm --filter sample-app run --silent db:migrate
+}

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Starts the sample app: installs what it needs, starts Redis if it is not answering,
-# builds the package, and runs the app (PORT, default 3000; REDIS_URL).
+# Starts the sample app: installs what it needs, starts Redis and PostgreSQL if they are not
+# answering, generates the Prisma Client, creates and migrates the database, builds the package,
+# and runs the app (PORT, default 3000; REDIS_URL; DATABASE_URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_dependencies
 ensure_redis
+ensure_prisma_client
+ensure_database
 pnpm run --silent build
 exec pnpm --filter sample-app run --silent start

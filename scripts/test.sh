@@ -10,6 +10,7 @@ source scripts/lib.sh
 ensure_dependencies || exit 1
 ensure_redis || exit 1
 ensure_postgres || exit 1
+ensure_prisma_client || exit 1 # the sample app imports it: before the type check
 
 bash scripts/cluster.sh start || exit 1
 trap 'bash scripts/cluster.sh stop' EXIT

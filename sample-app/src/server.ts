@@ -1,20 +1,37 @@
-import { createClient } from 'redis'
+import type { AddressInfo } from 'node:net'
 import { createApp } from './app.js'
+import { ConfigError, loadConfig, usesDevelopmentSecret } from './config.js'
+import { createServices } from './services.js'
 
-const port = Number(process.env.PORT ?? 3000)
-const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+let config: ReturnType<typeof loadConfig>
+try {
+  config = loadConfig()
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error
+  console.error(error.message)
+  process.exit(1)
+}
+if (usesDevelopmentSecret(config)) {
+  console.warn('SESSION_SECRETS is not set: using a development secret (never do this in production).')
+}
 
-const redis = createClient({ url: redisUrl, disableOfflineQueue: true })
-redis.on('error', (error: Error) => console.error(`Redis: ${error.message}`))
-await redis.connect()
-
-const server = createApp({ redis: redis as never }).listen(port, () => {
-  console.log(`sample app listening on http://127.0.0.1:${port}`)
+const services = createServices(config)
+const server = createApp({ config, ...services }).listen(config.port, config.host, () => {
+  const { port } = server.address() as AddressInfo
+  console.log(`sample app listening on http://${config.host}:${port}`)
+})
+server.on('error', (error) => {
+  console.error(`cannot listen on ${config.host}:${config.port}: ${error.message}`)
+  process.exit(1)
 })
 
+let stopping = false
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
+  process.once(signal, async () => {
+    if (stopping) return
+    stopping = true
     server.close()
-    void redis.close()
+    server.closeAllConnections() // SSE streams never end by themselves
+    await services.close()
   })
 }

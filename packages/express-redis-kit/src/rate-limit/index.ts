@@ -112,7 +112,14 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       return
     }
     res.setHeader('Retry-After', String(REDIS_ERROR_RETRY_AFTER_SECONDS))
-    res.status(503).send('Service temporarily unavailable: the rate limiter cannot reach its store.')
+    // To the app's error handler (JSON APIs answer in their own shape); Express's default one sends 503 with the message.
+    next(
+      new RedisKitError(
+        'ERK_REDIS_UNAVAILABLE',
+        'Service temporarily unavailable: the rate limiter cannot reach its store.',
+        { cause: error, status: 503 },
+      ),
+    )
   }
 
   const middleware = async function rateLimitMiddleware(req: Request, res: Response, next: NextFunction) {

@@ -1,0 +1,118 @@
+import { z } from 'zod'
+
+const DEVELOPMENT_SECRET = 'development-only-secret-change-me-in-production'
+
+const integer = (name: string, fallback: number, min: number, max: number) =>
+  z
+    .string()
+    .default(String(fallback))
+    .transform((text, ctx) => {
+      const value = Number(text)
+      if (!/^\d+$/.test(text.trim()) || value < min || value > max) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be an integer from ${min} to ${max}` })
+        return z.NEVER
+      }
+      return value
+    })
+
+const url = (name: string, protocols: string[], fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .refine(
+      (text) => {
+        try {
+          return protocols.includes(new URL(text).protocol)
+        } catch {
+          return false
+        }
+      },
+      `${name} must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`,
+    )
+
+const environment = z.object({
+  NODE_ENV: z.string().default('development'),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: integer('PORT', 3000, 0, 65535),
+  DATABASE_URL: url(
+    'DATABASE_URL',
+    ['postgresql:', 'postgres:'],
+    'postgresql://postgres@127.0.0.1:5432/express_redis_kit',
+  ),
+  REDIS_URL: url('REDIS_URL', ['redis:', 'rediss:'], 'redis://127.0.0.1:6379'),
+  REDIS_PREFIX: z
+    .string()
+    .regex(/^[^{}\s]*$/, 'REDIS_PREFIX must not contain spaces, { or }')
+    .default('sample:'),
+  SESSION_SECRETS: z.string().optional(),
+  TRUST_PROXY: z
+    .enum(['true', 'false', '1', '0'], { message: 'TRUST_PROXY must be true or false' })
+    .default('false')
+    .transform((text) => text === 'true' || text === '1'),
+  API_RATE_LIMIT: integer('API_RATE_LIMIT', 600, 1, 1_000_000),
+  LOGIN_RATE_LIMIT_PER_IP: integer('LOGIN_RATE_LIMIT_PER_IP', 20, 1, 1_000_000),
+  LOGIN_RATE_LIMIT_PER_EMAIL: integer('LOGIN_RATE_LIMIT_PER_EMAIL', 5, 1, 1_000_000),
+})
+
+/** The app's settings, read from environment variables (each has a default that works on a development machine). */
+export interface Config {
+  production: boolean
+  host: string
+  port: number
+  databaseUrl: string
+  redisUrl: string
+  /** Prefix of every Redis key and channel of the app. */
+  redisPrefix: string
+  /** Cookie signing secrets: the first signs, all verify (rotation). */
+  sessionSecrets: string[]
+  trustProxy: boolean
+  /** Requests per minute per client IP, on every route. */
+  apiRateLimit: number
+  /** Login attempts per 15 minutes per client IP. */
+  loginRateLimitPerIp: number
+  /** Failed login attempts per 15 minutes per email address. */
+  loginRateLimitPerEmail: number
+}
+
+/** Thrown for invalid settings; its message lists every problem, one per line. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** Reads and validates the configuration; throws a {@link ConfigError} naming each invalid variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = environment.safeParse(env)
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `  - ${issue.path.join('.')}: ${issue.message}`)
+    throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`)
+  }
+  const values = parsed.data
+  const production = values.NODE_ENV === 'production'
+  const secrets = (values.SESSION_SECRETS ?? '').split(',').filter((secret) => secret.length > 0)
+  if (secrets.length === 0 && production) {
+    throw new ConfigError('Invalid configuration:\n  - SESSION_SECRETS: required when NODE_ENV=production')
+  }
+  if (secrets.some((secret) => secret.length < 32)) {
+    throw new ConfigError(
+      'Invalid configuration:\n  - SESSION_SECRETS: each secret (comma-separated) must be at least 32 characters',
+    )
+  }
+  return {
+    production,
+    host: values.HOST,
+    port: values.PORT,
+    databaseUrl: values.DATABASE_URL,
+    redisUrl: values.REDIS_URL,
+    redisPrefix: values.REDIS_PREFIX,
+    sessionSecrets: secrets.length > 0 ? secrets : [DEVELOPMENT_SECRET],
+    trustProxy: values.TRUST_PROXY,
+    apiRateLimit: values.API_RATE_LIMIT,
+    loginRateLimitPerIp: values.LOGIN_RATE_LIMIT_PER_IP,
+    loginRateLimitPerEmail: values.LOGIN_RATE_LIMIT_PER_EMAIL,
+  }
+}
+
+/** Whether the configuration uses the built-in development secret (the server warns about it). */
+export function usesDevelopmentSecret(config: Config): boolean {
+  return config.sessionSecrets[0] === DEVELOPMENT_SECRET
+}

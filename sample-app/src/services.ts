@@ -1,0 +1,67 @@
+import { PrismaPg } from '@prisma/adapter-pg'
+import { createNotifier, type Notifier, type RedisClient } from 'express-redis-kit'
+import { createClient } from 'redis'
+import type { Config } from './config.js'
+import { EventStream } from './events.js'
+import { PrismaClient } from './generated/prisma/client.js'
+
+/** The app's connections, built from the configuration. */
+export interface Services {
+  prisma: PrismaClient
+  redis: RedisClient
+  notifier: Notifier
+  events: EventStream
+  /** Ends the event streams and subscriptions, then the connections. */
+  close(): Promise<void>
+}
+
+/**
+ * Creates the database client and starts connecting to Redis without waiting for it: the app
+ * starts and serves what it can while Redis is down (nothing waits in an offline queue; the
+ * middleware treat a disconnected client as unavailable) and uses Redis as soon as it answers.
+ */
+export function createServices(config: Config, logger: Pick<Console, 'warn' | 'error'> = console): Services {
+  const prisma = new PrismaClient({
+    adapter: new PrismaPg({
+      connectionString: config.databaseUrl,
+      // a database that does not answer fails the request within seconds instead of holding it
+      connectionTimeoutMillis: 2_000,
+      statement_timeout: 5_000,
+      max: 10,
+    }),
+  })
+  const client = createClient({ url: config.redisUrl, disableOfflineQueue: true })
+  let lastError = ''
+  client.on('error', (error: Error) => {
+    // node-redis reconnects by itself; say so once per distinct error, not on every retry
+    if (error.message !== lastError) logger.warn(`Redis: ${error.message} (reconnecting)`)
+    lastError = error.message
+  })
+  client.on('ready', () => {
+    lastError = ''
+  })
+  client.connect().catch(() => {}) // rejected only when closed before it connected
+  const redis = client as unknown as RedisClient
+  let events: EventStream | undefined
+  const notifier = createNotifier({
+    client: redis,
+    prefix: `${config.redisPrefix}events:`,
+    logger,
+    // events published while this instance was cut off from Redis are lost: tell the browsers to reload
+    onReconnect: () => events?.resync(),
+  })
+  events = new EventStream(notifier, logger)
+  const stream = events
+  return {
+    prisma,
+    redis,
+    notifier,
+    events: stream,
+    async close() {
+      await stream.close()
+      await notifier.close()
+      client.destroy()
+      await prisma.$disconnect()
+    },
+  }
+}
