@@ -32,15 +32,15 @@ export type EventHandler<T> = (event: T, meta: EventMeta) => void | Promise<void
 
 /** Serializes a new message, or throws `ERK_INVALID_MESSAGE` naming what is wrong. */
 export function encodeEnvelope(channel: string, payload: unknown, maxBytes: number): { id: string; json: string } {
+  if (payload === undefined || typeof payload === 'function' || typeof payload === 'symbol') {
+    throw invalid('the payload must be a JSON value (undefined, a function or a symbol is not)')
+  }
   const envelope: Envelope = { id: randomUUID(), channel, time: Date.now(), payload }
-  let json: string | undefined
+  let json: string
   try {
     json = JSON.stringify(envelope)
   } catch (error) {
     throw invalid(`the payload cannot be serialized to JSON (${(error as Error).message})`)
-  }
-  if (payload === undefined || JSON.stringify(payload) === undefined) {
-    throw invalid('the payload must be a JSON value (undefined, a function or a symbol is not)')
   }
   const bytes = Buffer.byteLength(json)
   if (bytes > maxBytes) throw invalid(`the message is ${bytes} bytes, more than maxMessageBytes (${maxBytes})`)

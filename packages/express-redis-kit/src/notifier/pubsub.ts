@@ -87,10 +87,21 @@ export class PubSubTransport {
     this.#raw = undefined
   }
 
+  /** Subscribes, retrying every 500 ms while the connection is down (until `close()`). */
   async #subscribe(name: string, listener: Listener): Promise<void> {
-    const connection = await this.#connect()
-    if (this.#sharded) await connection.sSubscribe(name, listener)
-    else await connection.subscribe(name, listener)
+    for (;;) {
+      const connection = await this.#connect()
+      try {
+        if (this.#sharded) await connection.sSubscribe(name, listener)
+        else await connection.subscribe(name, listener)
+        return
+      } catch (error) {
+        if (this.#closed) throw closedError()
+        this.#warn(`express-redis-kit notifier: subscribing to ${name} failed; retrying`, error)
+        await new Promise((resolve) => setTimeout(resolve, 500))
+        if (this.#closed) throw closedError()
+      }
+    }
   }
 
   #dispatch(name: string, channel: string, message: string): void {
