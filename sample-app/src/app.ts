@@ -127,11 +127,11 @@ export function createApp(deps: AppDependencies): express.Express {
   })
   app.use(sessions)
 
-  /** The signed-in user's id; 401 when signed out, 503 when the session store cannot tell. */
+  /** The signed-in user's id; 401 when signed out, 503 when the session could not be loaded (Redis failing). */
   function requireUser(req: Request): number {
     const id = req.session.userId
     if (typeof id === 'number') return id
-    if (req.signedCookies.sid !== undefined && !redis.isReady) {
+    if (req.session.storeUnavailable) {
       throw new HttpError(503, 'service_unavailable', 'Sessions are unavailable; try again shortly.')
     }
     throw unauthorized()
@@ -298,10 +298,13 @@ export function createApp(deps: AppDependencies): express.Express {
   })
 
   app.get('/events', async (req, res) => {
+    let timer: NodeJS.Timeout | undefined
     const ready = await Promise.race([
       events.ready().then(() => true),
-      new Promise<false>((resolve) => setTimeout(resolve, 2_000, false)),
-    ])
+      new Promise<false>((resolve) => {
+        timer = setTimeout(resolve, 2_000, false)
+      }),
+    ]).finally(() => clearTimeout(timer))
     if (!ready) throw new HttpError(503, 'service_unavailable', 'Live events are unavailable; try again shortly.')
     await events.connect(req, res)
   })

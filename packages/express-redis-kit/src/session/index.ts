@@ -37,6 +37,14 @@ export interface SessionMethods {
   reload(): Promise<void>
   /** Marks the session active: its idle timeout restarts when the session is saved (at the latest, before the response). */
   touch(): Promise<void>
+  /**
+   * `true` when this request's session could not be loaded because Redis failed and
+   * `onRedisError` is `'anonymous'`: the request runs with an empty session that is never
+   * saved, whether or not the client was signed in. Answer 503 rather than 401 on routes
+   * that need a user. `regenerate()` and `destroy()` reject with `ERK_REDIS_UNAVAILABLE` then
+   * (the session in Redis could not be ended). `false` otherwise.
+   */
+  readonly storeUnavailable: boolean
 }
 
 /** `req.session`: the data as plain properties plus the {@link SessionMethods}. */
@@ -70,7 +78,7 @@ declare global {
   }
 }
 
-const RESERVED = new Set(['id', 'regenerate', 'destroy', 'save', 'reload', 'touch'])
+const RESERVED = new Set(['id', 'regenerate', 'destroy', 'save', 'reload', 'touch', 'storeUnavailable'])
 
 /**
  * A non-enumerable property of `req.session`: the id of the user the session is bound to
@@ -109,6 +117,8 @@ interface RequestSession {
   touched: boolean
   /** Redis failed with `onRedisError: 'anonymous'`: never saved. */
   anonymous: boolean
+  /** The cookie named a session that could not be loaded (Redis failed, `'anonymous'`). */
+  loadFailed: boolean
 }
 
 /**
@@ -292,8 +302,13 @@ export function session(options: SessionOptions): SessionMiddleware {
       return userOf(this.#state)
     }
 
+    get storeUnavailable(): boolean {
+      return this.#state.loadFailed
+    }
+
     async regenerate({ keepData = false } = {}): Promise<void> {
       const current = this.#state
+      if (current.loadFailed) throw cannotEnd('regenerate')
       if (current.stored && !current.anonymous) await deleteSession(current.id, current.indexedUser)
       if (current.stored) current.killedHere = true
       startOver(current)
@@ -302,6 +317,7 @@ export function session(options: SessionOptions): SessionMiddleware {
 
     async destroy(): Promise<void> {
       const current = this.#state
+      if (current.loadFailed) throw cannotEnd('destroy')
       if (current.stored && !current.anonymous) await deleteSession(current.id, current.indexedUser)
       if (current.stored) current.killedHere = true
       current.stored = false
@@ -471,6 +487,7 @@ export function session(options: SessionOptions): SessionMiddleware {
       destroyed: false,
       touched: false,
       anonymous: false,
+      loadFailed: false,
     }
     state.object = new SessionObject(state) as unknown as Session
 
@@ -491,6 +508,7 @@ export function session(options: SessionOptions): SessionMiddleware {
       } catch (error) {
         if (!redisFailed(error, next)) return
         state.anonymous = true
+        state.loadFailed = true
       }
     }
     if (!state.id) state.id = newId()
@@ -579,6 +597,15 @@ function signedWithCurrentSecret(req: Request, name: string, id: string): boolea
     if (value === expected) return true
   }
   return false
+}
+
+/** `regenerate()` / `destroy()` of a session that could not be loaded: it may live on in Redis. */
+function cannotEnd(method: string): RedisKitError {
+  return new RedisKitError(
+    'ERK_REDIS_UNAVAILABLE',
+    `express-redis-kit session: cannot ${method} the session: the session store is unavailable`,
+    { status: 503 },
+  )
 }
 
 function sendUnavailable(res: Response, end: Response['end']): void {

@@ -1,0 +1,150 @@
+import { expect } from 'chai'
+import { clearsSid, expectError, logIn, signedInUser, signUp, startApp, type TestApp } from './helpers/app.js'
+import { countUsers, userRow } from './helpers/db.js'
+
+describe('own account: PATCH and DELETE /users/:id', () => {
+  let app: TestApp
+  before(async () => {
+    app = await startApp()
+  })
+  after(async () => {
+    await app?.close()
+  })
+
+  const me = (cookie: string) => app.http().get('/me').set('Cookie', cookie)
+  const patch = (id: number, cookie: string | undefined, body: object) => {
+    const req = app.http().patch(`/users/${id}`)
+    if (cookie) req.set('Cookie', cookie)
+    return req.send(body)
+  }
+  const remove = (id: number, cookie?: string) => {
+    const req = app.http().delete(`/users/${id}`)
+    return cookie ? req.set('Cookie', cookie) : req
+  }
+
+  describe('who may', () => {
+    it('signed out: PATCH and DELETE answer 401 and change nothing', async () => {
+      const user = await signUp(app)
+      const before = await userRow(user.id)
+      expectError(await patch(user.id, undefined, { name: 'Hacked' }), 401, 'unauthorized')
+      expectError(await remove(user.id), 401, 'unauthorized')
+      expect(await userRow(user.id)).to.deep.equal(before)
+    })
+
+    it("another user's id: PATCH and DELETE answer 403 forbidden and change nothing", async () => {
+      const victim = await signUp(app, { name: 'Victim' })
+      const attacker = await signedInUser(app)
+      const before = await userRow(victim.id)
+      expectError(await patch(victim.id, attacker.cookie, { name: 'Hacked' }), 403, 'forbidden')
+      expectError(await patch(victim.id, attacker.cookie, { password: 'new password 123' }), 403, 'forbidden')
+      expectError(await remove(victim.id, attacker.cookie), 403, 'forbidden')
+      expect(await userRow(victim.id)).to.deep.equal(before)
+      await logIn(app, victim) // the victim's password still works
+    })
+  })
+
+  describe('PATCH', () => {
+    it('own name: 200 with the own fields, stored', async () => {
+      const user = await signedInUser(app, { name: 'Old Name' })
+      const res = await patch(user.id, user.cookie, { name: '  New Name ' })
+      expect(res.status, res.text).to.equal(200)
+      expect(res.body).to.have.all.keys('id', 'email', 'name', 'createdAt', 'updatedAt')
+      expect(res.body).to.include({ id: user.id, email: user.email, name: 'New Name' })
+      expect((await userRow(user.id))?.name).to.equal('New Name')
+      expect((await me(user.cookie)).body.name).to.equal('New Name')
+    })
+
+    it('no fields: 400 validation_failed', async () => {
+      const user = await signedInUser(app)
+      expectError(await patch(user.id, user.cookie, {}), 400, 'validation_failed')
+    })
+
+    it('own email to a new one: stored normalized; login works with the new email only', async () => {
+      const user = await signedInUser(app)
+      const email = `Changed-${user.email}`
+      const res = await patch(user.id, user.cookie, { email: ` ${email.toUpperCase()} ` })
+      expect(res.status, res.text).to.equal(200)
+      expect(res.body.email).to.equal(email.toLowerCase())
+      await logIn(app, { email, password: user.password })
+      expectError(
+        await app.http().post('/login').send({ email: user.email, password: user.password }),
+        401,
+        'invalid_credentials',
+      )
+    })
+
+    it('an email already taken (in any case): 409 email_taken and nothing changed, name included', async () => {
+      const other = await signUp(app)
+      const user = await signedInUser(app, { name: 'Keeps Name' })
+      const before = await userRow(user.id)
+      const count = await countUsers()
+      expectError(await patch(user.id, user.cookie, { email: other.email }), 409, 'email_taken')
+      expectError(
+        await patch(user.id, user.cookie, {
+          email: other.email.toUpperCase(),
+          name: 'Changed',
+          password: 'other pass 1',
+        }),
+        409,
+        'email_taken',
+      )
+      expect(await userRow(user.id)).to.deep.equal(before)
+      expect(await countUsers()).to.equal(count)
+      expect((await app.http().get(`/users/${user.id}`)).body.name).to.equal('Keeps Name')
+      await logIn(app, user) // the old password still works
+    })
+
+    it('the own email unchanged: 200', async () => {
+      const user = await signedInUser(app)
+      const res = await patch(user.id, user.cookie, { email: user.email })
+      expect(res.status, res.text).to.equal(200)
+    })
+
+    it('password: ends the other sessions, keeps the current one; only the new password logs in', async () => {
+      const user = await signedInUser(app)
+      const otherDevice = await logIn(app, user)
+      const newPassword = 'a brand new password'
+      const res = await patch(user.id, user.cookie, { password: newPassword })
+      expect(res.status, res.text).to.equal(200)
+      expect(res.text).not.to.include(newPassword)
+      expect((await userRow(user.id))?.passwordHash).to.match(/^scrypt\$/)
+      expect((await me(user.cookie)).status, 'the current session stays').to.equal(200)
+      expectError(await me(otherDevice), 401, 'unauthorized')
+      expectError(
+        await app.http().post('/login').send({ email: user.email, password: user.password }),
+        401,
+        'invalid_credentials',
+      )
+      await logIn(app, { email: user.email, password: newPassword })
+    })
+  })
+
+  describe('DELETE', () => {
+    it('own account: 204, the row is gone, every session of the user ends, /users/:id is 404', async () => {
+      const user = await signedInUser(app)
+      const otherDevice = await logIn(app, user)
+      expect((await app.http().get(`/users/${user.id}`)).status).to.equal(200) // cached
+      const count = await countUsers()
+      const res = await remove(user.id, user.cookie)
+      expect(res.status).to.equal(204)
+      expect(clearsSid(res), 'the cookie is cleared').to.equal(true)
+      expect(await userRow(user.id)).to.equal(undefined)
+      expect(await countUsers()).to.equal(count - 1)
+      expectError(await me(user.cookie), 401, 'unauthorized')
+      expectError(await me(otherDevice), 401, 'unauthorized')
+      expectError(await app.http().get(`/users/${user.id}`), 404, 'user_not_found')
+      expectError(
+        await app.http().post('/login').send({ email: user.email, password: user.password }),
+        401,
+        'invalid_credentials',
+      )
+    })
+
+    it('the email of a deleted account can sign up again', async () => {
+      const user = await signedInUser(app)
+      expect((await remove(user.id, user.cookie)).status).to.equal(204)
+      const again = await signUp(app, { email: user.email })
+      expect(again.id).not.to.equal(user.id)
+    })
+  })
+})

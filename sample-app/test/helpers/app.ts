@@ -1,0 +1,202 @@
+import { createHmac, randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import type { Server } from 'node:http'
+import { expect } from 'chai'
+import { createClient } from 'redis'
+import request, { type Response } from 'supertest'
+import { createApp } from '../../src/app.js'
+import { type Config, loadConfig } from '../../src/config.js'
+import { createServices, type Services } from '../../src/services.js'
+import { prepareDatabase, testDatabaseUrl } from './db.js'
+
+export const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
+export const sessionSecret = 'test-session-secret-0123456789-abcdefghijklmnop'
+export const PASSWORD = 'correct horse battery staple'
+
+/** A Redis key prefix no other test file or run uses. */
+export function uniquePrefix(name = 'app'): string {
+  return `test:${name}:${process.pid}:${randomBytes(4).toString('hex')}:`
+}
+
+/** A fresh, valid email address. */
+export function uniqueEmail(name = 'user'): string {
+  return `${name}-${randomBytes(5).toString('hex')}@example.com`
+}
+
+/** The environment of a test app: test database, a unique REDIS_PREFIX, limits raised unless overridden. */
+export function testEnv(overrides: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    NODE_ENV: 'test',
+    DATABASE_URL: testDatabaseUrl,
+    REDIS_URL: redisUrl,
+    REDIS_PREFIX: uniquePrefix(),
+    SESSION_SECRETS: sessionSecret,
+    API_RATE_LIMIT: '1000000',
+    LOGIN_RATE_LIMIT_PER_IP: '1000000',
+    LOGIN_RATE_LIMIT_PER_EMAIL: '1000000',
+    ...overrides,
+  }
+}
+
+/** A logger that keeps what it is given (the app logs nothing to the test output). */
+export interface RecordingLogger {
+  warnings: unknown[][]
+  errors: unknown[][]
+  warn(...args: unknown[]): void
+  error(...args: unknown[]): void
+}
+
+export function recordingLogger(): RecordingLogger {
+  const warnings: unknown[][] = []
+  const errors: unknown[][] = []
+  return {
+    warnings,
+    errors,
+    warn: (...args) => void warnings.push(args),
+    error: (...args) => void errors.push(args),
+  }
+}
+
+export interface TestApp {
+  config: Config
+  services: Services
+  server: Server
+  logger: RecordingLogger
+  /** supertest against the listening server. */
+  http(): ReturnType<typeof request>
+  close(): Promise<void>
+}
+
+/**
+ * The app in this process as the server builds it (createServices + createApp), listening on a
+ * free loopback port. With `waitForRedis` (default) it resolves once the Redis client is ready.
+ */
+export async function startApp(overrides: Record<string, string> = {}, { waitForRedis = true } = {}): Promise<TestApp> {
+  await prepareDatabase()
+  const config = loadConfig(testEnv(overrides))
+  const logger = recordingLogger()
+  const services = createServices(config, logger)
+  if (waitForRedis) await waitUntil(() => services.redis.isReady, 10_000, 'the Redis client to be ready')
+  const app = createApp({ config, ...services, logger })
+  const server = app.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  let closed: Promise<void> | undefined
+  return {
+    config,
+    services,
+    server,
+    logger,
+    http: () => request(server),
+    close() {
+      closed ??= (async () => {
+        server.closeAllConnections()
+        await new Promise((resolve) => server.close(resolve))
+        await services.close()
+        if (config.redisUrl === redisUrl) await deleteKeys(config.redisPrefix)
+      })()
+      return closed
+    },
+  }
+}
+
+/** Deletes every key under `prefix` from the suite's Redis (sessions would otherwise stay a day). */
+export async function deleteKeys(prefix: string): Promise<void> {
+  const client = createClient({ url: redisUrl })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    const keys: string[] = []
+    for await (const batch of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) keys.push(...batch)
+    for (let i = 0; i < keys.length; i += 500) await client.unlink(keys.slice(i, i + 500))
+  } catch {
+    // only housekeeping: the keys expire anyway
+  } finally {
+    client.destroy()
+  }
+}
+
+export async function waitUntil(condition: () => boolean, withinMs = 10_000, what = 'the condition'): Promise<void> {
+  const deadline = Date.now() + withinMs
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${withinMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+/** Asserts the app's error shape `{ error: { code, message, details? } }` and returns the error. */
+export function expectError(
+  res: Response,
+  status: number,
+  code: string,
+): { code: string; message: string; details?: unknown } {
+  expect(res.status, `status (body: ${res.text})`).to.equal(status)
+  expect(res.headers['content-type']).to.match(/^application\/json/)
+  expect(res.body).to.be.an('object').with.property('error')
+  expect(Object.keys(res.body)).to.deep.equal(['error'])
+  const error = res.body.error
+  expect(error.code).to.equal(code)
+  expect(error.message).to.be.a('string').and.not.empty
+  return error
+}
+
+/** The `sid=...` pair of a response's Set-Cookie (to send as a Cookie header), or undefined. */
+export function sidCookie(res: Response): string | undefined {
+  const cookies = ([] as string[]).concat(res.headers['set-cookie'] ?? [])
+  const sid = cookies.find((cookie) => cookie.startsWith('sid='))
+  const pair = sid?.split(';')[0]
+  return pair === 'sid=' ? undefined : pair
+}
+
+/** Whether the response clears the sid cookie. */
+export function clearsSid(res: Response): boolean {
+  const cookies = ([] as string[]).concat(res.headers['set-cookie'] ?? [])
+  return cookies.some((cookie) => /^sid=;/.test(cookie) && /Expires=Thu, 01 Jan 1970/i.test(cookie))
+}
+
+/** The session id inside a signed `sid=s%3A<id>.<signature>` cookie pair. */
+export function sessionIdOf(cookie: string): string {
+  const value = decodeURIComponent(cookie.slice('sid='.length))
+  expect(value, 'a signed cookie').to.match(/^s:/)
+  return value.slice(2, value.lastIndexOf('.'))
+}
+
+/** A `sid` cookie pair for `id`, signed as cookie-parser signs (what an attacker who planted a cookie would send). */
+export function signedSid(id: string, secret = sessionSecret): string {
+  const signature = createHmac('sha256', secret).update(id).digest('base64').replace(/=+$/, '')
+  return `sid=${encodeURIComponent(`s:${id}.${signature}`)}`
+}
+
+export interface CreatedUser {
+  id: number
+  email: string
+  name: string
+  password: string
+}
+
+/** Signs a user up through the API (201 expected). */
+export async function signUp(app: TestApp, fields: Partial<Omit<CreatedUser, 'id'>> = {}): Promise<CreatedUser> {
+  const user = { email: uniqueEmail(), name: 'Test User', password: PASSWORD, ...fields }
+  const res = await app.http().post('/users').send(user)
+  expect(res.status, res.text).to.equal(201)
+  return { ...user, id: res.body.id, email: res.body.email }
+}
+
+/** Logs in through the API (200 expected); resolves to the `sid=...` cookie pair. */
+export async function logIn(app: TestApp, user: { email: string; password: string }, cookie?: string): Promise<string> {
+  const req = app.http().post('/login')
+  if (cookie) req.set('Cookie', cookie)
+  const res = await req.send({ email: user.email, password: user.password })
+  expect(res.status, res.text).to.equal(200)
+  const sid = sidCookie(res)
+  expect(sid, 'a sid cookie').to.be.a('string')
+  return sid!
+}
+
+/** Signs a user up and logs them in. */
+export async function signedInUser(
+  app: TestApp,
+  fields: Partial<Omit<CreatedUser, 'id'>> = {},
+): Promise<CreatedUser & { cookie: string }> {
+  const user = await signUp(app, fields)
+  return { ...user, cookie: await logIn(app, user) }
+}

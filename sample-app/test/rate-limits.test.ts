@@ -1,0 +1,135 @@
+import { expect } from 'chai'
+import type { Response } from 'supertest'
+import { type CreatedUser, expectError, logIn, signUp, startApp, type TestApp, uniqueEmail } from './helpers/app.js'
+import { countUsers } from './helpers/db.js'
+
+/** A 429 in the app's error shape with Retry-After and RateLimit headers. */
+function expectRateLimited(res: Response): void {
+  expectError(res, 429, 'rate_limited')
+  expect(Number(res.headers['retry-after']), 'Retry-After').to.be.at.least(1)
+  const names = Object.keys(res.headers)
+  expect(
+    names.some((name) => name === 'ratelimit' || name === 'ratelimit-limit' || name === 'x-ratelimit-limit'),
+    `RateLimit headers in ${names.join(', ')}`,
+  ).to.equal(true)
+}
+
+describe('rate limits', () => {
+  describe('login, per email (LOGIN_RATE_LIMIT_PER_EMAIL=3, failed attempts only)', () => {
+    let app: TestApp
+    let user: CreatedUser
+    before(async () => {
+      app = await startApp({ LOGIN_RATE_LIMIT_PER_EMAIL: '3' })
+      user = await signUp(app)
+    })
+    after(async () => {
+      await app?.close()
+    })
+    const attempt = (email: string, password: string) => app.http().post('/login').send({ email, password })
+
+    it('correct logins do not count; the 4th failed attempt is 429, even with the right password', async () => {
+      expectError(await attempt(user.email, 'wrong password 1'), 401, 'invalid_credentials')
+      expectError(await attempt(user.email, 'wrong password 2'), 401, 'invalid_credentials')
+      // more successful logins than the limit: none is counted
+      for (let i = 0; i < 4; i++) await logIn(app, user)
+      expectError(await attempt(user.email, 'wrong password 3'), 401, 'invalid_credentials')
+      expectRateLimited(await attempt(user.email, 'wrong password 4'))
+      const right = await attempt(user.email, user.password)
+      expectRateLimited(right)
+      expect(right.headers['set-cookie']).to.equal(undefined)
+    })
+
+    it('counts the email as normalized (case and spaces do not give more attempts)', async () => {
+      expectRateLimited(await attempt(` ${user.email.toUpperCase()} `, user.password))
+    })
+
+    it('does not limit other emails', async () => {
+      const other = await signUp(app)
+      expectError(await attempt(other.email, 'wrong password'), 401, 'invalid_credentials')
+      await logIn(app, other)
+    })
+  })
+
+  describe('login, per IP (LOGIN_RATE_LIMIT_PER_IP=3)', () => {
+    let app: TestApp
+    before(async () => {
+      app = await startApp({ LOGIN_RATE_LIMIT_PER_IP: '3' })
+    })
+    after(async () => {
+      await app?.close()
+    })
+
+    it('the 4th attempt from the IP is 429 whatever the email, successful logins included', async () => {
+      const user = await signUp(app)
+      await logIn(app, user)
+      expectError(
+        await app.http().post('/login').send({ email: uniqueEmail(), password: 'whatever1' }),
+        401,
+        'invalid_credentials',
+      )
+      await logIn(app, user)
+      expectRateLimited(await app.http().post('/login').send({ email: uniqueEmail(), password: 'whatever1' }))
+      expectRateLimited(await app.http().post('/login').send({ email: user.email, password: user.password }))
+    })
+
+    it('other routes are not limited by the login limit', async () => {
+      expect((await app.http().get('/healthz')).status).to.equal(200)
+    })
+  })
+
+  describe('every route (API_RATE_LIMIT=5)', () => {
+    let app: TestApp
+    before(async () => {
+      app = await startApp({ API_RATE_LIMIT: '5' })
+    })
+    after(async () => {
+      await app?.close()
+    })
+
+    it('the 6th request, whatever the route, is 429 JSON', async () => {
+      const statuses = [
+        (await app.http().get('/healthz')).status,
+        (await app.http().get('/users')).status,
+        (await app.http().get('/users/2147483647')).status,
+        (await app.http().get('/nope')).status,
+        (await app.http().post('/logout')).status,
+      ]
+      expect(statuses).to.deep.equal([200, 200, 404, 404, 204])
+      expectRateLimited(await app.http().get('/users'))
+      const count = await countUsers()
+      expectRateLimited(
+        await app.http().post('/users').send({ email: uniqueEmail(), name: 'X', password: 'password1' }),
+      )
+      expect(await countUsers(), 'a refused sign-up stores nothing').to.equal(count)
+      expectRateLimited(await app.http().get('/healthz'))
+    })
+  })
+
+  describe('client IP behind a proxy (TRUST_PROXY)', () => {
+    const attempt = (app: TestApp, ip: string) =>
+      app.http().post('/login').set('X-Forwarded-For', ip).send({ email: uniqueEmail(), password: 'whatever1' })
+
+    it('TRUST_PROXY=false: a forged X-Forwarded-For does not get around the per-IP limit', async () => {
+      const app = await startApp({ LOGIN_RATE_LIMIT_PER_IP: '2' })
+      try {
+        expect((await attempt(app, '10.0.0.1')).status).to.equal(401)
+        expect((await attempt(app, '10.0.0.2')).status).to.equal(401)
+        expectRateLimited(await attempt(app, '10.0.0.3'))
+      } finally {
+        await app.close()
+      }
+    })
+
+    it('TRUST_PROXY=true: each client IP from X-Forwarded-For has its own limit', async () => {
+      const app = await startApp({ LOGIN_RATE_LIMIT_PER_IP: '2', TRUST_PROXY: 'true' })
+      try {
+        expect((await attempt(app, '10.0.0.1')).status).to.equal(401)
+        expect((await attempt(app, '10.0.0.1')).status).to.equal(401)
+        expectRateLimited(await attempt(app, '10.0.0.1'))
+        expect((await attempt(app, '10.0.0.2')).status).to.equal(401)
+      } finally {
+        await app.close()
+      }
+    })
+  })
+})
