@@ -41,7 +41,9 @@ interface StreamConnection {
     count: number,
     options: { consumer: string },
   ): Promise<{ id: string; deliveriesCounter: number }[]>
-  xAck(key: string, group: string, id: string): Promise<number>
+  xAck(key: string, group: string, ids: string[]): Promise<number>
+  xInfoStream(key: string): Promise<{ length: number; 'entries-added'?: number }>
+  xInfoGroups(key: string): Promise<{ name: string; 'entries-read'?: number | null }[]>
   xInfoConsumers(key: string, group: string): Promise<{ name: string; pending: number; idle: number }[]>
   xGroupDelConsumer(key: string, group: string, consumer: string): Promise<number>
 }
@@ -67,6 +69,8 @@ export class DurableSubscription {
   #interrupt: (() => void) | undefined
   #lastClaimAt = 0
   #lastPruneAt = 0
+  /** Messages trimmed from the stream before this group read them, as last reported. */
+  #reportedLost = 0
 
   constructor(options: ParsedNotifierOptions, subscriber: Subscriber<unknown>, group: string) {
     this.#options = options
@@ -175,7 +179,27 @@ export class DurableSubscription {
       const deliveries = new Map(pending.map((entry) => [entry.id, entry.deliveriesCounter]))
       await this.#handle(connection, messages, deliveries)
     } while (cursor !== '0-0' && !this.#stopping)
+    await this.#checkTrimmed(connection)
     if (Date.now() - this.#lastPruneAt >= PRUNE_IDLE_MS) await this.#prune(connection)
+  }
+
+  /**
+   * `XREADGROUP` silently skips entries that `MAXLEN ~` trimmed before the group read them:
+   * count them (entries added, minus those still in the stream, minus those the group read;
+   * Redis 7+) and log what is new since the last round.
+   */
+  async #checkTrimmed(connection: StreamConnection): Promise<void> {
+    const [stream, groups] = await Promise.all([connection.xInfoStream(this.#key), connection.xInfoGroups(this.#key)])
+    const read = groups.find((group) => group.name === this.#group)?.['entries-read']
+    const added = stream['entries-added']
+    if (typeof read !== 'number' || typeof added !== 'number') return
+    const lost = added - stream.length - read
+    if (lost <= this.#reportedLost) return
+    this.#options.logger.error(
+      `express-redis-kit notifier: ${lost - this.#reportedLost} messages of ${this.#key} were trimmed before group ` +
+        `"${this.#group}" read them: raise maxLength, or consume faster`,
+    )
+    this.#reportedLost = lost
   }
 
   async #prune(connection: StreamConnection): Promise<void> {
@@ -192,6 +216,21 @@ export class DurableSubscription {
     deliveries: Map<string, number> | number | undefined,
   ): Promise<void> {
     const { channel } = this.#subscriber
+    const done: string[] = []
+    try {
+      await this.#handleEach(messages, deliveries, channel, done)
+    } finally {
+      // one XACK per read, not per message; a crash before it only means redelivery (at least once)
+      if (done.length > 0) await connection.xAck(this.#key, this.#group, done)
+    }
+  }
+
+  async #handleEach(
+    messages: StreamMessage[],
+    deliveries: Map<string, number> | number | undefined,
+    channel: string,
+    done: string[],
+  ): Promise<void> {
     for (const { id, message } of messages) {
       if (this.#stopping) return
       const count = typeof deliveries === 'number' ? deliveries : (deliveries?.get(id) ?? 1)
@@ -200,20 +239,20 @@ export class DurableSubscription {
         text === undefined
           ? 'it has been trimmed from the stream'
           : decodeEnvelope(text, channel, this.#options.maxMessageBytes)
-      let done: boolean
+      let finished: boolean
       if (typeof envelope === 'string') {
         this.#options.logger.warn(`express-redis-kit notifier: dropped entry ${id} of ${this.#key}: ${envelope}`)
-        done = true
+        finished = true
       } else if (count > this.#options.maxDeliveries) {
         this.#options.logger.error(
           `express-redis-kit notifier: dropped message ${envelope.id} on "${channel}" after ${count - 1} failed deliveries`,
         )
-        done = true
+        finished = true
       } else {
         const meta: EventMeta = { id: envelope.id, channel, time: envelope.time, deliveries: count, streamId: id }
-        done = await this.#subscriber.deliver(envelope, meta)
+        finished = await this.#subscriber.deliver(envelope, meta)
       }
-      if (done) await connection.xAck(this.#key, this.#group, id)
+      if (finished) done.push(id)
     }
   }
 

@@ -32,19 +32,23 @@ export type EventHandler<T> = (event: T, meta: EventMeta) => void | Promise<void
 
 /** Serializes a new message, or throws `ERK_INVALID_MESSAGE` naming what is wrong. */
 export function encodeEnvelope(channel: string, payload: unknown, maxBytes: number): { id: string; json: string } {
-  if (payload === undefined || typeof payload === 'function' || typeof payload === 'symbol') {
-    throw invalid('the payload must be a JSON value (undefined, a function or a symbol is not)')
-  }
-  const envelope: Envelope = { id: randomUUID(), channel, time: Date.now(), payload }
-  let json: string
+  let payloadJson: string | undefined
   try {
-    json = JSON.stringify(envelope)
+    payloadJson = JSON.stringify(payload)
   } catch (error) {
     throw invalid(`the payload cannot be serialized to JSON (${(error as Error).message})`)
   }
+  if (payloadJson === undefined) {
+    throw invalid(
+      'the payload must be a JSON value (undefined, a function, a symbol or a toJSON() giving undefined is not)',
+    )
+  }
+  const id = randomUUID()
+  // the envelope around the payload's JSON, without serializing the payload a second time
+  const json = `{"id":"${id}","channel":${JSON.stringify(channel)},"time":${Date.now()},"payload":${payloadJson}}`
   const bytes = Buffer.byteLength(json)
   if (bytes > maxBytes) throw invalid(`the message is ${bytes} bytes, more than maxMessageBytes (${maxBytes})`)
-  return { id: envelope.id, json }
+  return { id, json }
 }
 
 function invalid(reason: string): RedisKitError {
