@@ -43,7 +43,7 @@ interface StreamConnection {
   ): Promise<{ id: string; deliveriesCounter: number }[]>
   xAck(key: string, group: string, ids: string[]): Promise<number>
   xInfoStream(key: string): Promise<{ length: number; 'entries-added'?: number }>
-  xInfoGroups(key: string): Promise<{ name: string; 'entries-read'?: number | null }[]>
+  xInfoGroups(key: string): Promise<{ name: string; 'last-delivered-id': string; 'entries-read'?: number | null }[]>
   xInfoConsumers(key: string, group: string): Promise<{ name: string; pending: number; idle: number }[]>
   xGroupDelConsumer(key: string, group: string, consumer: string): Promise<number>
 }
@@ -98,12 +98,25 @@ export class DurableSubscription {
     else this.#loop = this.#run(connection)
   }
 
-  /** Stops reading, lets a running handler finish (and be acknowledged), closes the connection. */
+  /**
+   * Stops reading, lets a running handler finish, gives its acknowledgement `timeoutMs` to
+   * go through, then closes the connection, which ends any command still waiting for a Redis
+   * that is down (what it did not acknowledge is redelivered later).
+   */
   async stop(): Promise<void> {
     this.#stopping = true
     this.#interrupt?.()
-    await this.#loop
+    await this.#subscriber.idle()
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      this.#loop,
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, this.#options.timeoutMs)
+      }),
+    ])
+    clearTimeout(timer)
     this.#connection?.destroy()
+    await this.#loop
   }
 
   async #createGroup(): Promise<void> {
@@ -120,9 +133,10 @@ export class DurableSubscription {
       try {
         if (Date.now() - this.#lastClaimAt >= this.#options.claimIdleMs / 2) await this.#claim(connection)
         if (history !== '') {
+          // what this consumer (a stable `consumer` name, restarted) received and did not acknowledge
           const messages = await this.#read(connection, history, undefined)
           history = messages.length === 0 ? '' : (messages.at(-1)?.id ?? '')
-          await this.#handle(connection, messages, undefined)
+          await this.#handle(connection, messages, await this.#deliveries(connection, messages))
         } else {
           await this.#handle(connection, await this.#read(connection, '>', this.#blockMs()), 1)
         }
@@ -171,16 +185,21 @@ export class DurableSubscription {
       cursor = reply.nextId
       const messages = reply.messages.filter((message): message is StreamMessage => message !== null)
       if (messages.length === 0) continue
-      const first = messages[0]?.id ?? '-'
-      const last = messages.at(-1)?.id ?? '+'
-      const pending = await connection.xPendingRange(this.#key, this.#group, first, last, messages.length, {
-        consumer,
-      })
-      const deliveries = new Map(pending.map((entry) => [entry.id, entry.deliveriesCounter]))
-      await this.#handle(connection, messages, deliveries)
+      await this.#handle(connection, messages, await this.#deliveries(connection, messages))
     } while (cursor !== '0-0' && !this.#stopping)
     await this.#checkTrimmed(connection)
     if (Date.now() - this.#lastPruneAt >= PRUNE_IDLE_MS) await this.#prune(connection)
+  }
+
+  /** How many times each of `messages` (pending for this consumer) has been delivered, from `XPENDING`. */
+  async #deliveries(connection: StreamConnection, messages: StreamMessage[]): Promise<Map<string, number>> {
+    if (messages.length === 0) return new Map()
+    const first = messages[0]?.id ?? '-'
+    const last = messages.at(-1)?.id ?? '+'
+    const pending = await connection.xPendingRange(this.#key, this.#group, first, last, messages.length, {
+      consumer: this.#options.consumer,
+    })
+    return new Map(pending.map((entry) => [entry.id, entry.deliveriesCounter]))
   }
 
   /**
@@ -190,7 +209,9 @@ export class DurableSubscription {
    */
   async #checkTrimmed(connection: StreamConnection): Promise<void> {
     const [stream, groups] = await Promise.all([connection.xInfoStream(this.#key), connection.xInfoGroups(this.#key)])
-    const read = groups.find((group) => group.name === this.#group)?.['entries-read']
+    const group = groups.find(({ name }) => name === this.#group)
+    // Redis 7.0 leaves entries-read unset until the group's first read: from the stream's start, that is 0
+    const read = group?.['entries-read'] ?? (group?.['last-delivered-id'] === '0-0' ? 0 : undefined)
     const added = stream['entries-added']
     if (typeof read !== 'number' || typeof added !== 'number') return
     const lost = added - stream.length - read
@@ -209,7 +230,7 @@ export class DurableSubscription {
     }
   }
 
-  /** `deliveries`: 1 for fresh messages, or the count per id (claims); unknown for history. */
+  /** `deliveries`: 1 for fresh messages, or the count per id (claims, history). */
   async #handle(
     connection: StreamConnection,
     messages: StreamMessage[],

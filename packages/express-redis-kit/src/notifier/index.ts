@@ -117,7 +117,9 @@ export function createNotifier(options: NotifierOptions): Notifier {
       const subscriber = new Subscriber(channel, handler, parse, parsed.logger) as Subscriber<unknown>
 
       if (pubsub !== undefined) {
-        await pubsub.add(subscriber)
+        await pubsub.add(subscriber).catch((error: unknown) => {
+          throw closed ? closedError() : error
+        })
         return async () => {
           await pubsub.remove(subscriber)
           await subscriber.idle()

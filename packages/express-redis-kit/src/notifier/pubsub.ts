@@ -1,6 +1,6 @@
 import { RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
-import type { RedisClient } from '../shared/redis.js'
+import { type RedisClient, withTimeout } from '../shared/redis.js'
 import { decodeEnvelope, type Subscriber } from './envelope.js'
 import type { ParsedNotifierOptions } from './options.js'
 
@@ -70,11 +70,16 @@ export class PubSubTransport {
     if (channel === undefined || !channel.subscribers.delete(subscriber)) return
     if (channel.subscribers.size === 0 && !this.#closed) {
       this.#channels.delete(name)
-      const connection = await this.#connect()
-      await (this.#sharded
-        ? connection.sUnsubscribe(name, channel.listener)
-        : connection.unsubscribe(name, channel.listener)
-      ).catch((error: unknown) => this.#warn(`express-redis-kit notifier: unsubscribing from ${name} failed`, error))
+      // Bounded: while Redis is down node-redis would hold it until it is back. Messages that still arrive
+      // meanwhile find no subscriber and are ignored.
+      const unsubscribing = this.#connect().then((connection) =>
+        this.#sharded
+          ? connection.sUnsubscribe(name, channel.listener)
+          : connection.unsubscribe(name, channel.listener),
+      )
+      await withTimeout(unsubscribing, this.#options.timeoutMs).catch((error: unknown) =>
+        this.#warn(`express-redis-kit notifier: unsubscribing from ${name} failed`, error),
+      )
     }
   }
 
@@ -90,8 +95,8 @@ export class PubSubTransport {
   /** Subscribes, retrying every 500 ms while the connection is down (until `close()`). */
   async #subscribe(name: string, listener: Listener): Promise<void> {
     for (;;) {
-      const connection = await this.#connect()
       try {
+        const connection = await this.#connect()
         if (this.#sharded) await connection.sSubscribe(name, listener)
         else await connection.subscribe(name, listener)
         return
