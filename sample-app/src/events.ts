@@ -11,6 +11,8 @@ export const UserEvent = z.object({ id: z.number().int().positive() }).strict()
 export type UserEvent = z.infer<typeof UserEvent>
 
 const HEARTBEAT_MS = 15_000
+/** Unsent bytes a client may have queued before it is disconnected. */
+const MAX_BUFFERED_BYTES = 1024 * 1024
 
 /**
  * Streams user events to Server-Sent Events clients. Each instance subscribes once per event
@@ -78,6 +80,12 @@ export class EventStream {
   }
 
   #write(chunk: string): void {
-    for (const res of this.#clients) res.write(chunk)
+    for (const res of this.#clients) {
+      // a client that stopped reading would make its unsent events pile up in memory: drop it (it reconnects)
+      if (res.writableLength > MAX_BUFFERED_BYTES) {
+        this.#clients.delete(res)
+        res.destroy()
+      } else res.write(chunk)
+    }
   }
 }
