@@ -13,10 +13,14 @@ export interface SubscribeOptions<T> {
   /**
    * Validates and converts the payload before the handler sees it; a message it throws on
    * is logged and dropped (acknowledged in durable mode). A zod schema's `parse` fits:
-   * `{ parse: UserEvent.parse }`. Default: the payload as JSON gave it.
+   * `{ parse: UserEvent.parse }`.
+   * @default undefined (the payload as JSON gave it)
    */
   parse?: (payload: unknown) => T
-  /** Durable mode: the consumer group; each group gets every message once. Default: the notifier's `group`. */
+  /**
+   * Durable mode: the consumer group; each group gets every message once.
+   * @default the notifier's `group`
+   */
   group?: string
 }
 

@@ -12,46 +12,73 @@ export interface NotifierOptions {
    * connections the notifier duplicates from it and owns. Required.
    */
   client: RedisClient
-  /** Prefix of the Redis channels (pub/sub) or stream keys (durable). Default `'events:'`. */
+  /**
+   * Prefix of the Redis channels (pub/sub) or stream keys (durable).
+   * @default 'events:'
+   */
   prefix?: string
   /**
    * `'pubsub'` (default): Redis pub/sub (sharded pub/sub on a Cluster), at-most-once:
    * a subscriber that is disconnected misses what is published meanwhile.
    * `'durable'`: Redis Streams with consumer groups, at-least-once: a message is
    * acknowledged only after its handler succeeded and survives subscriber restarts.
+   * @default 'pubsub'
    */
   mode?: 'pubsub' | 'durable'
-  /** Where malformed messages, failing handlers and connection errors are reported. Default `console`. */
+  /**
+   * Where malformed messages, failing handlers and connection errors are reported.
+   * @default console
+   */
   logger?: Logger
   /**
    * Called (pub/sub mode) after a subscriber connection came back and its subscriptions
    * were renewed: messages published meanwhile are lost, so drop what you cached from
-   * them. Not called in durable mode, where nothing is lost. Default: none.
+   * them. Not called in durable mode, where nothing is lost.
+   * @default undefined (none)
    */
   onReconnect?: () => void | Promise<void>
-  /** How long `publish` waits for Redis before it rejects with `ERK_REDIS_UNAVAILABLE`. Default 500 ms. */
+  /**
+   * How long `publish` waits for Redis before it rejects with `ERK_REDIS_UNAVAILABLE`, in milliseconds.
+   * @default 500
+   */
   timeoutMs?: number
-  /** Largest message (JSON envelope) published or accepted, in bytes. Default 1 MiB. */
+  /**
+   * Largest message (JSON envelope) published or accepted, in bytes.
+   * @default 1048576 (1 MiB)
+   */
   maxMessageBytes?: number
-  /** Durable: the stream is trimmed to about this many entries (`XADD ... MAXLEN ~`). Default 10,000. */
+  /**
+   * Durable: the stream is trimmed to about this many entries (`XADD ... MAXLEN ~`).
+   * @default 10000
+   */
   maxLength?: number
-  /** Durable: the consumer group of a subscription unless `subscribe` names one. Default `'default'`. */
+  /**
+   * Durable: the consumer group of a subscription unless `subscribe` names one.
+   * @default 'default'
+   */
   group?: string
   /**
-   * Durable: this process's consumer name within its groups. Default
-   * `<hostname>-<pid>-<random>`; give a stable name to have a restarted process take back
-   * the messages it had received but not acknowledged at once, instead of after `claimIdle`.
+   * Durable: this process's consumer name within its groups. Give a stable name to have a
+   * restarted process take back the messages it had received but not acknowledged at once,
+   * instead of after `claimIdle`.
+   * @default `<hostname>-<pid>-<random>`
    */
   consumer?: string
   /**
    * Durable: a message delivered but not acknowledged for this long (its consumer died,
    * or its handler failed) is claimed by a live consumer of the group (`XAUTOCLAIM`).
-   * Default `'30s'`.
+   * @default '30s'
    */
   claimIdle?: Duration
-  /** Durable: a message is dropped (and logged) after this many failed deliveries. Default 5. */
+  /**
+   * Durable: a message is dropped (and logged) after this many failed deliveries.
+   * @default 5
+   */
   maxDeliveries?: number
-  /** Durable: how many messages one read takes. Default 10. */
+  /**
+   * Durable: how many messages one read takes (and one `XACK` acknowledges).
+   * @default 10
+   */
   batchSize?: number
 }
 
