@@ -16,6 +16,9 @@ if (usesDevelopmentSecret(config)) {
 }
 
 const services = createServices(config)
+// a fresh instance serves with Redis from its first request when Redis is there; without it, it starts anyway
+if (!(await services.redisReady(3_000)))
+  console.warn(`Redis at ${config.redisUrl} is not answering: starting without it`)
 const server = createApp({ config, ...services }).listen(config.port, config.host, () => {
   const { port } = server.address() as AddressInfo
   console.log(`sample app listening on http://${config.host}:${port}`)

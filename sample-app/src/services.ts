@@ -11,6 +11,8 @@ export interface Services {
   redis: RedisClient
   notifier: Notifier
   events: EventStream
+  /** Resolves once Redis is connected, or after `ms` if it is not (the app then starts without it). */
+  redisReady(ms: number): Promise<boolean>
   /** Ends the event streams and subscriptions, then the connections. */
   close(): Promise<void>
 }
@@ -57,6 +59,20 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
     redis,
     notifier,
     events: stream,
+    redisReady(ms) {
+      if (client.isReady) return Promise.resolve(true)
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          client.off('ready', onReady)
+          resolve(false)
+        }, ms)
+        const onReady = () => {
+          clearTimeout(timer)
+          resolve(true)
+        }
+        client.once('ready', onReady)
+      })
+    },
     async close() {
       await stream.close()
       await notifier.close()

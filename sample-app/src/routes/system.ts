@@ -1,0 +1,52 @@
+import { Router } from 'express'
+import type { RedisClient } from 'express-redis-kit'
+import { HttpError } from '../errors.js'
+import type { EventStream } from '../events.js'
+import type { PrismaClient } from '../generated/prisma/client.js'
+
+/** Settles with whether `promise` resolved within `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(resolve, ms, false)
+  })
+  try {
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => false,
+      ),
+      timeout,
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** GET /healthz (Redis and database status) and GET /events (Server-Sent Events of user events). */
+export function systemRoutes(deps: { prisma: PrismaClient; redis: RedisClient; events: EventStream }): Router {
+  const { prisma, redis, events } = deps
+  const router = Router()
+
+  router.get('/healthz', async (_req, res) => {
+    const [redisUp, databaseUp] = await Promise.all([
+      redis.isReady ? within(redis.ping(), 500) : false,
+      within(prisma.$queryRaw`SELECT 1`, 2_000),
+    ])
+    const status = !databaseUp ? 'down' : redisUp ? 'ok' : 'degraded'
+    res
+      .status(databaseUp ? 200 : 503)
+      .set('Cache-Control', 'no-store')
+      .json({ status, redis: redisUp ? 'up' : 'down', database: databaseUp ? 'up' : 'down' })
+  })
+
+  router.get('/events', async (req, res) => {
+    // the subscriptions wait while Redis is unreachable; a client is not left hanging meanwhile
+    if (!(await within(events.ready(), 2_000))) {
+      throw new HttpError(503, 'service_unavailable', 'Live events are unavailable; try again shortly.')
+    }
+    await events.connect(req, res)
+  })
+
+  return router
+}

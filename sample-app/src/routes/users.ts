@@ -1,0 +1,123 @@
+import { type Request, Router } from 'express'
+import {
+  cached,
+  cacheResponse,
+  invalidateTags,
+  type Notifier,
+  type RedisClient,
+  type SessionMiddleware,
+} from 'express-redis-kit'
+import { z } from 'zod'
+import { HttpError } from '../errors.js'
+import type { UserEventName } from '../events.js'
+import type { PrismaClient } from '../generated/prisma/client.js'
+import { body, db, email, name, ownUser, password, publicUser, requireUser, uniqueEmail, userId } from '../http.js'
+import { hashPassword } from '../passwords.js'
+
+const SignUp = z.object({ email, name, password }).strict()
+const UserChanges = z
+  .object({ email, name, password })
+  .partial()
+  .strict()
+  .refine((changes) => Object.keys(changes).length > 0, 'give at least one of email, name, password')
+const ListQuery = z
+  .object({
+    limit: z.coerce.number().int().min(1).max(100).default(20),
+    after: z.coerce.number().int().min(0).max(2_147_483_647).default(0),
+  })
+  .strict()
+
+/** The only user a request may change: the signed-in user themself. */
+function ownAccount(req: Request): number {
+  const id = userId(req)
+  if (requireUser(req) !== id) throw new HttpError(403, 'forbidden', 'You can only change your own account.')
+  return id
+}
+
+/**
+ * POST /users, GET /users (a cached response, tag `users`), GET /users/:id (cached() read-through,
+ * tag `user:<id>`), PATCH and DELETE /users/:id. Every write invalidates the tags it affects on
+ * every instance and publishes a user event.
+ */
+export function userRoutes(deps: {
+  prisma: PrismaClient
+  redis: RedisClient
+  notifier: Notifier
+  sessions: SessionMiddleware
+  cachePrefix: string
+  logger: Pick<Console, 'warn' | 'error'>
+}): Router {
+  const { prisma, redis, notifier, sessions, cachePrefix, logger } = deps
+  const router = Router()
+
+  /** After a write: drop the cached copies everywhere, tell every instance. Redis failing here only logs. */
+  async function announce(event: UserEventName, id: number): Promise<void> {
+    await Promise.all([
+      invalidateTags(redis, ['users', `user:${id}`], { prefix: cachePrefix }).catch((error: unknown) =>
+        logger.warn(`cache: invalidating user ${id} failed; cached copies expire with their ttl`, error),
+      ),
+      notifier
+        .publish(event, { id })
+        .catch((error: unknown) => logger.warn(`events: publishing ${event} failed`, error)),
+    ])
+  }
+
+  router.post('/users', body(SignUp), async (req, res) => {
+    const { email, name, password } = req.body as z.infer<typeof SignUp>
+    const passwordHash = await hashPassword(password)
+    const user = await db(prisma.user.create({ data: { email, name, passwordHash }, select: ownUser })).catch(
+      uniqueEmail,
+    )
+    // also drops a "no such user" cached for this id before it existed
+    await announce('user.created', user.id)
+    res.status(201).location(`/users/${user.id}`).json(user)
+  })
+
+  router.get(
+    '/users',
+    cacheResponse({ client: redis, prefix: cachePrefix, ttl: '5m', tags: ['users'], logger }),
+    async (req, res) => {
+      const { limit, after } = ListQuery.parse(req.query)
+      const users = await db(
+        prisma.user.findMany({ where: { id: { gt: after } }, orderBy: { id: 'asc' }, take: limit, select: publicUser }),
+      )
+      const next = users.length === limit ? `/users?after=${users.at(-1)?.id}&limit=${limit}` : null
+      res.json({ users, next })
+    },
+  )
+
+  // the seed's get_user: a read-through cache in front of the database
+  router.get('/users/:id', async (req, res) => {
+    const id = userId(req)
+    const user = await cached(
+      redis,
+      `user:${id}`,
+      { prefix: cachePrefix, ttl: '5m', tags: [`user:${id}`], logger },
+      () => db(prisma.user.findUnique({ where: { id }, select: publicUser })),
+    )
+    if (!user) throw new HttpError(404, 'user_not_found', `There is no user ${id}.`)
+    res.json(user)
+  })
+
+  router.patch('/users/:id', body(UserChanges), async (req, res) => {
+    const id = ownAccount(req)
+    const { password, ...changes } = req.body as z.infer<typeof UserChanges>
+    const data = password === undefined ? changes : { ...changes, passwordHash: await hashPassword(password) }
+    const user = await db(prisma.user.update({ where: { id }, data, select: ownUser })).catch(uniqueEmail)
+    // a new password ends the account's other sessions
+    if (password !== undefined) await sessions.destroyUserSessions(id, { except: req.session.id })
+    await announce('user.updated', id)
+    res.json(user)
+  })
+
+  router.delete('/users/:id', async (req, res) => {
+    const id = ownAccount(req)
+    await db(prisma.user.delete({ where: { id } }))
+    await sessions.destroyUserSessions(id)
+    await req.session.destroy()
+    await announce('user.deleted', id)
+    res.status(204).end()
+  })
+
+  return router
+}
