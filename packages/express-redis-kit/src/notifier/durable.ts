@@ -1,4 +1,5 @@
 import { throttledLogger } from '../shared/logger.js'
+import { duplicateConnection, withTimeout } from '../shared/redis.js'
 import { decodeEnvelope, type EventMeta, type Subscriber } from './envelope.js'
 import type { ParsedNotifierOptions } from './options.js'
 
@@ -17,7 +18,6 @@ interface StreamMessage {
 interface StreamConnection {
   connect(): Promise<unknown>
   destroy(): void
-  on(event: string, listener: (...args: unknown[]) => void): unknown
   xGroupCreate(key: string, group: string, id: string, options: { MKSTREAM: true }): Promise<unknown>
   xReadGroup(
     group: string,
@@ -82,8 +82,7 @@ export class DurableSubscription {
 
   /** Connects, creates the group if needed (new messages only) and starts consuming. */
   async start(): Promise<void> {
-    const connection = (this.#options.client as unknown as { duplicate(): StreamConnection }).duplicate()
-    connection.on('error', (error) =>
+    const connection = duplicateConnection<StreamConnection>(this.#options.client, (error) =>
       this.#warn(`express-redis-kit notifier: the connection of durable subscriber ${this.#key} failed`, error),
     )
     this.#connection = connection
@@ -107,14 +106,7 @@ export class DurableSubscription {
     this.#stopping = true
     this.#interrupt?.()
     await this.#subscriber.idle()
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([
-      this.#loop,
-      new Promise((resolve) => {
-        timer = setTimeout(resolve, this.#options.timeoutMs)
-      }),
-    ])
-    clearTimeout(timer)
+    if (this.#loop) await withTimeout(this.#loop, this.#options.timeoutMs).catch(() => {})
     this.#connection?.destroy()
     await this.#loop
   }

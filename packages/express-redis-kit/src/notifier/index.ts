@@ -1,9 +1,9 @@
 import { OptionError } from '../shared/errors.js'
-import { runCommand } from '../shared/redis.js'
+import { isCluster, runCommand } from '../shared/redis.js'
 import { DurableSubscription, ENTRY_FIELD } from './durable.js'
 import { type EventHandler, encodeEnvelope, Subscriber } from './envelope.js'
 import { isValidName, NAME_EXPECTED, type NotifierOptions, parseNotifierOptions } from './options.js'
-import { closedError, isCluster, PubSubTransport } from './pubsub.js'
+import { closedError, PubSubTransport } from './pubsub.js'
 
 export type { Envelope, EventHandler, EventMeta } from './envelope.js'
 export type { NotifierOptions } from './options.js'
@@ -67,8 +67,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const { client, prefix, mode, timeoutMs, maxMessageBytes, maxLength } = parsed
   const cluster = isCluster(client)
   const pubsub = mode === 'pubsub' ? new PubSubTransport(parsed) : undefined
-  const durable = new Set<DurableSubscription>()
-  const groupsInUse = new Set<string>()
+  /** Durable subscriptions by channel and group: one consumer per group and channel per notifier. */
+  const durable = new Map<string, DurableSubscription>()
   let closed = false
 
   function checkChannel(channel: unknown): asserts channel is string {
@@ -131,34 +131,32 @@ export function createNotifier(options: NotifierOptions): Notifier {
       }
 
       const slot = `${channel}\n${group}`
-      if (groupsInUse.has(slot)) {
+      if (durable.has(slot)) {
         throw new OptionError(
           'group',
           `a group this notifier does not consume "${channel}" in yet (one consumer per group and channel per process)`,
           group,
         )
       }
-      groupsInUse.add(slot)
       const subscription = new DurableSubscription(parsed, subscriber, group)
-      durable.add(subscription)
+      durable.set(slot, subscription)
       try {
         await subscription.start()
       } catch (error) {
-        durable.delete(subscription)
-        groupsInUse.delete(slot)
+        durable.delete(slot)
         throw closed ? closedError() : error
       }
       return async () => {
-        if (!durable.delete(subscription)) return
+        if (durable.get(slot) !== subscription) return
         await subscription.stop()
-        groupsInUse.delete(slot)
+        if (durable.get(slot) === subscription) durable.delete(slot)
       }
     },
 
     async close() {
       if (closed) return
       closed = true
-      await Promise.all([...durable].map((subscription) => subscription.stop()))
+      await Promise.all([...durable.values()].map((subscription) => subscription.stop()))
       durable.clear()
       await pubsub?.close()
     },

@@ -1,6 +1,6 @@
 import { RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
-import { type RedisClient, withTimeout } from '../shared/redis.js'
+import { duplicateConnection, isCluster, withTimeout } from '../shared/redis.js'
 import { decodeEnvelope, type Subscriber } from './envelope.js'
 import type { ParsedNotifierOptions } from './options.js'
 
@@ -22,10 +22,6 @@ interface Channel {
   /** Settles when Redis confirmed the subscription. */
   ready: Promise<void>
   listener: Listener
-}
-
-export function isCluster(client: RedisClient): boolean {
-  return Array.isArray((client as { slots?: unknown }).slots)
 }
 
 /**
@@ -125,8 +121,7 @@ export class PubSubTransport {
   #connect(): Promise<SubscriberConnection> {
     if (this.#closed) return Promise.reject(closedError())
     if (this.#connection === undefined) {
-      const connection = (this.#options.client as unknown as { duplicate(): SubscriberConnection }).duplicate()
-      connection.on('error', (error) =>
+      const connection = duplicateConnection<SubscriberConnection>(this.#options.client, (error) =>
         this.#warn('express-redis-kit notifier: the subscriber connection failed', error),
       )
       this.#watchReconnects(connection)

@@ -142,6 +142,24 @@ function unavailable(message: string, cause?: unknown): RedisKitError {
   })
 }
 
+/** Whether `client` is a cluster client (`createCluster()`): it has a slot table. */
+export function isCluster(client: RedisClient): boolean {
+  return Array.isArray((client as { slots?: unknown }).slots)
+}
+
+/**
+ * A connection of our own, duplicated from the user's client or cluster (theirs is never
+ * reconfigured), for what must not run on it (subscriptions, blocking reads). Its errors go to
+ * `onError`: an `error` event without a listener would crash the process. Not connected yet.
+ */
+export function duplicateConnection<T>(client: RedisClient, onError: (error: unknown) => void): T {
+  const connection = (
+    client as unknown as { duplicate(): { on(event: 'error', listener: (error: unknown) => void): unknown } }
+  ).duplicate()
+  connection.on('error', onError)
+  return connection as T
+}
+
 /** Whether `value` looks like a node-redis client or cluster (checked once, at creation). */
 export function isRedisClient(value: unknown): value is RedisClient {
   return (
