@@ -2,7 +2,7 @@ import type { Server } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
-import { createClient, createCluster } from 'redis'
+import { createCluster } from 'redis'
 import request from 'supertest'
 import { cached, cacheResponse, type RedisClient } from '../../src/index.js'
 import { clusterSlot } from '../../src/shared/redis.js'
@@ -18,6 +18,7 @@ import {
 } from '../helpers/outage.js'
 import {
   connectRedis,
+  connectTo,
   type DisposableCluster,
   type DisposableRedis,
   mode,
@@ -84,10 +85,7 @@ describe(`cache when Redis fails (${mode} Redis)`, () => {
     beforeEach(async () => {
       redis = await startDisposableRedis()
       servers.push(redis)
-      const connection = createClient({ url: redis.url, socket: { reconnectStrategy: () => 100 } })
-      connection.on('error', () => {})
-      await connection.connect()
-      client = connection as unknown as RedisClient
+      client = (await connectTo(redis)) as unknown as RedisClient
     })
 
     afterEach(async () => {

@@ -4,7 +4,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createClient, createCluster } from 'redis'
+import { createClient, createCluster, type RedisClientOptions } from 'redis'
 import type { RedisClient } from '../../src/index.js'
 
 /** The suite runs once against a single Redis and once against a Redis Cluster. */
@@ -93,6 +93,20 @@ export async function startDisposableRedis(): Promise<DisposableRedis> {
       await exited
     },
   }
+}
+
+/**
+ * A client of a disposable Redis that retries every 100 ms while it is down (what outage tests
+ * need) and whose connection errors are expected, so not reported. `options` may add to it.
+ */
+export async function connectTo(
+  redis: DisposableRedis,
+  options: Omit<RedisClientOptions, 'url'> = {},
+): Promise<ReturnType<typeof createClient>> {
+  const client = createClient({ url: redis.url, socket: { reconnectStrategy: () => 100 }, ...options })
+  client.on('error', () => {})
+  await client.connect()
+  return client as ReturnType<typeof createClient>
 }
 
 function freePort(): Promise<number> {

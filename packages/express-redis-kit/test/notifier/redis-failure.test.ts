@@ -1,10 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
-import { createClient } from 'redis'
 import { createNotifier, type Notifier, type NotifierOptions, type RedisClient } from '../../src/index.js'
 import { failureOf, inbox, unhandledRejections } from '../helpers/notifier.js'
 import { recordingLogger, startRedisOnPort, waitUntil } from '../helpers/outage.js'
-import { type DisposableRedis, mode as redisMode, startDisposableRedis, uniquePrefix } from '../helpers/redis.js'
+import {
+  connectTo,
+  type DisposableRedis,
+  mode as redisMode,
+  startDisposableRedis,
+  uniquePrefix,
+} from '../helpers/redis.js'
 
 /*
  * Redis stopped or stalled under a notifier: a disposable redis-server of our own is killed
@@ -48,10 +53,7 @@ describe(`notifier when Redis fails (${redisMode} suite, disposable Redis)`, () 
   beforeEach(async () => {
     redis = await startDisposableRedis()
     servers.push(redis)
-    const connection = createClient({ url: redis.url, socket: { reconnectStrategy: () => 100 } })
-    connection.on('error', () => {})
-    await connection.connect()
-    client = connection as unknown as RedisClient
+    client = (await connectTo(redis)) as unknown as RedisClient
   })
 
   afterEach(async () => {
@@ -151,13 +153,7 @@ describe(`notifier when Redis fails (${redisMode} suite, disposable Redis)`, () 
       })
 
       it('a client without a command timeout (commandOptions.timeout 0): close() while Redis is down resolves', async () => {
-        const patient = createClient({
-          url: redis.url,
-          socket: { reconnectStrategy: () => 100 },
-          commandOptions: { timeout: 0 },
-        })
-        patient.on('error', () => {})
-        await patient.connect()
+        const patient = await connectTo(redis, { commandOptions: { timeout: 0 } })
         try {
           const events = createNotifier({
             client: patient as unknown as RedisClient,

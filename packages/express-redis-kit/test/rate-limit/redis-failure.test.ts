@@ -18,6 +18,7 @@ import {
 import {
   clusterNodes,
   connectRedis,
+  connectTo,
   type DisposableCluster,
   type DisposableRedis,
   mode,
@@ -99,9 +100,7 @@ describe(`rateLimit when Redis fails (${mode} Redis)`, () => {
         beforeEach(async () => {
           redis = await startDisposableRedis()
           servers.push(redis)
-          client = createClient({ url: redis.url, socket: { reconnectStrategy: () => 100 } })
-          client.on('error', () => {})
-          await client.connect()
+          client = await connectTo(redis)
         })
 
         afterEach(async () => {
