@@ -25,17 +25,13 @@ export class HttpError extends Error {
 }
 
 export const unauthorized = () => new HttpError(401, 'unauthorized', 'Sign in first (POST /login).')
-export const databaseUnavailable = (cause?: unknown) =>
-  Object.assign(new HttpError(503, 'database_unavailable', 'The database is unavailable; try again shortly.'), {
-    cause,
-  })
 
 /** Error codes (Prisma's P1xxx are all about reaching the database) and driver adapter error kinds meaning "unreachable". */
 const UNREACHABLE_CODES = new Set(['P2024', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', '57P01', '57P03'])
 const UNREACHABLE_KINDS = new Set(['DatabaseNotReachable', 'DatabaseDoesNotExist', 'ConnectionClosed', 'SocketTimeout'])
 
 /** Whether `error` (from Prisma or the pg driver) means the database cannot be reached. */
-export function isDatabaseUnavailable(error: unknown): boolean {
+function isDatabaseUnavailable(error: unknown): boolean {
   for (let current = error, depth = 0; current instanceof Object && depth < 5; depth++) {
     const { name, code, kind, message } = current as { name?: string; code?: string; kind?: string; message?: string }
     if (name === 'PrismaClientInitializationError' || (kind !== undefined && UNREACHABLE_KINDS.has(kind))) return true

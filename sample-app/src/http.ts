@@ -1,7 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import type { RateLimitInfo } from 'express-redis-kit'
 import { z } from 'zod'
-import { databaseUnavailable, HttpError, isDatabaseUnavailable, unauthorized } from './errors.js'
+import { HttpError, unauthorized } from './errors.js'
 
 declare module 'express-redis-kit' {
   interface SessionData {
@@ -51,16 +51,6 @@ export function requireUser(req: Request): number {
     throw new HttpError(503, 'service_unavailable', 'Sessions are unavailable; try again shortly.')
   }
   throw unauthorized()
-}
-
-/** Runs a database call; a database that cannot be reached becomes a 503. */
-export async function db<T>(query: Promise<T>): Promise<T> {
-  try {
-    return await query
-  } catch (error) {
-    if (isDatabaseUnavailable(error)) throw databaseUnavailable(error)
-    throw error
-  }
 }
 
 /** Prisma's unique-constraint error on `email` becomes a 409. */

@@ -4,7 +4,7 @@ import { z } from 'zod'
 import type { Config } from '../config.js'
 import { HttpError, unauthorized } from '../errors.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
-import { body, db, email, ownUser, requireUser, tooMany } from '../http.js'
+import { body, email, ownUser, requireUser, tooMany } from '../http.js'
 import { verifyAgainstDummy, verifyPassword } from '../passwords.js'
 
 const Login = z.object({ email, password: z.string().min(1).max(200) }).strict()
@@ -36,7 +36,7 @@ export function authRoutes(deps: {
     }),
     async (req, res) => {
       const { email, password } = req.body as z.infer<typeof Login>
-      const user = await db(prisma.user.findUnique({ where: { email } }))
+      const user = await prisma.user.findUnique({ where: { email } })
       const valid = user ? await verifyPassword(password, user.passwordHash) : await verifyAgainstDummy(password)
       if (!user || !valid) throw new HttpError(401, 'invalid_credentials', 'Wrong email or password.')
       await req.session.regenerate() // a new session id at sign-in: no session fixation
@@ -59,7 +59,7 @@ export function authRoutes(deps: {
 
   router.get('/me', async (req, res) => {
     const id = requireUser(req)
-    const user = await db(prisma.user.findUnique({ where: { id }, select: ownUser }))
+    const user = await prisma.user.findUnique({ where: { id }, select: ownUser })
     if (!user) {
       await req.session.destroy()
       throw unauthorized()

@@ -11,7 +11,7 @@ import { z } from 'zod'
 import { HttpError } from '../errors.js'
 import type { UserEventName } from '../events.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
-import { body, db, email, name, ownUser, password, publicUser, requireUser, uniqueEmail, userId } from '../http.js'
+import { body, email, name, ownUser, password, publicUser, requireUser, uniqueEmail, userId } from '../http.js'
 import { hashPassword } from '../passwords.js'
 
 const SignUp = z.object({ email, name, password }).strict()
@@ -65,9 +65,7 @@ export function userRoutes(deps: {
   router.post('/users', body(SignUp), async (req, res) => {
     const { email, name, password } = req.body as z.infer<typeof SignUp>
     const passwordHash = await hashPassword(password)
-    const user = await db(prisma.user.create({ data: { email, name, passwordHash }, select: ownUser })).catch(
-      uniqueEmail,
-    )
+    const user = await prisma.user.create({ data: { email, name, passwordHash }, select: ownUser }).catch(uniqueEmail)
     // also drops a "no such user" cached for this id before it existed
     await announce('user.created', user.id)
     res.status(201).location(`/users/${user.id}`).json(user)
@@ -78,9 +76,12 @@ export function userRoutes(deps: {
     cacheResponse({ client: redis, prefix: cachePrefix, ttl: '5m', tags: ['users'], logger }),
     async (req, res) => {
       const { limit, after } = ListQuery.parse(req.query)
-      const users = await db(
-        prisma.user.findMany({ where: { id: { gt: after } }, orderBy: { id: 'asc' }, take: limit, select: publicUser }),
-      )
+      const users = await prisma.user.findMany({
+        where: { id: { gt: after } },
+        orderBy: { id: 'asc' },
+        take: limit,
+        select: publicUser,
+      })
       const next = users.length === limit ? `/users?after=${users.at(-1)?.id}&limit=${limit}` : null
       res.json({ users, next })
     },
@@ -93,7 +94,7 @@ export function userRoutes(deps: {
       redis,
       `user:${id}`,
       { prefix: cachePrefix, ttl: '5m', tags: [`user:${id}`], logger },
-      () => db(prisma.user.findUnique({ where: { id }, select: publicUser })),
+      () => prisma.user.findUnique({ where: { id }, select: publicUser }),
     )
     if (!user) throw new HttpError(404, 'user_not_found', `There is no user ${id}.`)
     res.json(user)
@@ -103,7 +104,7 @@ export function userRoutes(deps: {
     const id = ownAccount(req)
     const { password, ...changes } = req.body as z.infer<typeof UserChanges>
     const data = password === undefined ? changes : { ...changes, passwordHash: await hashPassword(password) }
-    const user = await db(prisma.user.update({ where: { id }, data, select: ownUser })).catch(uniqueEmail)
+    const user = await prisma.user.update({ where: { id }, data, select: ownUser }).catch(uniqueEmail)
     // a new password ends the account's other sessions
     if (password !== undefined) await sessions.destroyUserSessions(id, { except: req.session.id })
     await announce('user.updated', id)
@@ -112,7 +113,7 @@ export function userRoutes(deps: {
 
   router.delete('/users/:id', async (req, res) => {
     const id = ownAccount(req)
-    await db(prisma.user.delete({ where: { id } }))
+    await prisma.user.delete({ where: { id } })
     await sessions.destroyUserSessions(id)
     await req.session.destroy()
     await announce('user.deleted', id)
