@@ -138,29 +138,31 @@ export class PubSubTransport {
   }
 
   /**
-   * node-redis renews a connection's subscriptions before it reports it ready again,
-   * so a `ready` that follows a `reconnecting` is the moment to call `onReconnect`.
-   * A cluster reports this per node (`node-reconnecting`, `node-ready`).
+   * node-redis renews a connection's subscriptions before it reports it ready again, so a
+   * `ready` that follows a `reconnecting` means they are back. `onReconnect` runs once every
+   * connection that dropped is ready again (or gone for good): on a cluster, node-redis reports
+   * each node's connections (`node-reconnecting`, `node-ready`, `node-disconnect`) with an
+   * object of their own, which tells them apart.
    */
   #watchReconnects(connection: SubscriberConnection): void {
-    const lost = new Set<string>()
-    const address = (info: unknown) => {
-      const { host, port } = (info ?? {}) as { host?: string; port?: number }
-      return `${host}:${port}`
-    }
-    const onLost = (info?: unknown) => lost.add(address(info))
-    const onReady = (info?: unknown) => {
-      if (!lost.delete(address(info)) || this.#closed) return
+    const lost = new Set<unknown>()
+    let missed = false
+    const onLost = (client: unknown) => lost.add(client)
+    const onBack = (client: unknown) => {
+      if (lost.delete(client)) missed = true
+      if (!missed || lost.size > 0 || this.#closed) return
+      missed = false
       Promise.resolve()
         .then(() => this.#options.onReconnect?.())
         .catch((error: unknown) => this.#options.logger.error('express-redis-kit notifier: onReconnect failed', error))
     }
     if (this.#sharded) {
       connection.on('node-reconnecting', onLost)
-      connection.on('node-ready', onReady)
+      connection.on('node-ready', onBack)
+      connection.on('node-disconnect', onBack)
     } else {
-      connection.on('reconnecting', () => onLost())
-      connection.on('ready', () => onReady())
+      connection.on('reconnecting', () => onLost(connection))
+      connection.on('ready', () => onBack(connection))
     }
   }
 }

@@ -63,9 +63,9 @@ export function redisCli(port: number, args: string[]): Promise<string> {
   })
 }
 
-/** `CLIENT KILL TYPE pubsub` on the suite's Redis, or on every master of the Cluster. */
+/** `CLIENT KILL TYPE pubsub` on the suite's Redis, or on every master of the Cluster at once. */
 export async function killPubSubConnections(): Promise<void> {
-  for (const { port } of redisAddresses()) await redisCli(port, ['CLIENT', 'KILL', 'TYPE', 'pubsub'])
+  await Promise.all(redisAddresses().map(({ port }) => redisCli(port, ['CLIENT', 'KILL', 'TYPE', 'pubsub'])))
 }
 
 /** One line of `CLIENT LIST`, as its `name=value` fields, and `node`: the port of the Redis that listed it. */
