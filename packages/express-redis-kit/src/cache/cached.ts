@@ -1,10 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Duration } from '../shared/duration.js'
 import { parseDuration } from '../shared/duration.js'
+import { RedisKitError } from '../shared/errors.js'
 import type { RedisClient } from '../shared/redis.js'
 import { type CacheCommonOptions, check, checkTags, parseCommonOptions } from './options.js'
 import { type Serializer, typedJson } from './serializer.js'
-import { type CacheStore, type Lifetimes, type Lookup, POLL_MS } from './store.js'
+import type { Acquired, CacheStore, Lifetimes, Lookup, Warn } from './store.js'
 
 /** Options of {@link cached}. */
 export interface CachedOptions extends CacheCommonOptions {
@@ -56,40 +56,47 @@ export async function cached<T>(
     'an object with serialize() and deserialize()',
     serializer,
   )
-  const entryKey = store.entryKey(`cached\n${key}`)
-  const read = (lookup: Lookup): { value: T } | undefined => {
-    if (!lookup.entry) return undefined
+  const entryKey = store.entryKey(['cached', key])
+  const common = { store, entryKey, loader, serializer, lifetimes, negativeTtl, tags, warn }
+  const read = (entry: Buffer | undefined): { value: T } | undefined => {
+    if (!entry) return undefined
     try {
-      return { value: serializer.deserialize(lookup.entry.toString()) as T }
+      return { value: serializer.deserialize(entry.toString()) as T }
     } catch (error) {
       warn('express-redis-kit cached: a stored value could not be read; loading it again', error)
       return undefined
     }
   }
-  const fill = (lookup: Lookup) =>
-    load({ store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags, warn })
 
-  const deadline = store.waitDeadline()
-  for (;;) {
-    let lookup: Lookup
-    try {
-      lookup = await store.lookup(entryKey, '', true)
-    } catch (error) {
-      warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
-      return loader()
-    }
-    const stored = read(lookup)
-    if (stored && lookup.lock === 'fresh') return stored.value
-    const { times } = lookup
-    if (stored && times && lookup.now < times.staleWhileRevalidateUntil) {
-      // Stale but within stale-while-revalidate: answer now; the lock owner refreshes.
-      if (lookup.lock === 'owned') void fill(lookup).catch(() => {})
-      return stored.value
-    }
-    if (lookup.lock === 'owned') return fill(lookup)
-    if (lookup.lock !== 'held' || Date.now() >= deadline) return loader()
-    await sleep(POLL_MS)
+  let acquired: Acquired
+  try {
+    acquired = await store.acquire(entryKey, () => '', true, warn)
+  } catch (error) {
+    warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
+    return loader()
   }
+  const { lookup } = acquired
+  switch (acquired.state) {
+    case 'hit': {
+      const stored = read(lookup.entry)
+      if (stored) return stored.value
+      break
+    }
+    case 'stale': {
+      // Within stale-while-revalidate: answer now; the lock owner refreshes in the background.
+      const stored = read(lookup.entry)
+      const fill = acquired.refresh ? load({ ...common, lookup }) : undefined
+      if (stored) {
+        fill?.catch((error) => warn('express-redis-kit cached: the background refresh failed', error))
+        return stored.value
+      }
+      if (fill) return fill
+      break
+    }
+    case 'fill':
+      return load({ ...common, lookup })
+  }
+  return loader()
 }
 
 /** Everything one fill needs. */
@@ -103,7 +110,7 @@ interface Fill<T> {
   lifetimes: Lifetimes
   negativeTtl: number
   tags: string[]
-  warn: (message: string, error?: unknown) => void
+  warn: Warn
 }
 
 /** Runs the loader for the lock owner and stores its value (or serves the stale one if it throws). */
@@ -114,30 +121,44 @@ async function load<T>(fill: Fill<T>): Promise<T> {
     epoch = await store.epoch()
   } catch (error) {
     warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
-    void store.release(entryKey, lookup.token, false).catch(() => {})
+    store.giveBack(entryKey, lookup.token, warn)
     return loader()
   }
   let value: T
   try {
     value = await loader()
   } catch (error) {
-    await store.release(entryKey, lookup.token, false).catch(() => {})
+    store.giveBack(entryKey, lookup.token, warn)
     const { times } = lookup
     if (lookup.entry && times && lookup.now < times.staleIfErrorUntil) {
       try {
         return serializer.deserialize(lookup.entry.toString()) as T
-      } catch {}
+      } catch (readError) {
+        warn('express-redis-kit cached: the stale value could not be read', readError)
+      }
     }
     throw error
   }
+  let text: string
   try {
-    const notFound = value === null || value === undefined
-    const entryLifetimes = notFound ? { ...lifetimes, ttl: negativeTtl } : lifetimes
-    const text = serializer.serialize(value)
+    text = serializer.serialize(value)
+    check(typeof text === 'string', 'serializer', 'an object whose serialize() returns a string', text)
+  } catch (error) {
+    // A value that cannot be stored as it is: an error of the caller's, never a silent loss.
+    store.giveBack(entryKey, lookup.token, warn)
+    throw error instanceof RedisKitError
+      ? error
+      : new RedisKitError('ERK_UNSERIALIZABLE', `express-redis-kit cached: the serializer could not store the value`, {
+          cause: error,
+        })
+  }
+  const notFound = value === null || value === undefined
+  const entryLifetimes = notFound ? { ...lifetimes, ttl: negativeTtl } : lifetimes
+  try {
     await store.store(entryKey, '', Buffer.from(text), '', entryLifetimes, lookup.token, tags, epoch)
   } catch (error) {
     warn('express-redis-kit cached: could not store a value', error)
-    await store.release(entryKey, lookup.token, false).catch(() => {})
+    store.giveBack(entryKey, lookup.token, warn)
   }
   return value
 }

@@ -1,11 +1,11 @@
-import { check, parseLogger, parsePrefix, parseTimeoutMs } from '../shared/options.js'
-
-export { check }
-
+import type { Request, Response } from 'express'
 import { type Duration, parseDuration } from '../shared/duration.js'
 import { type Logger, throttledLogger } from '../shared/logger.js'
+import { check, parseLogger, parsePrefix, parseTimeoutMs, rejectUnknownOptions } from '../shared/options.js'
 import { isRedisClient, type RedisClient } from '../shared/redis.js'
-import { CacheStore, type Lifetimes } from './store.js'
+import { CacheStore, type Lifetimes, type Warn } from './store.js'
+
+export { check }
 
 /** Options shared by cacheResponse() and cached(). */
 export interface CacheCommonOptions {
@@ -51,14 +51,14 @@ export interface CommonConfig {
   store: CacheStore
   lifetimes: Lifetimes
   /** Logs a warning through the `logger` option, at most once per 5 s per logger. */
-  warn: (message: string, error?: unknown) => void
+  warn: Warn
 }
 
 const stores = new WeakMap<RedisClient, Map<string, CacheStore>>()
-const warners = new WeakMap<Logger, (message: string, error?: unknown) => void>()
+const warners = new WeakMap<Logger, Warn>()
 
 /** One throttled warning function per logger, so that cached() calls share its throttle. */
-function warnerFor(logger: Logger): (message: string, error?: unknown) => void {
+function warnerFor(logger: Logger): Warn {
   let warn = warners.get(logger)
   if (!warn) {
     warn = throttledLogger(logger, 'warn')
@@ -94,6 +94,104 @@ export function parseCommonOptions(client: RedisClient, options: CacheCommonOpti
     byClient.set(id, store)
   }
   return { store, lifetimes: { ttl, staleWhileRevalidate, staleIfError }, warn: warnerFor(logger) }
+}
+
+/** Options of {@link cacheResponse}. Only `client` is required. */
+export interface CacheResponseOptions extends CacheCommonOptions {
+  /** A connected node-redis client or Redis Cluster client. */
+  client: RedisClient
+  /**
+   * Tags of the stored response, as an array or `(req, res) => string[]` (called when the
+   * response is complete), for {@link CacheMiddleware.invalidateTags}.
+   * @default []
+   */
+  tags?: string[] | ((req: Request, res: Response) => string[])
+  /**
+   * Response statuses that are stored.
+   * @default [200]
+   */
+  statuses?: number[]
+  /**
+   * Larger bodies are not stored.
+   * @default 1_048_576 (1 MiB)
+   */
+  maxBodyBytes?: number
+  /**
+   * Replaces the default key: protocol, host (`X-Forwarded-Host` only when `trust proxy`
+   * trusts it), the path exactly as Express routes it, and the query with its parameters
+   * sorted by name (the values of a repeated name keep their order). The request headers
+   * named by the response's `Vary` are always added. Whatever it returns is one part of the
+   * key: it cannot pass for the user part `perUser` adds.
+   * @default protocol + host + path + sorted query
+   */
+  key?: (req: Request) => string
+  /**
+   * By default a request whose kit session holds data (a signed-in user, or a guest's cart)
+   * bypasses the cache, so that a response built from one session is never served to
+   * another. `true` caches the requests of a session bound to a user (the `session`
+   * middleware's `userKey`) under a key of their own per user instead; a session with data
+   * but no user still bypasses.
+   * @default false
+   */
+  perUser?: boolean
+  /**
+   * Requests for which it returns `true` bypass the cache (`X-Cache: BYPASS`): neither
+   * served from it nor stored. For credentials the cache cannot see, e.g.
+   * `(req) => req.cookies.jwt !== undefined` or `(req) => req.get('x-api-key') !== undefined`.
+   * Requests with an `Authorization` header always bypass.
+   * @default none
+   */
+  bypass?: (req: Request) => boolean
+}
+
+/** cacheResponse's own options, checked. */
+export interface ResponseConfig extends CommonConfig {
+  tags: string[] | ((req: Request, res: Response) => string[])
+  statuses: number[]
+  maxBodyBytes: number
+  key: ((req: Request) => string) | undefined
+  perUser: boolean
+  bypass: ((req: Request) => boolean) | undefined
+}
+
+const RESPONSE_OPTIONS = new Set([
+  'client',
+  'ttl',
+  'staleWhileRevalidate',
+  'staleIfError',
+  'prefix',
+  'lockTimeout',
+  'timeoutMs',
+  'logger',
+  'tags',
+  'statuses',
+  'maxBodyBytes',
+  'key',
+  'perUser',
+  'bypass',
+])
+
+/** Validates cacheResponse()'s options. */
+export function parseResponseOptions(options: CacheResponseOptions): ResponseConfig {
+  check(typeof options === 'object' && options !== null, 'options', 'an object', options)
+  rejectUnknownOptions(options, RESPONSE_OPTIONS, { expire: '`ttl`', duration: '`ttl`' })
+  const common = parseCommonOptions(options.client, options)
+  const tags = options.tags ?? []
+  if (typeof tags !== 'function') checkTags(tags, 'tags')
+  const statuses = options.statuses ?? [200]
+  check(
+    Array.isArray(statuses) && statuses.every((status) => Number.isInteger(status) && status >= 100 && status <= 599),
+    'statuses',
+    'an array of HTTP statuses',
+    statuses,
+  )
+  const maxBodyBytes = options.maxBodyBytes ?? 1_048_576
+  check(Number.isSafeInteger(maxBodyBytes) && maxBodyBytes >= 0, 'maxBodyBytes', 'a non-negative integer', maxBodyBytes)
+  check(options.key === undefined || typeof options.key === 'function', 'key', 'a function', options.key)
+  const perUser = options.perUser ?? false
+  check(typeof perUser === 'boolean', 'perUser', 'a boolean', perUser)
+  check(options.bypass === undefined || typeof options.bypass === 'function', 'bypass', 'a function', options.bypass)
+  return { ...common, tags, statuses, maxBodyBytes, key: options.key, perUser, bypass: options.bypass }
 }
 
 /** Validates a list of tags. */

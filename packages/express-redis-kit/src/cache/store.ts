@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { RESP_TYPES } from 'redis'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
@@ -11,6 +12,9 @@ import { COMMIT, LOOKUP, RELEASE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 const TOKEN_PREFIX = randomBytes(12).toString('base64url')
 let tokenCount = 0
 const nextToken = (): string => `${TOKEN_PREFIX}.${(++tokenCount).toString(36)}`
+
+/** Logs a warning (throttled): what fails where no caller can be told. */
+export type Warn = (message: string, error?: unknown) => void
 
 /** How often a caller waiting for another's fill looks again (ms). */
 export const POLL_MS = 20
@@ -28,6 +32,23 @@ export interface Lookup {
   token: string
 }
 
+/**
+ * What a caller does with an entry, as {@link CacheStore.acquire} decides:
+ *   'hit'    the entry is fresh: answer from it (`collapsed` when it came from a fill this caller waited for)
+ *   'stale'  stale but within stale-while-revalidate: answer from it; `refresh` when this
+ *            caller took the lock and must refresh it (in the background)
+ *   'fill'   this caller holds the lock: ask the origin and store its answer (`lookup.entry`
+ *            may be a stale entry to fall back on: stale-if-error)
+ *   'origin' ask the origin and store nothing: the last fill found the response not storable
+ *            ('uncacheable'), the fill waited for took too long ('wait-timeout'), or no lock
+ *            was wanted (a HEAD with no fill in progress: 'no-lock')
+ */
+export type Acquired =
+  | { state: 'hit'; lookup: Lookup; collapsed: boolean }
+  | { state: 'stale'; lookup: Lookup; refresh: boolean }
+  | { state: 'fill'; lookup: Lookup }
+  | { state: 'origin'; lookup: Lookup; reason: 'uncacheable' | 'wait-timeout' | 'no-lock' }
+
 /** Durations (ms) of a stored entry. */
 export interface Lifetimes {
   ttl: number
@@ -42,6 +63,8 @@ export interface Lifetimes {
  */
 export class CacheStore {
   private readonly binary: RedisClient
+  /** The vary spec last seen per entry, so that a hit costs one round trip. */
+  private readonly varyByEntry = new Map<string, string>()
 
   constructor(
     readonly client: RedisClient,
@@ -55,9 +78,15 @@ export class CacheStore {
     })
   }
 
-  /** The entry hash of an id (a canonical URL, or a cached() key): a fixed-size key whatever the id holds. */
-  entryKey(id: string): string {
-    return `${this.prefix}{${createHash('sha256').update(id).digest('base64url').slice(0, 32)}}`
+  /**
+   * The entry hash of an id given as its parts (e.g. 'response', protocol, host, path, query;
+   * or 'cached', key): a fixed-size key whatever the parts hold. Each part is length-prefixed,
+   * so no part can pass for another (a `\n` or `:` inside a part changes nothing).
+   */
+  entryKey(parts: readonly string[]): string {
+    const hash = createHash('sha256')
+    for (const part of parts) hash.update(`${part.length}:${part}`)
+    return `${this.prefix}{${hash.digest('base64url').slice(0, 32)}}`
   }
 
   private lockKey(entryKey: string): string {
@@ -81,13 +110,62 @@ export class CacheStore {
     return Date.now() + this.lockMs + 3 * POLL_MS
   }
 
+  /**
+   * Decides what a caller does with the entry (see {@link Acquired}): one lookup for a hit;
+   * when the entry turns out to vary on request headers other than the ones looked up with,
+   * another lookup for this request's variant; while another caller fills the entry, looks
+   * again every {@link POLL_MS} until it is stored, the filler gives up, or the wait has
+   * lasted about `lockMs`. `variantOf(vary)` gives this request's variant for a vary spec.
+   * `accept(entry)` may refuse an entry (one that cannot be read): it is then treated as absent.
+   * Rejects (ERK_REDIS_UNAVAILABLE) when Redis fails or is too slow.
+   */
+  async acquire(
+    entryKey: string,
+    variantOf: (vary: string) => string,
+    lock: boolean,
+    warn: Warn,
+    accept: (entry: Buffer) => boolean = () => true,
+  ): Promise<Acquired> {
+    let vary = this.varyByEntry.get(entryKey) ?? ''
+    let waited = false
+    const deadline = this.waitDeadline()
+    for (;;) {
+      const lookup = await this.lookup(entryKey, variantOf(vary), lock, warn)
+      if (lookup.vary !== undefined && lookup.vary !== vary) {
+        // Learned what this entry varies on: look again for this request's variant.
+        this.rememberVary(entryKey, lookup.vary)
+        if (lookup.lock === 'owned') this.giveBack(entryKey, lookup.token, warn)
+        vary = lookup.vary
+        continue
+      }
+      if (lookup.entry && !accept(lookup.entry)) lookup.entry = undefined
+      const { entry, times } = lookup
+      if (entry && times && lookup.lock === 'fresh') return { state: 'hit', lookup, collapsed: waited }
+      if (entry && times && lookup.now < times.staleWhileRevalidateUntil) {
+        return { state: 'stale', lookup, refresh: lookup.lock === 'owned' }
+      }
+      if (lookup.lock === 'owned') return { state: 'fill', lookup }
+      if (lookup.lock === 'uncacheable') return { state: 'origin', lookup, reason: 'uncacheable' }
+      if (lookup.lock === 'none') return { state: 'origin', lookup, reason: 'no-lock' }
+      if (Date.now() >= deadline) return { state: 'origin', lookup, reason: 'wait-timeout' }
+      waited = true
+      await sleep(POLL_MS)
+    }
+  }
+
+  /** Remembers the vary spec of an entry (learned from Redis, or from a response being stored). */
+  rememberVary(entryKey: string, vary: string): void {
+    if (this.varyByEntry.size >= 10_000) this.varyByEntry.clear()
+    this.varyByEntry.set(entryKey, vary)
+  }
+
   /** Looks the variant up; with `lock`, takes the fill lock if the entry is not fresh. */
-  async lookup(entryKey: string, variant: string, lock: boolean): Promise<Lookup> {
+  async lookup(entryKey: string, variant: string, lock: boolean, warn: Warn): Promise<Lookup> {
     const token = lock ? nextToken() : ''
     // A lookup that timed out here may still run on Redis later (a stalled server) and take
     // the lock for nobody: give such a lock back at once rather than after lockTimeout.
     const giveBackLateLock = (late: unknown) => {
-      if (String((late as unknown[])[4]) === 'owned') void this.release(entryKey, token, false).catch(() => {})
+      if (String((late as unknown[])[4]) === 'owned') this.giveBack(entryKey, token, warn)
     }
     const reply = (await LOOKUP.run(
       this.binary,
@@ -152,6 +230,17 @@ export class CacheStore {
         String(lifetimes.staleIfError),
       ],
       this.timeoutMs,
+    )
+  }
+
+  /**
+   * Gives the fill lock up without waiting for Redis: waiters then take it over at once
+   * (`uncacheable`: they go to the origin themselves). A failure is logged: the lock then
+   * expires after `lockMs`.
+   */
+  giveBack(entryKey: string, token: string, warn: Warn, uncacheable = false): void {
+    this.release(entryKey, token, uncacheable).catch((error) =>
+      warn('express-redis-kit cache: could not give a fill lock back; it expires by itself', error),
     )
   }
 

@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express'
 import { type Duration, parseDuration } from '../shared/duration.js'
 import type { Logger } from '../shared/logger.js'
-import { check, parseLogger, parsePrefix, parseTimeoutMs } from '../shared/options.js'
+import { check, parseLogger, parsePrefix, parseTimeoutMs, rejectUnknownOptions } from '../shared/options.js'
 import { isRedisClient, type RedisClient } from '../shared/redis.js'
 import { defaultPolicyName, type StandardHeaders } from './headers.js'
 import { ipKeyGenerator } from './ip-key.js'
@@ -205,7 +205,12 @@ const KNOWN_OPTIONS = new Set<string>([
   'timeoutMs',
   'logger',
 ])
-const RENAMED: Record<string, string> = { max: 'limit', window: 'windowMs', store: 'client', headers: 'legacyHeaders' }
+const RENAMED: Record<string, string> = {
+  max: '`limit`',
+  window: '`windowMs`',
+  store: '`client`',
+  headers: '`legacyHeaders`',
+}
 
 const isPositiveInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0
 const isNonNegativeInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0
@@ -225,11 +230,8 @@ function optionalBoolean(options: Record<string, unknown>, name: string, fallbac
 /** Validates `options` and resolves every default. Throws an `OptionError` (a `TypeError`) naming the option. */
 export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
+  rejectUnknownOptions(options, KNOWN_OPTIONS, RENAMED)
   const raw = options as unknown as Record<string, unknown>
-  for (const name of Object.keys(raw)) {
-    const hint = RENAMED[name] ? ` (did you mean \`${RENAMED[name]}\`?)` : ''
-    check(KNOWN_OPTIONS.has(name) || raw[name] === undefined, name, `a known option${hint}`, raw[name])
-  }
 
   check(
     isRedisClient(options.client),

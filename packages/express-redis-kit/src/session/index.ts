@@ -3,6 +3,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { encodeKeyPart, runCommand } from '../shared/redis.js'
+import { SESSION_HAS_DATA, SESSION_USER } from '../shared/session-marks.js'
 import { parseSessionOptions, type SessionOptions } from './options.js'
 import { INDEX_ADD, INDEX_LIST, LOAD, SAVE } from './scripts.js'
 
@@ -80,12 +81,6 @@ declare global {
 
 const RESERVED = new Set(['id', 'regenerate', 'destroy', 'save', 'reload', 'touch', 'storeUnavailable'])
 
-/**
- * A non-enumerable property of `req.session`: the id of the user the session is bound to
- * (its `userKey` field), or undefined. cacheResponse reads it to keep one user's
- * responses from another.
- */
-export const SESSION_USER: unique symbol = Symbol.for('express-redis-kit.session.user')
 /** 32 random bytes in base64url. */
 const ID_PATTERN = /^[A-Za-z0-9_-]{43}$/
 const DATA_FIELD = 'd:'
@@ -285,7 +280,7 @@ export function session(options: SessionOptions): SessionMiddleware {
 
   /**
    * `req.session`: the data as own enumerable properties; the methods, `id` and the
-   * SESSION_USER marker on the prototype (non-enumerable, nothing to define per request).
+   * SESSION_USER / SESSION_HAS_DATA marks on the prototype (non-enumerable, nothing to define per request).
    */
   class SessionObject implements SessionMethods {
     readonly #state: RequestSession
@@ -300,6 +295,11 @@ export function session(options: SessionOptions): SessionMiddleware {
 
     get [SESSION_USER](): string | undefined {
       return userOf(this.#state)
+    }
+
+    get [SESSION_HAS_DATA](): boolean {
+      for (const _ in this) return true
+      return false
     }
 
     get storeUnavailable(): boolean {

@@ -1,6 +1,6 @@
 import { type Duration, parseDuration } from '../shared/duration.js'
 import type { Logger } from '../shared/logger.js'
-import { check, parseLogger, parsePrefix, parseTimeoutMs } from '../shared/options.js'
+import { check, parseLogger, parsePrefix, parseTimeoutMs, rejectUnknownOptions } from '../shared/options.js'
 import { isRedisClient, type RedisClient } from '../shared/redis.js'
 
 /** Options of the session cookie. */
@@ -126,10 +126,7 @@ const RENAMED: Record<string, string> = {
 /** Validates `options` and resolves every default; throws an `OptionError` (a `TypeError`) naming the option. */
 export function parseSessionOptions(options: SessionOptions): SessionConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
-  for (const [name, value] of Object.entries(options)) {
-    const hint = RENAMED[name] ? ` (use ${RENAMED[name]})` : ''
-    check(KNOWN.has(name) || value === undefined, name, `a known option${hint}`, value)
-  }
+  rejectUnknownOptions(options, KNOWN, RENAMED)
   check(isRedisClient(options.client), 'client', 'a node-redis client or cluster', options.client)
 
   const name = options.name ?? 'sid'

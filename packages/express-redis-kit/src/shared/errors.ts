@@ -15,6 +15,12 @@ export type ErrorCode =
   | 'ERK_INVALID_MESSAGE'
   /** The notifier was closed; nothing more can be published or subscribed. */
   | 'ERK_CLOSED'
+  /**
+   * A `cached()` loader returned a value the serializer cannot store so that it comes back
+   * as it was (a cycle, a function, an instance of a class it does not know): nothing is
+   * stored, the call rejects. Pass a `serializer` that handles it.
+   */
+  | 'ERK_UNSERIALIZABLE'
 
 /** Base class of every error this package creates: an `Error` with a stable `code`. */
 export class RedisKitError extends Error {

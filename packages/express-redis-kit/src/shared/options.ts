@@ -6,6 +6,23 @@ export function check(condition: boolean, option: string, expected: string, rece
   if (!condition) throw new OptionError(option, expected, received)
 }
 
+/**
+ * Rejects an option that is not in `known` (a typo, or an option of a peer package), naming
+ * it; `hints` says what to use instead of a peer's option name. An option given as
+ * `undefined` is ignored, as if absent.
+ */
+export function rejectUnknownOptions(
+  options: object,
+  known: ReadonlySet<string>,
+  hints: Readonly<Record<string, string>> = {},
+): void {
+  for (const [name, value] of Object.entries(options)) {
+    if (known.has(name) || value === undefined) continue
+    const hint = Object.hasOwn(hints, name) ? ` (use ${hints[name]})` : ''
+    check(false, name, `a known option${hint}`, value)
+  }
+}
+
 /** The `logger` option: anything with `warn` and `error` (default `console`). */
 export function parseLogger(logger: unknown): Logger {
   const value = logger ?? console

@@ -4,7 +4,7 @@ import { expect } from 'chai'
 import express, { type NextFunction, type Request, type Response } from 'express'
 import request from 'supertest'
 import { type CacheResponseOptions, cacheResponse, type RedisClient } from '../../src/index.js'
-import { countingApp, rawRequest, xCache } from '../helpers/cache-app.js'
+import { countingApp, rawRequest, stableHost, xCache } from '../helpers/cache-app.js'
 import { closeServer, listen } from '../helpers/outage.js'
 import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
 
@@ -70,6 +70,7 @@ describe(`cacheResponse: stale entries (${mode} Redis)`, () => {
 
     it('the background refresh replays the request from the top app: a route in a mounted router, behind other middleware, with its query', async () => {
       const app = express()
+      app.use(stableHost)
       let runs = 0
       const seen: string[] = []
       app.use((req, _res, next) => {

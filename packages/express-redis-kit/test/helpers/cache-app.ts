@@ -30,6 +30,7 @@ export function countingApp(
   // Express's default error handler then answers 500 without printing the stack.
   app.set('env', 'test')
   const runs: Runs = { count: 0 }
+  app.use(stableHost)
   app.all('/{*path}', cache, async (req, res, next) => {
     runs.count++
     if (respond) await respond(req, res, runs.count, next)
@@ -37,6 +38,20 @@ export function countingApp(
   })
   return { app, runs }
 }
+
+/**
+ * The cache keys on the Host, and supertest's `request(app)` listens on a new port for every
+ * request (Host `127.0.0.1:<port>`): this middleware, mounted first, gives such requests the
+ * one public host a real deployment has behind its load balancer. A Host a test sets itself
+ * is kept.
+ */
+export const stableHost: RequestHandler = (req, _res, next) => {
+  if (/^127\.0\.0\.1:\d+$/.test(req.headers.host ?? '')) req.headers.host = PUBLIC_HOST
+  next()
+}
+
+/** The Host every instance of a test app sees, as behind one load balancer. */
+export const PUBLIC_HOST = 'app.test'
 
 /** The `X-Cache` of a response. */
 export const xCache = (res: { headers: Record<string, unknown> }): unknown => res.headers['x-cache']
@@ -101,24 +116,42 @@ export function rawRequest(
 }
 
 /** Headers that belong to one response or one connection, and those the cache adds. */
-const PER_RESPONSE = new Set(['date', 'x-cache', 'age', 'connection', 'keep-alive', 'transfer-encoding'])
+const PER_RESPONSE = new Set([
+  'date',
+  'x-cache',
+  'cache-status',
+  'age',
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+])
 
 /** The header lines of a response, minus {@link PER_RESPONSE} and `also`, in the order received. */
 export function replayedHeaders(res: RawResponse, also: string[] = []): [string, string][] {
   return res.rawHeaders.filter(([name]) => !PER_RESPONSE.has(name) && !also.includes(name))
 }
 
-/** The entry hash of a cache id: `<prefix>{<first 32 characters of base64url(sha256(id))>}`. */
-export function entryKeyOf(prefix: string, id: string): string {
-  return `${prefix}{${createHash('sha256').update(id).digest('base64url').slice(0, 32)}}`
+/**
+ * The entry hash of a cache id given as its parts:
+ * `<prefix>{<first 32 characters of base64url(sha256(<length>:<part> for each part))>}`.
+ */
+export function entryKeyOf(prefix: string, parts: string[]): string {
+  const hash = createHash('sha256')
+  for (const part of parts) hash.update(`${part.length}:${part}`)
+  return `${prefix}{${hash.digest('base64url').slice(0, 32)}}`
 }
 
-/** The entry hash of a response under the default key: `GET <path>?<query, parameters sorted>`. */
-export const responseEntryKey = (prefix: string, pathAndSortedQuery: string): string =>
-  entryKeyOf(prefix, `response\nGET ${pathAndSortedQuery}`)
+/**
+ * The entry hash of a response under the default key: protocol, host, path as sent, query
+ * with its parameters sorted by name (`/path?a=1&b=2`). Host: the one of {@link stableHost}.
+ */
+export function responseEntryKey(prefix: string, pathAndSortedQuery: string, host = PUBLIC_HOST): string {
+  const [path = '', query = ''] = pathAndSortedQuery.split('?')
+  return entryKeyOf(prefix, ['response', 'url', 'http', host, path, query])
+}
 
 /** The entry hash of a cached() value. */
-export const cachedEntryKey = (prefix: string, key: string): string => entryKeyOf(prefix, `cached\n${key}`)
+export const cachedEntryKey = (prefix: string, key: string): string => entryKeyOf(prefix, ['cached', key])
 
 /** The single-flight lock beside an entry hash. */
 export const lockKeyOf = (entryKey: string): string => `${entryKey}:lock`

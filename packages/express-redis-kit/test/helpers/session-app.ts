@@ -3,6 +3,7 @@ import cookieParser from 'cookie-parser'
 import express, { type ErrorRequestHandler, type Express, type Request } from 'express'
 import request, { type Response as TestResponse } from 'supertest'
 import type { SessionMiddleware } from '../../src/index.js'
+import { stableHost } from './cache-app.js'
 
 declare module '../../src/index.js' {
   interface SessionData {
@@ -44,6 +45,7 @@ export function sessionApp(sessions: SessionMiddleware, options: SessionAppOptio
   const app = express()
   app.set('trust proxy', options.trustProxy ?? false)
   app.locals.errors = [] as Error[]
+  app.use(stableHost)
   const { secrets = ['current secret'] } = options
   if (secrets !== false) app.use(secrets === null ? cookieParser() : cookieParser(secrets))
   app.use(sessions)

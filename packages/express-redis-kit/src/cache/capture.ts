@@ -1,0 +1,217 @@
+import type { Request, Response } from 'express'
+import type { CachedResponse } from './entry.js'
+import { NEVER_STORED, type StoredHeader, unstorableReason, varyOf } from './http.js'
+
+/** How one fill's response is recorded, and whom it tells. */
+export interface CaptureOptions {
+  /** Larger bodies are not stored. */
+  maxBodyBytes: number
+  /** Statuses that may be stored. */
+  statuses: number[]
+  /**
+   * The client's `If-None-Match` / `If-Modified-Since`, taken off the request so that the
+   * handler answers in full (the cache needs the body); the capture answers them itself.
+   */
+  conditional: Record<string, string>
+  /**
+   * Answers the client from a stale entry instead of a 5xx from the handler
+   * (stale-if-error), or undefined when there is no such entry.
+   */
+  serveStale: ((status: number) => void) | undefined
+  /**
+   * Called once, just before the response's head goes out: its status, why it cannot be
+   * stored (`undefined` when it can, as far as its head tells), and whether it will be
+   * stored for sure (its whole length is known and within `maxBodyBytes`).
+   */
+  onHead(status: number, unstorable: string | undefined, willStore: boolean): void
+  /** Called once, when the handler ended the response: what to store and the vary spec it was keyed with. */
+  onStore(response: CachedResponse, vary: string): void
+  /**
+   * Called once instead of `onStore`: nothing is stored, because the response cannot be
+   * (`uncacheable`: waiters should ask the handler themselves) or the fill did not complete.
+   */
+  onRelease(uncacheable: boolean, reason: string): void
+}
+
+type Callback = (error?: Error | null) => void
+
+/**
+ * Records what the handler (and any middleware mounted after the cache) produces, while it
+ * goes to the client as usual:
+ * - the headers as they are when the handler starts its response (before middleware mounted
+ *   before the cache, such as compression, rewrites them at write time), minus the headers
+ *   that were already set when the cache ran: those belong to each request (a rate limit's
+ *   counts, a request id, CORS) and are never replayed;
+ * - the body as the handler writes it, up to `maxBodyBytes`.
+ * The response is handed to `onStore` as soon as the handler ends it, whether or not the
+ * client has read it yet. Anything that makes it unstorable is reported at once, so that
+ * waiters need not wait for the end of a response that will not be stored.
+ */
+export function captureResponse(req: Request, res: Response, options: CaptureOptions): void {
+  const { writeHead, write, end } = res
+  // Headers set before the cache ran, with their values then.
+  const preset = new Map<string, { value: number | string | string[]; text: string }>()
+  for (const name of res.getHeaderNames()) {
+    const value = res.getHeader(name)
+    if (value !== undefined) preset.set(name, { value, text: headerText(value) })
+  }
+
+  const chunks: Buffer[] = []
+  let size = 0
+  let started = false
+  let settled = false
+  /** The stale entry answers instead of the handler's 5xx. */
+  let replaced = false
+  /** While the stale entry is being written: our wrappers let it through. */
+  let passThrough = false
+  /** The client's own conditional request matched: it gets a 304, the body is only recorded. */
+  let notModified = false
+  let unstorable: string | undefined
+  let stored: { status: number; headers: StoredHeader[]; vary: string } | undefined
+
+  const release = (uncacheable: boolean, reason: string) => {
+    if (settled) return
+    settled = true
+    options.onRelease(uncacheable, reason)
+  }
+  const refuse = (reason: string) => {
+    unstorable ??= reason
+    chunks.length = 0
+    release(true, reason)
+  }
+
+  /** Before the first byte (at most once): snapshot, storability, stale-if-error, the client's 304. */
+  const start = (wholeBodySize: number | undefined): void => {
+    if (started) return
+    started = true
+    const status = res.statusCode
+    if (options.serveStale && status >= 500 && !res.headersSent) {
+      replaced = true
+      release(false, 'stale-if-error')
+      for (const name of res.getHeaderNames()) if (!preset.has(name)) res.removeHeader(name)
+      for (const [name, { value }] of preset) res.setHeader(name, value)
+      passThrough = true
+      options.serveStale(status)
+      passThrough = false
+      return
+    }
+    const all: StoredHeader[] = []
+    const own: StoredHeader[] = []
+    for (const name of res.getHeaderNames()) {
+      const value = res.getHeader(name)
+      if (value === undefined) continue
+      const header: StoredHeader = [name, Array.isArray(value) ? value.map(String) : String(value)]
+      all.push(header)
+      if (NEVER_STORED.has(name) || preset.get(name)?.text === headerText(value)) continue
+      own.push(header)
+    }
+    unstorable = unstorableReason(status, all, options.statuses)
+    const declared = Number(res.getHeader('content-length'))
+    const knownSize = wholeBodySize ?? (Number.isSafeInteger(declared) && declared >= 0 ? declared : undefined)
+    if (unstorable === undefined && knownSize !== undefined && knownSize > options.maxBodyBytes) unstorable = 'size'
+    if (unstorable === undefined) stored = { status, headers: own, vary: varyOf(all) }
+    options.onHead(status, unstorable, unstorable === undefined && knownSize !== undefined)
+    if (unstorable !== undefined) refuse(unstorable)
+    notModified = !res.headersSent && status >= 200 && status < 300 && clientHasFreshCopy(req, options.conditional)
+    if (notModified) {
+      for (const name of ['content-length', 'content-type', 'content-encoding', 'transfer-encoding'])
+        res.removeHeader(name)
+      res.statusCode = 304
+    }
+  }
+
+  const record = (chunk: unknown, encoding: unknown): void => {
+    if (stored === undefined || settled || chunk === undefined || chunk === null || typeof chunk === 'function') return
+    const buffer = toBuffer(chunk, encoding)
+    size += buffer.length
+    if (size > options.maxBodyBytes) refuse('size')
+    else chunks.push(buffer)
+  }
+
+  res.writeHead = function cacheWriteHead(this: Response, status: number, ...rest: unknown[]) {
+    if (passThrough) return (writeHead as (...a: unknown[]) => Response).call(this, status, ...rest)
+    if (replaced) return this
+    // Headers given to writeHead become ordinary headers first, so that the snapshot sees them.
+    const headers = typeof rest[0] === 'string' ? rest[1] : rest[0]
+    if (typeof rest[0] === 'string') this.statusMessage = rest[0]
+    applyHeaders(this, headers)
+    this.statusCode = status
+    start(undefined)
+    if (replaced) return this
+    return (writeHead as (...a: unknown[]) => Response).call(this, this.statusCode, this.statusMessage)
+  } as typeof res.writeHead
+
+  res.write = function cacheWrite(this: Response, chunk: unknown, ...rest: unknown[]) {
+    if (passThrough) return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest)
+    start(undefined)
+    if (replaced || notModified) {
+      callBack(rest)
+      return true
+    }
+    record(chunk, rest[0])
+    return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest)
+  } as typeof res.write
+
+  res.end = function cacheEnd(this: Response, ...args: unknown[]) {
+    if (passThrough) return (end as (...a: unknown[]) => Response).apply(this, args)
+    const [chunk, encoding] = typeof args[0] === 'function' ? [] : args
+    start(started ? undefined : chunkSize(chunk, encoding))
+    if (replaced) {
+      callBack(args)
+      return this
+    }
+    record(chunk, encoding)
+    if (stored && !settled) {
+      settled = true
+      options.onStore({ status: stored.status, headers: stored.headers, body: Buffer.concat(chunks) }, stored.vary)
+    }
+    if (notModified) {
+      const callback = args.find((arg) => typeof arg === 'function')
+      return (end as (...a: unknown[]) => Response).call(this, callback)
+    }
+    return (end as (...a: unknown[]) => Response).apply(this, args)
+  } as typeof res.end
+
+  // The client went away before the handler ended: nothing to store; the next request fills.
+  res.once('close', () => release(false, 'aborted'))
+}
+
+/** Whether the client's own conditional headers match the response being sent (Express's `req.fresh` rules). */
+function clientHasFreshCopy(req: Request, conditional: Record<string, string>): boolean {
+  if (Object.keys(conditional).length === 0) return false
+  Object.assign(req.headers, conditional)
+  return req.fresh === true
+}
+
+/** A header value as one string, to compare a header with what it was before the cache ran. */
+function headerText(value: unknown): string {
+  return Array.isArray(value) ? value.join('\n') : String(value)
+}
+
+/** Sets the headers given to `writeHead` (an object, or a flat array of names and values) on `res`. */
+function applyHeaders(res: Response, headers: unknown): void {
+  if (Array.isArray(headers)) {
+    if (Array.isArray(headers[0])) for (const [name, value] of headers as [string, string][]) res.setHeader(name, value)
+    else for (let i = 0; i + 1 < headers.length; i += 2) res.setHeader(String(headers[i]), headers[i + 1] as string)
+  } else if (headers !== null && typeof headers === 'object') {
+    for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value)
+  }
+}
+
+function toBuffer(chunk: unknown, encoding: unknown): Buffer {
+  if (Buffer.isBuffer(chunk)) return chunk
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+  return Buffer.from(String(chunk), typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+}
+
+function chunkSize(chunk: unknown, encoding: unknown): number {
+  if (chunk === undefined || chunk === null) return 0
+  if (chunk instanceof Uint8Array) return chunk.byteLength
+  return Buffer.byteLength(String(chunk), typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+}
+
+/** A swallowed write still calls its callback (the last function among its arguments). */
+function callBack(args: unknown[]): void {
+  const callback = args.findLast((arg) => typeof arg === 'function') as Callback | undefined
+  if (callback) process.nextTick(callback)
+}
