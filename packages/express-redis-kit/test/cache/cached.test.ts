@@ -176,6 +176,134 @@ describe(`cached() (${mode} Redis)`, () => {
     })
   })
 
+  describe('types JSON loses: given back exactly, or refused with ERK_UNSERIALIZABLE', () => {
+    /** The value a hit returns, after a miss stored `value`. */
+    const roundTrip = async <T>(value: T): Promise<T> => {
+      const { call, state } = counting(() => value)
+      expect(await call(), 'the miss returns the loader value itself').to.equal(value)
+      const hit = await call()
+      expect(state.loads, 'the second call was a hit').to.equal(1)
+      return hit
+    }
+
+    it('a Buffer (Prisma Bytes as Buffer) comes back as a Buffer, byte for byte', async () => {
+      const bytes = Buffer.from([0, 1, 127, 128, 254, 255])
+      const hit = await roundTrip({ avatar: bytes })
+      expect(Buffer.isBuffer(hit.avatar)).to.equal(true)
+      expect(hit.avatar.equals(bytes)).to.equal(true)
+    })
+
+    it('a Uint8Array (Prisma 6+ Bytes) comes back as a Uint8Array, not a Buffer; other typed arrays and ArrayBuffer too', async () => {
+      const hit = await roundTrip({
+        bytes: new Uint8Array([1, 2, 3]),
+        floats: new Float64Array([1.5, -0, Number.NaN]),
+        bigs: new BigInt64Array([-(2n ** 63n)]),
+        raw: new Uint8Array([9, 8]).buffer,
+        slice: new Uint8Array([0, 1, 2, 3]).subarray(1, 3),
+      })
+      expect(hit.bytes).to.be.instanceOf(Uint8Array)
+      expect(Buffer.isBuffer(hit.bytes)).to.equal(false)
+      expect([...hit.bytes]).to.deep.equal([1, 2, 3])
+      expect(hit.floats).to.be.instanceOf(Float64Array)
+      expect(Object.is(hit.floats[1], -0) && Number.isNaN(hit.floats[2])).to.equal(true)
+      expect(hit.bigs[0]).to.equal(-(2n ** 63n))
+      expect(hit.raw).to.be.instanceOf(ArrayBuffer)
+      expect([...new Uint8Array(hit.raw)]).to.deep.equal([9, 8])
+      expect([...hit.slice]).to.deep.equal([1, 2])
+    })
+
+    it('RegExp (source and flags), -0, an invalid Date', async () => {
+      const hit = await roundTrip({ pattern: /^a+b$/giu, zero: -0, never: new Date(Number.NaN) })
+      expect(hit.pattern).to.be.instanceOf(RegExp)
+      expect([hit.pattern.source, hit.pattern.flags]).to.deep.equal(['^a+b$', 'giu'])
+      expect(Object.is(hit.zero, -0)).to.equal(true)
+      expect(hit.never).to.be.instanceOf(Date)
+      expect(Number.isNaN(hit.never.getTime())).to.equal(true)
+      expect(Object.is(await roundTrip(-0), -0)).to.equal(true)
+    })
+
+    it('a built-in Error: its class, message, stack, cause and own fields', async () => {
+      const error = Object.assign(new RangeError('out of range', { cause: new Error('root') }), { code: 'E_RANGE' })
+      const hit = await roundTrip({ error })
+      expect(hit.error).to.be.instanceOf(RangeError)
+      expect(hit.error.message).to.equal('out of range')
+      expect(hit.error.stack).to.equal(error.stack)
+      expect((hit.error.cause as Error).message).to.equal('root')
+      expect(hit.error.code).to.equal('E_RANGE')
+    })
+
+    it('an own `__proto__` field stays a field (no prototype is changed), a null-prototype object stays one', async () => {
+      const value = JSON.parse('{"__proto__": {"admin": true}, "name": "x"}') as Record<string, unknown>
+      const hit = await roundTrip(value)
+      expect(Object.getPrototypeOf(hit)).to.equal(Object.prototype)
+      expect(Object.hasOwn(hit, '__proto__')).to.equal(true)
+      expect((hit as { admin?: boolean }).admin).to.equal(undefined)
+      expect(({} as { admin?: boolean }).admin).to.equal(undefined)
+      const bare = Object.assign(Object.create(null) as Record<string, number>, { a: 1 })
+      const bareHit = await roundTrip(bare)
+      expect(Object.getPrototypeOf(bareHit)).to.equal(null)
+      expect(bareHit.a).to.equal(1)
+    })
+
+    const cyclic: Record<string, unknown> = { name: 'a' }
+    cyclic.self = { parent: cyclic }
+    class Decimal {
+      constructor(readonly value: string) {}
+      toJSON() {
+        return this.value
+      }
+    }
+    // biome-ignore lint/suspicious/noSparseArray: a sparse array is what this case is about.
+    const sparse = [1, , 3]
+    let deep: Record<string, unknown> = {}
+    const deepRoot = deep
+    for (let i = 0; i < 20_000; i++) {
+      deep.next = {}
+      deep = deep.next as Record<string, unknown>
+    }
+    for (const [what, value, named] of [
+      ['a cycle', cyclic, 'value.self.parent'],
+      ['a function', { onClick: () => 1 }, 'value.onClick'],
+      ['a symbol', { kind: Symbol('k') }, 'value.kind'],
+      ['a sparse array', { list: sparse }, 'value.list[1]'],
+      [
+        'an instance of a class it does not know (Prisma Decimal has toJSON)',
+        { price: new Decimal('9.99') },
+        'value.price',
+      ],
+      ['a subclass of Error', { error: new (class AppError extends Error {})('x') }, 'value.error'],
+      ['a value nested too deeply for the stack', deepRoot, 'value'],
+    ] as const) {
+      it(`${what}: the call rejects with ERK_UNSERIALIZABLE naming ${named}; nothing is stored, the lock is given back`, async () => {
+        const { call, state } = counting(() => value)
+        const error = await call().then(
+          () => undefined,
+          (reason: unknown) => reason,
+        )
+        expect(error).to.include({ code: 'ERK_UNSERIALIZABLE' })
+        expect((error as Error).message).to.include(named)
+        expect(await client.exists(cachedEntryKey(state.prefix, 'key'))).to.equal(0)
+        // The lock was given back: the next call runs the loader at once (no wait for lockTimeout).
+        const next = await call().catch(() => undefined)
+        expect(next).to.equal(undefined)
+        expect(state.loads).to.equal(2)
+      })
+    }
+
+    it('a custom serializer that throws: ERK_UNSERIALIZABLE with its error as the cause', async () => {
+      const failing: Serializer = {
+        serialize() {
+          throw new Error('cannot')
+        },
+        deserialize: (text) => text,
+      }
+      const { call } = counting(() => 1, { serializer: failing })
+      const error = (await call().catch((reason: unknown) => reason)) as Error & { code: string }
+      expect(error.code).to.equal('ERK_UNSERIALIZABLE')
+      expect((error.cause as Error).message).to.equal('cannot')
+    })
+  })
+
   describe('serializer', () => {
     it('a custom serializer is used to store and to read the value', async () => {
       const calls = { serialize: 0, deserialize: 0 }

@@ -48,6 +48,58 @@ describe(`cacheResponse: keys (${mode} Redis)`, () => {
     })
   })
 
+  describe('default key: what the handler sees of the URL', () => {
+    it('the Host is part of the key (port included): two hosts never share an entry', async () => {
+      const { app, runs } = countingApp(cacheFor(), (req, res, run) => {
+        res.send(`${req.host} #${run}`)
+      })
+      const answers = []
+      for (const host of ['a.example', 'b.example', 'a.example:8080', 'a.example']) {
+        const res = await request(app).get('/links').set('Host', host)
+        answers.push([xCache(res), res.text])
+      }
+      expect(answers).to.deep.equal([
+        ['MISS', 'a.example #1'],
+        ['MISS', 'b.example #2'],
+        ['MISS', 'a.example:8080 #3'],
+        ['HIT', 'a.example #1'],
+      ])
+      expect(runs.count).to.equal(3)
+    })
+
+    it('query names are sorted as decoded and up to their first [: qs-style a[x]=1&a[]=2 keep their order', async () => {
+      const { app } = countingApp(cacheFor())
+      for (const [first, second, shared] of [
+        ['/q?a[]=1&a[]=2', '/q?a[]=2&a[]=1', false],
+        ['/q?a[x]=1&a=2', '/q?a=2&a[x]=1', false],
+        ['/q?b=1&a%5B%5D=2', '/q?a%5B%5D=2&b=1', true],
+        ['/q?x+y=1&z=2', '/q?z=2&x+y=1', true],
+        ['/q?bad=%E0%A4%A&c=1', '/q?c=1&bad=%E0%A4%A', true],
+      ] as const) {
+        await request(app).get(first)
+        const res = await request(app).get(second)
+        expect(xCache(res), `${first} then ${second}`).to.equal(shared ? 'HIT' : 'MISS')
+      }
+    })
+
+    it('beyond 1000 parameters (which parsers cut) the query is kept in the order it came', async () => {
+      const { app } = countingApp(cacheFor())
+      const many = Array.from({ length: 1001 }, (_, i) => `p${i}=${i}`)
+      await request(app).get(`/many?${many.join('&')}`)
+      const reordered = await request(app).get(`/many?${[...many].reverse().join('&')}`)
+      expect(xCache(reordered)).to.equal('MISS')
+      const same = await request(app).get(`/many?${many.join('&')}`)
+      expect(xCache(same)).to.equal('HIT')
+    })
+
+    it('a key(req) that returns something other than a string: the error goes to next(err)', async () => {
+      const { app, runs } = countingApp(cacheFor({ key: () => 42 as unknown as string }))
+      const res = await request(app).get('/number')
+      expect(res.status).to.equal(500)
+      expect(runs.count).to.equal(0)
+    })
+  })
+
   describe('key option', () => {
     it('key(req) replaces the default: requests it maps to the same string share an entry', async () => {
       const { app, runs } = countingApp(cacheFor({ key: (req) => `page:${req.path}` }))

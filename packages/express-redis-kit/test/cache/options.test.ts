@@ -51,6 +51,9 @@ describe(`cacheResponse options (${mode} Redis)`, () => {
       ['logger {}', { logger: {} }, 'logger'],
       ["prefix 'a}'", { prefix: 'a}' }, 'prefix'],
       ['client {}', { client: {} }, 'client'],
+      ["bypass 'jwt'", { bypass: 'jwt' }, 'bypass'],
+      ['an unknown option (a typo)', { perUsers: true }, 'perUsers'],
+      ["apicache's expire", { expire: 60 }, 'expire'],
     ]
     for (const [description, options, option] of invalid) {
       it(`${description}: TypeError ERK_INVALID_OPTION naming \`${option}\``, () => {

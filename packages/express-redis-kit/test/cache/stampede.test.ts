@@ -57,6 +57,14 @@ describe(`cache stampede protection (${WORKERS} processes, ${mode} Redis)`, () =
       expect(new Set(answers.map((answer) => answer.body))).to.deep.equal(new Set(['page run 1']))
       expect(answers.filter((answer) => answer.xCache === 'MISS')).to.have.length(1)
       expect(answers.filter((answer) => answer.xCache === 'HIT')).to.have.length(WORKERS * PER_WORKER - 1)
+      // Cache-Status (RFC 9211): the filler forwarded and stored; every waiter was collapsed into it.
+      const statuses = answers.map((answer) => answer.cacheStatus)
+      expect(
+        statuses.filter((status) => status === 'express-redis-kit; fwd=miss; fwd-status=200; stored'),
+      ).to.have.length(1)
+      expect(
+        statuses.filter((status) => /^express-redis-kit; fwd=miss; collapsed; ttl=\d+$/.test(String(status))),
+      ).to.have.length(WORKERS * PER_WORKER - 1)
     })
 
     it('cached(): the loader runs exactly once; all 50 callers get its value', async function () {

@@ -172,9 +172,17 @@ export async function eventually(
 /**
  * Waits until a fill whose response was already sent has committed its variant (the store
  * stages, tags, checks the invalidation counter and commits after the response went out).
+ * Without `variant`, any variant will do.
  */
-export async function untilStored(client: RedisClient, entryKey: string, variant = ''): Promise<void> {
-  await eventually(async () => Boolean(await client.hExists(entryKey, `t:${variant}`)), 5_000, `${entryKey} stored`)
+export async function untilStored(client: RedisClient, entryKey: string, variant?: string): Promise<void> {
+  await eventually(
+    async () =>
+      variant === undefined
+        ? (await client.hKeys(entryKey)).some((field) => String(field).startsWith('t:'))
+        : Boolean(await client.hExists(entryKey, `t:${variant}`)),
+    5_000,
+    `${entryKey} stored`,
+  )
 }
 
 /** The set of entry hashes carrying `tag` (tags of printable ASCII without braces are kept as is). */

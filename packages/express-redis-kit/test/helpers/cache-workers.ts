@@ -44,6 +44,7 @@ export function nextOriginRun(worker: CacheWorker, prefix: string): Promise<numb
 export interface WorkerAnswer {
   status: number
   xCache: string | undefined
+  cacheStatus: string | undefined
   body: string
   ms: number
 }
@@ -68,6 +69,7 @@ export function getFrom(
           resolve({
             status: res.statusCode ?? 0,
             xCache: res.headers['x-cache'] as string | undefined,
+            cacheStatus: res.headers['cache-status'] as string | undefined,
             body: Buffer.concat(chunks).toString(),
             ms: performance.now() - started,
           }),
