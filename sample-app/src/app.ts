@@ -1,4 +1,3 @@
-import cookieParser from 'cookie-parser'
 import express from 'express'
 import { type Notifier, type RedisClient, rateLimit, session } from 'express-redis-kit'
 import type { Config } from './config.js'
@@ -42,9 +41,10 @@ export function createApp(deps: AppDependencies): express.Express {
     }),
   )
   app.use(express.json({ limit: '10kb' }))
-  app.use(cookieParser(config.sessionSecrets))
   const sessions = session({
     client: redis,
+    // The session signs and checks its own cookie (the first secret signs, all verify)
+    secrets: config.sessionSecrets,
     prefix: `${prefix}sess:`,
     userKey: 'userId',
     idleTimeout: '1d',

@@ -106,7 +106,7 @@ export function userRoutes(deps: {
     const data = password === undefined ? changes : { ...changes, passwordHash: await hashPassword(password) }
     const user = await prisma.user.update({ where: { id }, data, select: ownUser }).catch(uniqueEmail)
     // a new password ends the account's other sessions
-    if (password !== undefined) await sessions.destroyUserSessions(id, { except: req.session.id })
+    if (password !== undefined) await sessions.destroyUserSessions(id, { except: req.session.handle })
     await announce('user.updated', id)
     res.json(user)
   })

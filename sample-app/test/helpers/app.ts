@@ -153,11 +153,16 @@ export function clearsSid(res: Response): boolean {
   return cookies.some((cookie) => /^sid=;/.test(cookie) && /Expires=Thu, 01 Jan 1970/i.test(cookie))
 }
 
-/** The session id inside a signed `sid=s%3A<id>.<signature>` cookie pair. */
+/** The session cookie value (`<tag>.<token>`) inside a signed `sid=s%3A<value>.<signature>` cookie pair. */
 export function sessionIdOf(cookie: string): string {
   const value = decodeURIComponent(cookie.slice('sid='.length))
   expect(value, 'a signed cookie').to.match(/^s:/)
   return value.slice(2, value.lastIndexOf('.'))
+}
+
+/** A session cookie value of the shape the kit issues (`<tag>.<token>`) that names no session. */
+export function madeUpSessionValue(): string {
+  return `${randomBytes(8).toString('base64url').slice(0, 11)}.${randomBytes(32).toString('base64url')}`
 }
 
 /** A `sid` cookie pair for `id`, signed as cookie-parser signs (what an attacker who planted a cookie would send). */

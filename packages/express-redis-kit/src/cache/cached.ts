@@ -1,10 +1,11 @@
 import type { Duration } from '../shared/duration.js'
 import { parseDuration } from '../shared/duration.js'
 import { RedisKitError } from '../shared/errors.js'
+import type { Warn } from '../shared/logger.js'
 import type { RedisClient } from '../shared/redis.js'
 import { type CacheCommonOptions, check, checkTags, parseCommonOptions } from './options.js'
 import { type Serializer, typedJson } from './serializer.js'
-import type { Acquired, CacheStore, Lifetimes, Lookup, Warn } from './store.js'
+import type { Acquired, CacheStore, Lifetimes, Lookup } from './store.js'
 
 /** Options of {@link cached}. */
 export interface CachedOptions extends CacheCommonOptions {

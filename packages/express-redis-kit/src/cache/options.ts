@@ -1,9 +1,9 @@
 import type { Request, Response } from 'express'
 import { type Duration, parseDuration } from '../shared/duration.js'
-import { type Logger, throttledLogger } from '../shared/logger.js'
+import { type Logger, throttledLogger, type Warn } from '../shared/logger.js'
 import { check, parseLogger, parsePrefix, parseTimeoutMs, rejectUnknownOptions } from '../shared/options.js'
 import { isRedisClient, type RedisClient } from '../shared/redis.js'
-import { CacheStore, type Lifetimes, type Warn } from './store.js'
+import { CacheStore, type Lifetimes } from './store.js'
 
 export { check }
 

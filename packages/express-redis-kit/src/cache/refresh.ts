@@ -2,7 +2,8 @@ import { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { Duplex } from 'node:stream'
 import type { Request } from 'express'
-import type { CacheStore, Lookup, Warn } from './store.js'
+import type { Warn } from '../shared/logger.js'
+import type { CacheStore, Lookup } from './store.js'
 
 /** Marks the request replayed by {@link startRefresh}. */
 export const REFRESH = Symbol('express-redis-kit.cache.refresh')

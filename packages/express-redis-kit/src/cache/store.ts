@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { RESP_TYPES } from 'redis'
+import type { Warn } from '../shared/logger.js'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
 import { COMMIT, LOOKUP, RELEASE, STAGE, TAG, TAKE_TAG } from './scripts.js'
@@ -12,9 +13,6 @@ import { COMMIT, LOOKUP, RELEASE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 const TOKEN_PREFIX = randomBytes(12).toString('base64url')
 let tokenCount = 0
 const nextToken = (): string => `${TOKEN_PREFIX}.${(++tokenCount).toString(36)}`
-
-/** Logs a warning (throttled): what fails where no caller can be told. */
-export type Warn = (message: string, error?: unknown) => void
 
 /** How often a caller waiting for another's fill looks again (ms). */
 export const POLL_MS = 20

@@ -1,3 +1,4 @@
+import type { Request } from 'express'
 import { type Duration, parseDuration } from '../shared/duration.js'
 import type { Logger } from '../shared/logger.js'
 import { check, parseLogger, parsePrefix, parseTimeoutMs, rejectUnknownOptions } from '../shared/options.js'
@@ -64,10 +65,35 @@ export interface SessionOptions {
   cookie?: SessionCookieOptions
   /**
    * The session property that names its user (e.g. `'userId'`). Enables the per-user
-   * index: `listUserSessions` and `destroyUserSessions`.
+   * index: `listUserSessions`, `destroyUserSession` and `destroyUserSessions`, and
+   * `maxSessionsPerUser`. A session bound to a user is stored beside the user's index.
    * @default none
    */
   userKey?: string
+  /**
+   * The secrets that sign the session cookie: the first signs, all verify (list a retired
+   * secret after the new one while cookies signed with it are still out there; they are
+   * re-signed with the first on their next save). With them the session reads only its own
+   * cookie and remembers the cookies it verified (no HMAC for a repeat cookie), and
+   * cookie-parser is not needed. Without them, mount cookie-parser with a secret first: its
+   * secrets sign and verify. The cookie format is the same either way.
+   * @default cookie-parser's secrets
+   */
+  secrets?: string | string[]
+  /**
+   * Fields stored with a session when it is created and listed by `listUserSessions`, e.g.
+   * `(req) => ({ userAgent: req.get('user-agent'), ip: req.ip })`. Strings are cut at 256
+   * characters; past 1 KiB of JSON nothing is stored (and a warning is logged).
+   * @default none
+   */
+  meta?: (req: Request) => Record<string, string | number | boolean | null | undefined>
+  /**
+   * The most live sessions one user may have (needs `userKey`). When a user signs in beyond
+   * it, their least recently used sessions end, in the same atomic step that adds the new
+   * one to their index.
+   * @default no limit
+   */
+  maxSessionsPerUser?: number
   /**
    * When Redis fails or times out while loading or saving: `'fail'` passes a 503 error to
    * `next(err)`; `'anonymous'` continues with an empty session that is never saved, and logs
@@ -97,6 +123,10 @@ export interface SessionConfig {
   refreshEvery: number
   cookie: Required<Omit<SessionCookieOptions, 'domain'>> & { domain: string | undefined }
   userKey: string | undefined
+  secrets: string[] | undefined
+  meta: ((req: Request) => Record<string, unknown>) | undefined
+  /** 0: no limit. */
+  maxSessionsPerUser: number
   onRedisError: 'fail' | 'anonymous'
   timeoutMs: number
   logger: Logger
@@ -110,13 +140,16 @@ const KNOWN = new Set([
   'absoluteTimeout',
   'cookie',
   'userKey',
+  'secrets',
+  'meta',
+  'maxSessionsPerUser',
   'onRedisError',
   'timeoutMs',
   'logger',
 ])
 const KNOWN_COOKIE = new Set(['httpOnly', 'secure', 'sameSite', 'path', 'domain', 'partitioned'])
 const RENAMED: Record<string, string> = {
-  secret: 'cookie-parser (mount cookieParser(secret) before session())',
+  secret: '`secrets`, or mount cookie-parser with a secret before session()',
   store: 'client',
   rolling: 'idleTimeout',
   maxAge: 'idleTimeout',
@@ -166,6 +199,30 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
     'a non-empty string',
     options.userKey,
   )
+  const secrets = typeof options.secrets === 'string' ? [options.secrets] : options.secrets
+  check(
+    secrets === undefined ||
+      (Array.isArray(secrets) &&
+        secrets.length > 0 &&
+        secrets.every((secret) => typeof secret === 'string' && secret.length > 0)),
+    'secrets',
+    'a non-empty string or a non-empty array of them',
+    options.secrets,
+  )
+  check(options.meta === undefined || typeof options.meta === 'function', 'meta', 'a function', options.meta)
+  const maxSessionsPerUser = options.maxSessionsPerUser ?? 0
+  check(
+    options.maxSessionsPerUser === undefined || (Number.isSafeInteger(maxSessionsPerUser) && maxSessionsPerUser > 0),
+    'maxSessionsPerUser',
+    'a positive integer',
+    options.maxSessionsPerUser,
+  )
+  check(
+    options.maxSessionsPerUser === undefined || options.userKey !== undefined,
+    'maxSessionsPerUser',
+    'used with `userKey` (the index it limits)',
+    options.maxSessionsPerUser,
+  )
   const onRedisError = options.onRedisError ?? 'fail'
   check(onRedisError === 'fail' || onRedisError === 'anonymous', 'onRedisError', "'fail' or 'anonymous'", onRedisError)
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
@@ -182,6 +239,9 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
     refreshEvery: Math.max(1, Math.floor(idleTimeout / 10)),
     cookie: { httpOnly, secure, sameSite, path, domain: cookie.domain, partitioned },
     userKey: options.userKey,
+    secrets: secrets ? [...secrets] : undefined,
+    meta: options.meta,
+    maxSessionsPerUser,
     onRedisError,
     timeoutMs,
     logger,

@@ -1,16 +1,24 @@
 import { Script } from '../shared/redis.js'
 
 /*
- * A session is one Redis hash, `<prefix>{<id>}`:
+ * The session's Redis data model. The token (32 random bytes) lives only in the client's
+ * cookie, as `<tag>.<token>`; Redis holds a SHA-256 of it, so nothing read from Redis opens a
+ * session. `tag` places the session: a session bound to a user is stored under the user's
+ * tag (a hash of the user id), so that all of a user's sessions and their index share one
+ * hash slot and every per-user operation is one atomic script, on a Cluster too; a session
+ * with no user has a random tag.
+ *
+ * A session is one hash, `<prefix>{<tag>}:<h>`, h = base64url(SHA-256(token)):
  *   c        created at (Redis ms)      -- drives the absolute timeout, never changes
  *   s        last seen at (Redis ms)    -- drives the idle timeout, rolled on activity
+ *   m        JSON of the `meta` fields, written once at creation (optional)
  *   d:<name> JSON of the top-level session property <name>
- * Its TTL is min(idle timeout, what is left of the absolute timeout), so Redis drops it
- * when it could no longer be used; the scripts also check both timestamps themselves.
+ * Its TTL is min(idle timeout, what is left of the absolute timeout), so Redis drops it when
+ * it could no longer be used; the scripts also check both timestamps themselves.
  *
- * Per-user index (with `userKey`): a sorted set `<prefix>user:{<user id>}` of session
- * ids scored by their absolute deadline; it lives in another slot than the sessions, so
- * it is updated by separate commands and pruned lazily (see index.ts).
+ * Per-user index (with `userKey`): a sorted set `<prefix>{<tag>}:user:<user id>` of the
+ * user's session hashes h, scored by their absolute deadline, in the sessions' slot. A
+ * session's public handle is the first 22 characters of h.
  */
 
 /**
@@ -42,22 +50,62 @@ return { now, unpack(fields) }
 `)
 
 /**
- * Save. KEYS[1] the session.
- * ARGV[1] 'create' (the id must be new) or 'update' (the session must still exist and be
+ * Lua shared by the scripts that touch a user's index: `prune(index, idle, absolute, now)`
+ * drops the entries whose session is gone or past a timeout (deleting such a session) and
+ * returns the live ones as { h, created, seen, meta }; `keyOf(index, h)` is the session key
+ * of an entry (the index key is `<prefix>{<tag>}:user:<id>`, a session `<prefix>{<tag>}:<h>`).
+ */
+const INDEX_LUA = `
+local function keyOf(index, h)
+  return string.sub(index, 1, string.find(index, '}', 1, true)) .. ':' .. h
+end
+local function prune(index, idle, absolute, now)
+  local live = {}
+  for _, h in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    local key = keyOf(index, h)
+    local stored = redis.call('HMGET', key, 'c', 's', 'm')
+    local created, seen = tonumber(stored[1]), tonumber(stored[2])
+    if not created or not seen or now - seen >= idle or now - created >= absolute then
+      redis.call('DEL', key)
+      redis.call('ZREM', index, h)
+    else
+      live[#live + 1] = { h, created, seen, stored[3] or '' }
+    end
+  end
+  return live
+end
+local function clock()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+`
+
+/**
+ * Save. KEYS[1] the session; KEYS[2], when given, the user index to add it to ('create') or
+ * to remove it from ('update': the session is no longer bound to that user).
+ * ARGV[1] 'create' (the key must be new) or 'update' (the session must still exist and be
  *         within both timeouts: a destroyed or expired session is never written back),
  * ARGV[2] idle timeout ms, ARGV[3] absolute timeout ms,
- * ARGV[4] number N of fields to set, then N field/value pairs, then the fields to delete.
- * Reply: { 1, createdAt, lastSeenAt } when written, or { 0 } when the session is gone.
+ * ARGV[4] 'create': the creation time to keep (Redis ms; '' = now, a moved session keeps its own),
+ * ARGV[5] 'create': JSON of the meta fields ('' = none),
+ * ARGV[6] 'create' with an index: the most sessions the user may have (0 = no limit); the
+ *         least recently used others are ended (deleted, and taken out of the index),
+ * ARGV[7] the session hash h (its index entry),
+ * ARGV[8] number N of fields to set, then N field/value pairs, then the fields to delete.
+ * Reply: { 1, createdAt, lastSeenAt, ended... } when written (ended: the hashes of the
+ * sessions the limit ended), or { 0 } when the session is gone (or, for 'create', exists).
  */
-export const SAVE = new Script(`
-local mode, idle, absolute, setCount = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+export const SAVE = new Script(`${INDEX_LUA}
+local mode, idle, absolute = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, h, setCount = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local now = clock()
 local created
 if mode == 'create' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return { 0 } end
-  created = now
-  redis.call('HSET', KEYS[1], 'c', now)
+  created = tonumber(ARGV[4]) or now
+  if now - created >= absolute then return { 0 } end
+  redis.call('HSET', KEYS[1], 'c', created)
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'm', ARGV[5]) end
 else
   local stored = redis.call('HMGET', KEYS[1], 'c', 's')
   created = tonumber(stored[1])
@@ -67,34 +115,71 @@ else
     return { 0 }
   end
 end
-local last = 4 + setCount * 2
-redis.call('HSET', KEYS[1], 's', now, unpack(ARGV, 5, last))
+local last = 8 + setCount * 2
+redis.call('HSET', KEYS[1], 's', now, unpack(ARGV, 9, last))
 if #ARGV > last then redis.call('HDEL', KEYS[1], unpack(ARGV, last + 1)) end
 redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
-return { 1, created, now }
+local reply = { 1, created, now }
+if KEYS[2] and mode == 'update' then
+  redis.call('ZREM', KEYS[2], h)
+elseif KEYS[2] then
+  redis.call('ZADD', KEYS[2], created + absolute, h)
+  local live = prune(KEYS[2], idle, absolute, now)
+  if limit > 0 and #live > limit then
+    table.sort(live, function(a, b) return a[3] < b[3] end)
+    local excess = #live - limit
+    for _, entry in ipairs(live) do
+      if excess == 0 then break end
+      if entry[1] ~= h then
+        redis.call('DEL', keyOf(KEYS[2], entry[1]))
+        redis.call('ZREM', KEYS[2], entry[1])
+        reply[#reply + 1] = entry[1]
+        excess = excess - 1
+      end
+    end
+  end
+  local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  if newest[2] then redis.call('PEXPIREAT', KEYS[2], newest[2]) end
+end
+return reply
 `)
 
 /**
- * Add a session to its user's index. KEYS[1] the index. ARGV[1] session id, ARGV[2] its
- * absolute deadline (Redis ms). Prunes entries past their deadline and keeps the index
- * alive exactly as long as its longest-lived session.
+ * End a session. KEYS[1] the session, KEYS[2] (optional) the user index holding it.
+ * ARGV[1] the session hash h. Reply: 1 if the session existed.
  */
-export const INDEX_ADD = new Script(`
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-local time = redis.call('TIME')
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(time[1]) * 1000)
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if last[2] then redis.call('PEXPIREAT', KEYS[1], last[2]) end
-return 1
+export const DESTROY = new Script(`
+local existed = redis.call('DEL', KEYS[1])
+if KEYS[2] then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return existed
 `)
 
 /**
- * List a user's sessions. KEYS[1] the index. Prunes entries past their absolute deadline.
- * Reply: { now (Redis ms), id1, id2, ... }.
+ * A user's live sessions. KEYS[1] the index. ARGV[1] idle timeout ms, ARGV[2] absolute
+ * timeout ms. Prunes what died. Reply: { h1, created1, seen1, meta1, h2, ... }.
  */
-export const INDEX_LIST = new Script(`
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return { now, unpack(redis.call('ZRANGE', KEYS[1], 0, -1)) }
+export const LIST_USER = new Script(`${INDEX_LUA}
+local flat = {}
+for _, entry in ipairs(prune(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), clock())) do
+  for _, value in ipairs(entry) do flat[#flat + 1] = value end
+end
+return flat
+`)
+
+/**
+ * End some of a user's sessions. KEYS[1] the index. ARGV[1] 'one' (end the session whose
+ * handle is ARGV[2]) or 'all' (end all but the one whose handle is ARGV[2], '' = none kept).
+ * A handle is the first 22 characters of h. Reply: the number of sessions ended.
+ */
+export const END_USER_SESSIONS = new Script(`${INDEX_LUA}
+local mode, handle = ARGV[1], ARGV[2]
+local ended = 0
+for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local match = handle ~= '' and string.sub(h, 1, 22) == handle
+  if (mode == 'one' and match) or (mode == 'all' and not match) then
+    ended = ended + redis.call('DEL', keyOf(KEYS[1], h))
+    redis.call('ZREM', KEYS[1], h)
+  end
+end
+return ended
 `)

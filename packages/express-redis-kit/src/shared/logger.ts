@@ -4,6 +4,9 @@ export interface Logger {
   error(message: string, ...details: unknown[]): void
 }
 
+/** Logs a warning or an error (throttled): what fails where no caller can be told. */
+export type Warn = (message: string, error?: unknown) => void
+
 /**
  * Returns a function that logs at most once per `intervalMs`, counting what it
  * suppressed in between, so that a Redis outage under load does not flood the log.

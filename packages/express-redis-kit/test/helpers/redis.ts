@@ -37,6 +37,37 @@ export function redisAddresses(): { host: string; port: number }[] {
   })
 }
 
+/**
+ * Every key under `prefix` on the suite's Redis (SCAN on each node: every master of the
+ * Cluster), with its whole content as strings: a hash's fields and values, a sorted set's
+ * members and scores, a string's value.
+ */
+export async function dumpKeys(prefix: string): Promise<Map<string, string[]>> {
+  const dump = new Map<string, string[]>()
+  for (const address of redisAddresses()) {
+    const admin = createClient({ socket: address })
+    admin.on('error', () => {})
+    await admin.connect()
+    try {
+      for await (const keys of admin.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+        for (const key of keys) {
+          const type = await admin.type(key)
+          let content: string[] = []
+          if (type === 'hash') content = Object.entries(await admin.hGetAll(key)).flat()
+          else if (type === 'zset')
+            content = (await admin.zRangeWithScores(key, 0, -1)).flatMap(({ value, score }) => [value, String(score)])
+          else if (type === 'string') content = [String(await admin.get(key))]
+          else if (type === 'set') content = (await admin.sMembers(key)).map(String)
+          dump.set(key, content)
+        }
+      }
+    } finally {
+      admin.destroy()
+    }
+  }
+  return dump
+}
+
 let counter = 0
 /** A key prefix no other test uses, so tests never see each other's keys. */
 export function uniquePrefix(name = 'test'): string {

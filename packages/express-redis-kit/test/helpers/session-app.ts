@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto'
+import { createHash, createHmac, randomBytes } from 'node:crypto'
 import cookieParser from 'cookie-parser'
 import express, { type ErrorRequestHandler, type Express, type Request } from 'express'
 import request, { type Response as TestResponse } from 'supertest'
@@ -158,7 +158,10 @@ export function signedCookieHeader(value: string, secret = 'current secret', nam
   return `${name}=${encodeURIComponent(`s:${sign(value, secret)}`)}`
 }
 
-/** The session id in a `Set-Cookie` (checked against `secret` by cookie-parser's own `signedCookie`). */
+/**
+ * The value of the session cookie in a `Set-Cookie`, `<tag>.<token>` (checked against
+ * `secret` by cookie-parser's own `signedCookie`).
+ */
 export function sessionIdOf(res: TestResponse, secret = 'current secret', name = 'sid'): string {
   const cookie = setCookieOf(res, name)
   if (!cookie) throw new Error(`no Set-Cookie for ${name}`)
@@ -167,15 +170,30 @@ export function sessionIdOf(res: TestResponse, secret = 'current secret', name =
   return id
 }
 
-/** A fresh id of the shape the middleware issues (43 base64url characters), never issued by it. */
+/** A cookie value of the shape the middleware issues (`<11 characters>.<43 base64url characters>`), never issued by it. */
 export function neverIssuedId(): string {
-  return randomBytes(32).toString('base64url')
+  return `${randomBytes(8).toString('base64url').slice(0, 11)}.${randomBytes(32).toString('base64url')}`
 }
 
-/** The Redis key of session `id` (the data model of src/session/scripts.ts). */
-export const sessionKey = (prefix: string, id: string): string => `${prefix}{${id}}`
-/** The Redis key of a user's index of sessions. */
-export const userIndexKey = (prefix: string, userId: string | number): string => `${prefix}user:{${userId}}`
+/** base64url(SHA-256(text)). */
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('base64url')
+
+/**
+ * The Redis key of the session a cookie value (`<tag>.<token>`) names, from the data model
+ * of src/session/scripts.ts: `<prefix>{<tag>}:<SHA-256 of the token>`.
+ */
+export const sessionKey = (prefix: string, cookieValue: string): string =>
+  `${prefix}{${cookieValue.slice(0, 11)}}:${sha256(cookieValue.slice(12))}`
+
+/** The public handle of the session a cookie value names: the first 22 characters of its hash. */
+export const handleOfCookie = (cookieValue: string): string => sha256(cookieValue.slice(12)).slice(0, 22)
+
+/** The tag of a user's sessions: the first 11 characters of a SHA-256 of `user\n<id>`. */
+export const userTagOf = (userId: string | number): string => sha256(`user\n${userId}`).slice(0, 11)
+
+/** The Redis key of a user's index of sessions (user ids of printable ASCII without braces are kept as is). */
+export const userIndexKey = (prefix: string, userId: string | number): string =>
+  `${prefix}{${userTagOf(userId)}}:user:${userId}`
 
 /**
  * A client that keeps the session cookie the way a browser would, except that it ignores

@@ -2,10 +2,11 @@ import { expect } from 'chai'
 import type { Express } from 'express'
 import request from 'supertest'
 import { type RedisClient, session } from '../../src/index.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, dumpKeys, uniquePrefix } from '../helpers/redis.js'
 import {
   checkpoint,
   dataOf,
+  handleOfCookie,
   SessionClient,
   sessionApp,
   sessionIdOf,
@@ -24,26 +25,39 @@ describe('session ids and the req.session API', () => {
     await client.close()
   })
 
-  describe('ids', () => {
-    it('are 43 base64url characters (256 bits), different for every session', async () => {
+  describe('tokens and handles', () => {
+    it('the cookie holds <tag>.<token>: a 256-bit token (43 base64url characters), different for every session', async () => {
       const app = sessionApp(session({ client, prefix: uniquePrefix('sess-ids') }))
-      const ids = new Set<string>()
+      const tokens = new Set<string>()
       for (let i = 0; i < 20; i++) {
-        const id = sessionIdOf(await request(app).post('/login?user=7'))
-        expect(id).to.match(/^[A-Za-z0-9_-]{43}$/)
-        expect(Buffer.from(id, 'base64url')).to.have.length(32)
-        ids.add(id)
+        const value = sessionIdOf(await request(app).post('/login?user=7'))
+        expect(value).to.match(/^[A-Za-z0-9_-]{11}\.[A-Za-z0-9_-]{43}$/)
+        const token = value.slice(12)
+        expect(Buffer.from(token, 'base64url')).to.have.length(32)
+        tokens.add(token)
       }
-      expect(ids.size).to.equal(20)
+      expect(tokens.size).to.equal(20)
     })
 
-    it('req.session.id is the id in the cookie', async () => {
+    it('req.session.handle names the session in the cookie without being its token; req.session.id is a TypeError', async () => {
       const app = sessionApp(session({ client, prefix: uniquePrefix('sess-ids') }), {
-        routes: (app) => app.get('/id', (req, res) => void res.json({ id: req.session.id })),
+        routes: (app) =>
+          app.get('/handle', (req, res) => {
+            let idError = ''
+            try {
+              void (req.session as unknown as { id: string }).id
+            } catch (error) {
+              idError = (error as Error).message
+            }
+            res.json({ handle: req.session.handle, again: req.session.handle, idError })
+          }),
       })
-      const id = sessionIdOf(await request(app).post('/login?user=7'))
-      const res = await request(app).get('/id').set('Cookie', signedCookieHeader(id))
-      expect(res.body.id).to.equal(id)
+      const value = sessionIdOf(await request(app).post('/login?user=7'))
+      const res = await request(app).get('/handle').set('Cookie', signedCookieHeader(value))
+      expect(res.body.handle).to.equal(handleOfCookie(value))
+      expect(res.body.again).to.equal(res.body.handle)
+      expect(value).not.to.include(res.body.handle)
+      expect(res.body.idError).to.match(/req\.session\.id was removed; use req\.session\.handle/)
     })
   })
 
@@ -111,7 +125,7 @@ describe('session ids and the req.session API', () => {
         const session = req.session
         // Reflect.set reports what a plain assignment does silently in sloppy mode (and
         // with a TypeError in strict mode): whether the property took the value.
-        const idAssigned = Reflect.set(session, 'id', 'chosen by the app')
+        const handleAssigned = Reflect.set(session, 'handle', 'chosen by the app')
         res.json({
           json: JSON.stringify(session),
           keys: Object.keys(session),
@@ -119,13 +133,13 @@ describe('session ids and the req.session API', () => {
             typeof (session as unknown as Record<string, unknown>)[name],
             Object.prototype.propertyIsEnumerable.call(session, name),
           ]),
-          idEnumerable: Object.prototype.propertyIsEnumerable.call(session, 'id'),
-          idAssigned,
-          idAfter: session.id,
+          handleEnumerable: Object.prototype.propertyIsEnumerable.call(session, 'handle'),
+          handleAssigned,
+          handleAfter: session.handle,
         })
       })
 
-    it('holds the data as plain properties; the methods and id are non-enumerable; id is read-only', async () => {
+    it('holds the data as plain properties; the methods and handle are non-enumerable; handle is read-only', async () => {
       const app = sessionApp(session({ client, prefix: uniquePrefix('sess-api') }), { routes: inspect })
       const agent = request.agent(app)
       const id = sessionIdOf(await agent.post('/login?user=7'))
@@ -134,10 +148,10 @@ describe('session ids and the req.session API', () => {
       expect(JSON.parse(res.body.json)).to.deep.equal({ userId: 7, color: 'red' })
       expect(res.body.keys).to.deep.equal(['userId', 'color'])
       expect(res.body.methods).to.deep.equal(Array(5).fill(['function', false]))
-      expect(res.body.idEnumerable).to.equal(false)
-      expect(res.body.idAssigned).to.equal(false)
-      expect(res.body.idAfter).to.equal(id)
-      expect(setCookieOf(res), 'trying to assign the id is no change').to.equal(undefined)
+      expect(res.body.handleEnumerable).to.equal(false)
+      expect(res.body.handleAssigned).to.equal(false)
+      expect(res.body.handleAfter).to.equal(handleOfCookie(id))
+      expect(setCookieOf(res), 'trying to assign the handle is no change').to.equal(undefined)
       expect((await agent.get('/me')).body.data).to.deep.equal({ userId: 7, color: 'red' })
     })
 
@@ -180,14 +194,16 @@ describe('session ids and the req.session API', () => {
           app.post('/save', async (req, res) => {
             req.session.color = 'red'
             await req.session.save()
-            const stored = await client.hGet(sessionKey(prefix, req.session.id), 'd:color')
+            const stored = [...(await dumpKeys(prefix)).values()].map(
+              (content) => content[content.indexOf('d:color') + 1],
+            )
             req.session.cart = ['after save']
             res.json({ stored })
           }),
       })
       const agent = request.agent(app)
       const res = await agent.post('/save')
-      expect(res.body.stored).to.equal('"red"')
+      expect(res.body.stored).to.deep.equal(['"red"'])
       expect(sessionIdOf(res)).to.be.a('string')
       expect((await agent.get('/me')).body.data).to.deep.equal({ color: 'red', cart: ['after save'] })
     })
@@ -286,7 +302,7 @@ describe('session ids and the req.session API', () => {
         routes: (app) =>
           app.post('/destroy-then-set', async (req, res) => {
             await req.session.destroy()
-            const deleted = (await client.exists(sessionKey(prefix, req.session.id))) === 0
+            const deleted = (await client.exists(sessionKey(prefix, String(req.signedCookies.sid)))) === 0
             req.session.color = 'after destroy'
             res.json({ deleted, data: { ...req.session } })
           }),

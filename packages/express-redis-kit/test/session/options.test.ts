@@ -1,8 +1,16 @@
+import { createHash } from 'node:crypto'
 import { expect } from 'chai'
 import request from 'supertest'
 import { type RedisClient, type SessionOptions, session } from '../../src/index.js'
 import { connectRedis, uniquePrefix } from '../helpers/redis.js'
-import { sessionApp, sessionIdOf, sessionKey, setCookieOf, signedCookieHeader } from '../helpers/session-app.js'
+import {
+  sessionApp,
+  sessionIdOf,
+  sessionKey,
+  setCookieOf,
+  signedCookieHeader,
+  userTagOf,
+} from '../helpers/session-app.js'
 
 const DAY = 86_400_000
 
@@ -16,11 +24,12 @@ describe('session options', () => {
   })
 
   describe('defaults', () => {
-    it("name 'sid' and prefix 'sess:': the session is the hash sess:{<id>} with c, s and d:<field>", async () => {
+    it("name 'sid' and prefix 'sess:': the session is the hash sess:{<user tag>}:<SHA-256 of the token> with c, s and d:<field>", async () => {
       const app = sessionApp(session({ client }))
       const login = await request(app).post('/login?user=7')
-      const id = sessionIdOf(login)
-      const key = `sess:{${id}}`
+      const value = sessionIdOf(login)
+      const key = `sess:{${value.slice(0, 11)}}:${createHash('sha256').update(value.slice(12)).digest('base64url')}`
+      expect(key).to.equal(sessionKey('sess:', value))
       try {
         const hash = (await client.hGetAll(key)) as Record<string, string>
         expect(Object.keys(hash).sort()).to.deep.equal(['c', 'd:userId', 's'])
@@ -94,9 +103,10 @@ describe('session options', () => {
     it('prefixes every key: the session hash and the user index', async () => {
       const prefix = uniquePrefix('sess-prefix')
       const app = sessionApp(session({ client, prefix, userKey: 'userId' }))
-      const id = sessionIdOf(await request(app).post('/login?user=7'))
-      expect(await client.exists(`${prefix}{${id}}`)).to.equal(1)
-      expect(await client.zRange(`${prefix}user:{7}`, 0, -1)).to.deep.equal([id])
+      const value = sessionIdOf(await request(app).post('/login?user=7'))
+      const hash = createHash('sha256').update(value.slice(12)).digest('base64url')
+      expect(await client.exists(`${prefix}{${userTagOf(7)}}:${hash}`)).to.equal(1)
+      expect(await client.zRange(`${prefix}{${userTagOf(7)}}:user:7`, 0, -1)).to.deep.equal([hash])
     })
   })
 

@@ -164,6 +164,73 @@ describe('session when Redis fails', () => {
     })
   })
 
+  describe('a save that fails once the handler has started its response (Redis paused)', () => {
+    let client: RedisClient
+    let pausedUntil = 0
+    before(async () => {
+      client = await connectRedis()
+    })
+    afterEach(async () => {
+      await waitForRedisResume(pausedUntil)
+    })
+    after(async () => {
+      await client.close()
+    })
+
+    /** An app whose routes change the session, then start their response in the ways a handler can. */
+    const startingApp = (logger: RecordingLogger) =>
+      sessionApp(
+        session({ client, prefix: uniquePrefix('sess-head'), onRedisError: 'fail', timeoutMs: TIMEOUT_MS, logger }),
+        {
+          routes: (app) => {
+            app.post('/write-head', async (req, res) => {
+              req.session.color = 'red'
+              pausedUntil = Date.now() + 1_500
+              await pauseRedis(1_500)
+              res.writeHead(200, { 'Content-Type': 'text/plain' })
+              res.end('head first')
+            })
+            app.post('/change', (req, res) => {
+              req.session.color = 'red'
+              res.writeHead(200, { 'Content-Type': 'text/plain' })
+              res.end('changed')
+            })
+            app.post('/flush-headers', async (req, res) => {
+              req.session.color = 'red'
+              pausedUntil = Date.now() + 1_500
+              await pauseRedis(1_500)
+              res.flushHeaders()
+              res.write('streamed ')
+              res.end('body')
+            })
+          },
+        },
+      )
+
+    for (const route of ['/write-head', '/flush-headers']) {
+      it(`${route === '/write-head' ? 'res.writeHead()' : 'res.flushHeaders()'} then the body: the head waits for the save, which fails: 503 within timeoutMs, never a hang`, async () => {
+        const logger = recordingLogger()
+        const user = new SessionClient(startingApp(logger))
+        const [res, elapsed] = await timed(() => user.post(route))
+        expect(res.status).to.equal(503)
+        expect(setCookieOf(res)).to.equal(undefined)
+        expect(res.text).to.not.include('head first').and.not.include('streamed')
+        expect(elapsed).to.be.below(WITHIN_MS)
+        expect(logger.errors).to.have.length(1)
+      })
+    }
+
+    it("failed saves in 'fail' mode are logged throttled: one error for a burst", async () => {
+      const logger = recordingLogger()
+      const app = startingApp(logger)
+      pausedUntil = Date.now() + 1_500
+      await pauseRedis(1_500)
+      const answers = await Promise.all(Array.from({ length: 5 }, () => new SessionClient(app).post('/change')))
+      expect(answers.map((res) => res.status)).to.deep.equal([503, 503, 503, 503, 503])
+      expect(logger.errors, logger.text()).to.have.length(1)
+    })
+  })
+
   describe('Redis dies between the load and the save', () => {
     for (const onRedisError of ['fail', 'anonymous'] as const) {
       it(`onRedisError '${onRedisError}': ${onRedisError === 'fail' ? 'the response becomes a 503' : 'the response goes out, unsaved, without a cookie'}`, async () => {

@@ -1,0 +1,382 @@
+import type { Request, Response } from 'express'
+import { RedisKitError } from '../shared/errors.js'
+import type { Warn } from '../shared/logger.js'
+import { SESSION_HAS_DATA, SESSION_USER } from '../shared/session-marks.js'
+import type { CookieCodec, VerifiedCookie } from './cookie.js'
+import type { SessionConfig } from './options.js'
+import { handleOf, type LoadedSession, type SaveResult, type SessionRef, SessionStore } from './store.js'
+import type { Session, SessionMethods } from './types.js'
+
+/**
+ * Where one request's session stands:
+ *   'new'          not in Redis: stored by the first save that has data to keep
+ *   'stored'       in Redis; changes are saved before the response goes out
+ *   'ended'        destroyed in this request, or found gone when saving: nothing more is saved
+ *   'unavailable'  Redis failed and `onRedisError` is 'anonymous': an empty session, never saved
+ */
+export type Phase = 'new' | 'stored' | 'ended' | 'unavailable'
+
+/** The state behind one request's `req.session`. */
+export interface RequestSession {
+  phase: Phase
+  /** The session's token, tag and hash; the token of a new session is drawn when first needed, its tag when stored. */
+  ref: SessionRef | undefined
+  object: Session
+  req: Request
+  /** JSON of each data field as Redis holds it. */
+  snapshot: Map<string, string>
+  /** The user whose index holds this session. */
+  indexedUser: string | undefined
+  /** JSON of the meta fields stored with the session ('' for none). */
+  meta: string
+  createdAt: number
+  /** ms the cookie should live: what is left of the absolute timeout (Redis clock). */
+  cookieMaxAge: number
+  /** The cookie must be (re)sent: a new or moved session, or one whose cookie a retired secret signed. */
+  sendCookie: boolean
+  /** The request's cookie, until the first save checks which secret signed it. */
+  cookie: VerifiedCookie | undefined
+  /** This request ended the session its cookie named: clear the cookie unless a new session is stored. */
+  killedHere: boolean
+  touched: boolean
+  /** The cookie named a session that could not be loaded (Redis failed, `'anonymous'`). */
+  loadFailed: boolean
+}
+
+/** Names `req.session` cannot use for data: its methods and getters. */
+const RESERVED = new Set(['id', 'handle', 'regenerate', 'destroy', 'save', 'reload', 'touch', 'storeUnavailable'])
+
+/** JSON of the meta fields: strings cut at this length, the whole dropped past {@link META_MAX_BYTES}. */
+const META_MAX_STRING = 256
+export const META_MAX_BYTES = 1024
+
+/**
+ * The sessions of one `session()` middleware: what happens to a request's session between
+ * its load and its save. The HTTP flow is in index.ts, Redis in store.ts.
+ */
+export class Sessions {
+  constructor(
+    readonly config: SessionConfig,
+    readonly store: SessionStore,
+    readonly codec: CookieCodec,
+    readonly warn: Warn,
+  ) {}
+
+  /** A new, empty session for a request (its token is drawn when first needed). */
+  fresh(req: Request): RequestSession {
+    const state: RequestSession = {
+      phase: 'new',
+      ref: undefined,
+      object: undefined as unknown as Session,
+      req,
+      snapshot: new Map(),
+      indexedUser: undefined,
+      meta: '',
+      createdAt: 0,
+      cookieMaxAge: 0,
+      sendCookie: false,
+      cookie: undefined,
+      killedHere: false,
+      touched: false,
+      loadFailed: false,
+    }
+    state.object = new SessionObject(this, state) as unknown as Session
+    return state
+  }
+
+  /** Makes `state` the session the request's cookie named, as loaded; false if its data is corrupt. */
+  adopt(state: RequestSession, ref: SessionRef, loaded: LoadedSession, cookie: VerifiedCookie): boolean {
+    const data = new Map<string, unknown>()
+    for (const [name, json] of loaded.fields) {
+      try {
+        data.set(name, JSON.parse(json))
+      } catch {
+        this.warn('express-redis-kit session: a session holds data that is not valid JSON; treating it as no session')
+        return false
+      }
+    }
+    state.phase = 'stored'
+    state.ref = ref
+    state.snapshot = loaded.fields
+    state.meta = loaded.meta
+    state.createdAt = loaded.createdAt
+    state.cookieMaxAge = this.cookieMaxAge(loaded.createdAt, loaded.now)
+    state.cookie = cookie
+    setData(state.object, data)
+    const user = this.userOf(state)
+    state.indexedUser = user !== undefined && ref.tag === SessionStore.userTag(user) ? user : undefined
+    return true
+  }
+
+  userOf(state: RequestSession): string | undefined {
+    const { userKey } = this.config
+    if (!userKey) return undefined
+    const value = (state.object as unknown as Record<string, unknown>)[userKey]
+    return value === undefined || value === null ? undefined : String(value)
+  }
+
+  /** Whether `persist` would write anything (synchronous, so that most responses are not held). */
+  needsSave(state: RequestSession): boolean {
+    if (state.phase === 'ended' || state.phase === 'unavailable') return false
+    const current = serializeData(state.object)
+    if (state.phase === 'new') return current.size > 0
+    if (state.touched || current.size !== state.snapshot.size) return true
+    if (this.userOf(state) !== state.indexedUser) return true
+    for (const [name, json] of current) if (state.snapshot.get(name) !== json) return true
+    return false
+  }
+
+  /**
+   * Writes what changed since the session was loaded; a new, empty session is never stored.
+   * A session bound to another user than before moves under that user's tag with a new
+   * token (a new cookie), as `regenerate({ keepData: true })` would.
+   */
+  async persist(state: RequestSession): Promise<void> {
+    if (state.phase === 'ended' || state.phase === 'unavailable') return
+    const current = serializeData(state.object)
+    const user = this.userOf(state)
+    let result: SaveResult
+    if (state.phase === 'new' || (user !== undefined && state.ref!.tag !== SessionStore.userTag(user))) {
+      if (state.phase === 'new' && current.size === 0) return
+      const moved = state.phase === 'stored' ? { ref: state.ref!, user: state.indexedUser } : undefined
+      const token = state.phase === 'new' ? this.refOf(state).token : SessionStore.newToken()
+      const ref: SessionRef = {
+        token,
+        hash: SessionStore.hashOf(token),
+        tag: user === undefined ? SessionStore.randomTag() : SessionStore.userTag(user),
+      }
+      if (state.phase === 'new') state.meta = this.metaOf(state.req)
+      result = await this.store.create(ref, current, {
+        user,
+        createdAt: moved ? state.createdAt : undefined,
+        meta: state.meta,
+        limit: this.config.maxSessionsPerUser,
+      })
+      if (!result.saved) {
+        if (!moved) throw new Error('express-redis-kit session: a freshly generated session token already exists')
+        return this.lost(state)
+      }
+      if (moved) await this.store.destroy(moved.ref, moved.user)
+      state.ref = ref
+      state.sendCookie = true
+    } else {
+      const changed = new Map([...current].filter(([name, json]) => state.snapshot.get(name) !== json))
+      const removed = [...state.snapshot.keys()].filter((name) => !current.has(name))
+      const unbindFrom = user === undefined ? state.indexedUser : undefined
+      if (changed.size === 0 && removed.length === 0 && !state.touched && unbindFrom === undefined) return
+      result = await this.store.update(state.ref!, changed, removed, unbindFrom)
+      if (!result.saved) return this.lost(state)
+      if (state.cookie && !this.codec.signedWithCurrent(state.req, state.cookie)) state.sendCookie = true
+    }
+    state.cookie = undefined
+    state.phase = 'stored'
+    state.touched = false
+    state.snapshot = current
+    state.indexedUser = user
+    state.createdAt = result.createdAt
+    state.cookieMaxAge = this.cookieMaxAge(result.createdAt, result.now)
+  }
+
+  /**
+   * Destroyed (logout, regenerate, another device's "log out everywhere", a session limit)
+   * or expired since this request loaded it: never written back, and the cookie is left
+   * alone (the client may hold a newer one by now). The request goes on with no session.
+   */
+  private lost(state: RequestSession): void {
+    state.phase = 'ended'
+    state.cookie = undefined
+  }
+
+  async regenerate(state: RequestSession, keepData: boolean): Promise<void> {
+    if (state.loadFailed) throw cannotEnd('regenerate')
+    if (state.phase === 'stored') {
+      await this.store.destroy(state.ref!, state.indexedUser)
+      state.killedHere = true
+    }
+    this.startOver(state)
+    if (!keepData) clearData(state.object)
+  }
+
+  async destroy(state: RequestSession): Promise<void> {
+    if (state.loadFailed) throw cannotEnd('destroy')
+    if (state.phase === 'stored') {
+      await this.store.destroy(state.ref!, state.indexedUser)
+      state.killedHere = true
+    }
+    if (state.phase !== 'unavailable') state.phase = 'ended'
+    state.sendCookie = false
+    clearData(state.object)
+  }
+
+  async reload(state: RequestSession): Promise<void> {
+    if (state.phase !== 'stored') return
+    const loaded = await this.store.load(state.ref!)
+    if (!loaded) {
+      // Destroyed or expired meanwhile: go on as a new session under a new token, so that
+      // nothing can bring the dead one back.
+      this.startOver(state)
+      clearData(state.object)
+      return
+    }
+    const data = new Map<string, unknown>()
+    for (const [name, json] of loaded.fields) data.set(name, JSON.parse(json))
+    state.snapshot = loaded.fields
+    setData(state.object, data)
+  }
+
+  /** A new, not yet stored session under a new token. */
+  private startOver(state: RequestSession): void {
+    state.phase = 'new'
+    state.ref = undefined
+    state.snapshot = new Map()
+    state.indexedUser = undefined
+    state.meta = ''
+    state.sendCookie = false
+    state.cookie = undefined
+  }
+
+  /** The session's token, tag and hash (a new session's token is drawn now; its tag is set when stored). */
+  refOf(state: RequestSession): SessionRef {
+    if (!state.ref) {
+      const token = SessionStore.newToken()
+      state.ref = { token, hash: SessionStore.hashOf(token), tag: '' }
+    }
+    return state.ref
+  }
+
+  /** Sets or clears the session cookie on the response (before its head goes out). */
+  applyCookie(res: Response, state: RequestSession): void {
+    if (res.headersSent || state.phase === 'unavailable') return
+    const { cookie } = this.config
+    const attributes = {
+      path: cookie.path,
+      domain: cookie.domain,
+      httpOnly: cookie.httpOnly,
+      secure: cookie.secure === 'auto' ? state.req.secure : cookie.secure,
+      sameSite: cookie.sameSite,
+      partitioned: cookie.partitioned,
+    }
+    if (state.phase === 'stored' && state.sendCookie) {
+      const { value, signed } = this.codec.encode(`${state.ref!.tag}.${state.ref!.token}`)
+      res.cookie(this.config.name, value, { ...attributes, signed, maxAge: state.cookieMaxAge })
+    } else if (state.killedHere && state.phase !== 'stored') {
+      res.clearCookie(this.config.name, attributes)
+    } else {
+      return
+    }
+    res.setHeader('Cache-Control', 'no-store')
+  }
+
+  // The cookie lives as long as the session could (its absolute deadline), so it never needs
+  // re-sending: the idle timeout is the server's business. A response that re-sent it could
+  // overwrite the cookie of a login that happened meanwhile.
+  private cookieMaxAge(createdAt: number, now: number): number {
+    return Math.max(0, createdAt + this.config.absoluteTimeout - now)
+  }
+
+  /** JSON of `meta(req)`, its strings cut to 256 characters; '' if none, if it fails, or past 1 KiB. */
+  private metaOf(req: Request): string {
+    if (!this.config.meta) return ''
+    try {
+      const fields = this.config.meta(req)
+      const json = JSON.stringify(fields ?? {}, (_key, value) =>
+        typeof value === 'string' && value.length > META_MAX_STRING ? value.slice(0, META_MAX_STRING) : value,
+      )
+      if (Buffer.byteLength(json) <= META_MAX_BYTES) return json
+      this.warn(`express-redis-kit session: meta(req) gave more than ${META_MAX_BYTES} bytes of JSON; none is stored`)
+    } catch (error) {
+      this.warn('express-redis-kit session: meta(req) failed; the session is stored without it', error)
+    }
+    return ''
+  }
+}
+
+/**
+ * `req.session`: the data as own enumerable properties; the methods, `handle` and the
+ * SESSION_USER / SESSION_HAS_DATA marks on the prototype (non-enumerable, nothing to define per request).
+ */
+class SessionObject implements SessionMethods {
+  readonly #sessions: Sessions
+  readonly #state: RequestSession
+
+  constructor(sessions: Sessions, state: RequestSession) {
+    this.#sessions = sessions
+    this.#state = state
+  }
+
+  /** Removed: the token is never handed to the app. */
+  get id(): never {
+    throw new TypeError(
+      'express-redis-kit session: req.session.id was removed; use req.session.handle to name a session (see the README)',
+    )
+  }
+
+  get handle(): string {
+    return handleOf(this.#sessions.refOf(this.#state).hash)
+  }
+
+  get [SESSION_USER](): string | undefined {
+    return this.#sessions.userOf(this.#state)
+  }
+
+  get [SESSION_HAS_DATA](): boolean {
+    for (const _ in this) return true
+    return false
+  }
+
+  get storeUnavailable(): boolean {
+    return this.#state.loadFailed
+  }
+
+  regenerate({ keepData = false } = {}): Promise<void> {
+    return this.#sessions.regenerate(this.#state, keepData)
+  }
+
+  destroy(): Promise<void> {
+    return this.#sessions.destroy(this.#state)
+  }
+
+  save(): Promise<void> {
+    return this.#sessions.persist(this.#state)
+  }
+
+  reload(): Promise<void> {
+    return this.#sessions.reload(this.#state)
+  }
+
+  async touch(): Promise<void> {
+    this.#state.touched = true
+  }
+}
+
+/** JSON of each enumerable data property (undefined and functions are not data). */
+function serializeData(object: Session): Map<string, string> {
+  const fields = new Map<string, string>()
+  for (const [name, value] of Object.entries(object)) {
+    if (value === undefined || typeof value === 'function') continue
+    fields.set(name, JSON.stringify(value))
+  }
+  return fields
+}
+
+function clearData(object: Session): void {
+  for (const name of Object.keys(object)) delete (object as unknown as Record<string, unknown>)[name]
+}
+
+function setData(object: Session, data: Map<string, unknown>): void {
+  clearData(object)
+  // defineProperty, not assignment: a field named `__proto__` stays a plain field.
+  for (const [name, value] of data) {
+    if (RESERVED.has(name)) continue
+    Object.defineProperty(object, name, { value, writable: true, enumerable: true, configurable: true })
+  }
+}
+
+/** `regenerate()` / `destroy()` of a session that could not be loaded: it may live on in Redis. */
+function cannotEnd(method: string): RedisKitError {
+  return new RedisKitError(
+    'ERK_REDIS_UNAVAILABLE',
+    `express-redis-kit session: cannot ${method} the session: the session store is unavailable`,
+    { status: 503 },
+  )
+}

@@ -1,0 +1,85 @@
+import type { RequestHandler } from 'express'
+
+/**
+ * The data of a session, typed by declaration merging:
+ * ```ts
+ * declare module 'express-redis-kit' {
+ *   interface SessionData { userId: number; cart: string[] }
+ * }
+ * ```
+ * Values must survive `JSON.stringify` (a `Date` comes back as a string).
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled in by users through declaration merging.
+export interface SessionData {}
+
+/** The methods of `req.session`: non-enumerable, so they never mix with the data. */
+export interface SessionMethods {
+  /**
+   * The session's public name: not a secret, and it cannot be turned back into the token
+   * (which only the cookie holds). Compare it with the `handle` of
+   * {@link SessionMiddleware.listUserSessions} entries ("this device"), and pass it to
+   * `destroyUserSession` / `destroyUserSessions({ except })`. It changes with the token: on
+   * `regenerate()`, and when the session is bound to another user.
+   */
+  readonly handle: string
+  /**
+   * Replaces the token with a fresh one and ends the old session (call it on login and on
+   * any privilege change, against session fixation). The data is dropped unless `keepData`.
+   */
+  regenerate(options?: { keepData?: boolean }): Promise<void>
+  /** Deletes the session from Redis now and clears the cookie; later changes in this request are not saved. */
+  destroy(): Promise<void>
+  /** Saves changes now (they are also saved automatically before the response is sent). */
+  save(): Promise<void>
+  /** Replaces the data with what Redis holds now. */
+  reload(): Promise<void>
+  /** Marks the session active: its idle timeout restarts when the session is saved (at the latest, before the response). */
+  touch(): Promise<void>
+  /**
+   * `true` when this request's session could not be loaded because Redis failed and
+   * `onRedisError` is `'anonymous'`: the request runs with an empty session that is never
+   * saved, whether or not the client was signed in. Answer 503 rather than 401 on routes
+   * that need a user. `regenerate()` and `destroy()` reject with `ERK_REDIS_UNAVAILABLE` then
+   * (the session in Redis could not be ended). `false` otherwise.
+   */
+  readonly storeUnavailable: boolean
+}
+
+/** `req.session`: the data as plain properties plus the {@link SessionMethods}. */
+export type Session = SessionMethods & Partial<SessionData>
+
+/**
+ * One of a user's live sessions, as {@link SessionMiddleware.listUserSessions} reports it:
+ * its handle, times, and the fields the `meta` option stored when it was created. Never a token.
+ */
+export type UserSessionInfo = Record<string, unknown> & {
+  handle: string
+  createdAt: Date
+  lastSeenAt: Date
+}
+
+/** The middleware returned by `session()`, with the per-user operations (they need `userKey`). */
+export interface SessionMiddleware extends RequestHandler {
+  /** The user's live sessions, least recently created first. */
+  listUserSessions(userId: string | number): Promise<UserSessionInfo[]>
+  /**
+   * Ends one of the user's sessions by its handle ("sign out that device"). Resolves to
+   * `false` if the user has no live session with that handle (someone else's handle included).
+   */
+  destroyUserSession(userId: string | number, handle: string): Promise<boolean>
+  /**
+   * Logs the user out everywhere: ends all their sessions but `except` (a handle, e.g. the
+   * current `req.session.handle`). Requests in flight on those sessions cannot write them
+   * back. Resolves to the number of sessions ended.
+   */
+  destroyUserSessions(userId: string | number, options?: { except?: string }): Promise<number>
+}
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** Set by express-redis-kit's `session` middleware. */
+      session: Session
+    }
+  }
+}
