@@ -5,12 +5,20 @@ import { type RedisClient, type Session, session } from 'express-redis-kit'
 import expressSession from 'express-session'
 import type { ServerRedis } from './serve.js'
 
-export const SESSION_SCENARIOS = ['express', 'erk-session', 'express-session'] as const
+export const SESSION_SCENARIOS = [
+  'express',
+  'one-evalsha',
+  'erk-session',
+  'erk-session-cookie-parser',
+  'express-session',
+] as const
 export type SessionScenario = (typeof SESSION_SCENARIOS)[number]
 
 export const SESSION_LABELS: Record<SessionScenario, string> = {
   express: 'plain Express (no session)',
-  'erk-session': 'express-redis-kit session',
+  'one-evalsha': 'one EVALSHA and nothing else (the floor)',
+  'erk-session': 'express-redis-kit session (secrets)',
+  'erk-session-cookie-parser': 'express-redis-kit session behind cookie-parser',
   'express-session': 'express-session 1.19 + connect-redis 10',
 }
 
@@ -41,7 +49,8 @@ interface SessionAccess {
 
 /**
  * The app of a scenario: the middleware with its package's defaults apart from what the
- * benchmark needs (prefix, secret; express-session with `resave: false`,
+ * benchmark needs (prefix, secret; express-redis-kit with its own `secrets`, and behind
+ * cookie-parser as before; express-session with `resave: false`,
  * `saveUninitialized: false` as its README recommends), and the same three routes for all:
  *   POST /login  new session id, `userId` set
  *   GET /read    answers the session's `userId` (read-only)
@@ -57,7 +66,24 @@ export function buildApp(scenario: SessionScenario, client: ServerRedis | undefi
     access = { regenerate: async () => {}, data: () => plain }
   } else {
     if (!client) throw new Error(`${scenario} needs a Redis client`)
-    if (scenario === 'erk-session') {
+    if (scenario === 'one-evalsha') {
+      // What any Redis-backed session costs at least: one round trip, here a script that reads
+      // nothing and returns 1; no cookie is parsed, the data is one in-memory object.
+      const plain: BenchSession = {}
+      const key = `${prefix}floor`
+      const loaded = client.scriptLoad('return 1')
+      app.use(async (_req, _res, next) => {
+        await client.evalSha(await loaded, { keys: [key] })
+        next()
+      })
+      access = { regenerate: async () => {}, data: () => plain }
+    } else if (scenario === 'erk-session') {
+      app.use(session({ client: client as unknown as RedisClient, prefix, secrets: SECRET }))
+      access = {
+        regenerate: (req) => sessionOf<Session>(req).regenerate(),
+        data: (req) => sessionOf<BenchSession>(req),
+      }
+    } else if (scenario === 'erk-session-cookie-parser') {
       app.use(cookieParser(SECRET))
       app.use(session({ client: client as unknown as RedisClient, prefix }))
       access = {

@@ -1,6 +1,8 @@
 /**
- * Load benchmark of express-redis-kit's session against express-session + connect-redis,
- * with plain Express (no session) as the baseline, on the same two routes:
+ * Load benchmark of express-redis-kit's session (with its own `secrets`, and behind
+ * cookie-parser) against express-session + connect-redis, with plain Express (no session) as
+ * the baseline and a middleware that sends one EVALSHA and does nothing else as the floor of
+ * any Redis-backed session, on the same two routes:
  *   GET /read    a read-only request with a logged-in session (answers `userId`)
  *   POST /write  a request that changes the session (increments `counter`)
  *
@@ -8,7 +10,7 @@
  *
  * Each run starts a fresh server in a child process (src/session-server.ts), logs in once
  * (POST /login), and drives autocannon with that session's cookie on every request. The
- * six runs (2 routes x 3 scenarios) are interleaved over several rounds in alternating
+ * ten runs (2 routes x 5 scenarios) are interleaved over several rounds in alternating
  * order and the medians are reported, as ratios measured in the same run. Before the load,
  * MONITOR counts, over unloaded requests, the commands each server's own connection sends
  * and the ones its Lua scripts run, and which of them write. Prints Markdown on stdout,
@@ -68,6 +70,7 @@ const SESSION_SERVER = new URL('./session-server.ts', import.meta.url)
 const PROBE_REQUESTS = 200
 const PEER: SessionScenario = 'express-session'
 const MINE: SessionScenario = 'erk-session'
+const FLOOR: SessionScenario = 'one-evalsha'
 
 /** Every key this run creates starts with this. */
 const RUN_PREFIX = `bench-session:${process.pid}:${Date.now().toString(36)}:`
@@ -123,7 +126,8 @@ async function login(server: Server): Promise<string | undefined> {
   const body = await response.text()
   if (response.status !== 200) throw new Error(`${server.scenario}: POST /login answered ${response.status} ${body}`)
   const cookie = response.headers.getSetCookie()[0]?.split(';')[0]
-  if (!cookie && server.scenario !== 'express') throw new Error(`${server.scenario}: POST /login set no cookie`)
+  if (!cookie && server.scenario !== 'express' && server.scenario !== 'one-evalsha')
+    throw new Error(`${server.scenario}: POST /login set no cookie`)
   return cookie
 }
 
@@ -235,29 +239,31 @@ function report(
     }
   }
 
-  lines.push(
-    '',
-    `### ${SESSION_LABELS[MINE]} / ${SESSION_LABELS[PEER]}`,
-    '',
-    '| Route | req/s ratio (medians) | p99 ratio (medians) | req/s ratio in each round |',
-    '|---|--:|--:|---|',
-  )
-  for (const route of ROUTES) {
-    const value = (scenario: SessionScenario, field: (run: Run) => number) => medianOf(route, scenario, field)
-    const perRound = of(route, MINE).map((run) => {
-      const peer = of(route, PEER).find((other) => other.round === run.round)
-      return peer ? ratio(run.requestsPerSecond, peer.requestsPerSecond) : '?'
-    })
+  const comparisons: [SessionScenario, SessionScenario][] = [
+    [MINE, PEER],
+    [MINE, FLOOR],
+    ['erk-session-cookie-parser', PEER],
+  ]
+  for (const [one, other] of comparisons) {
     lines.push(
-      `| ${routeLabel(route)} | ${ratio(
-        value(MINE, (run) => run.requestsPerSecond),
-        value(PEER, (run) => run.requestsPerSecond),
-      )} | ` +
-        `${ratio(
-          value(MINE, (run) => run.p99),
-          value(PEER, (run) => run.p99),
-        )} | ${perRound.join(', ')} |`,
+      '',
+      `### ${SESSION_LABELS[one]} / ${SESSION_LABELS[other]}`,
+      '',
+      '| Route | req/s ratio (medians) | p99 ratio (medians) | server CPU ratio (medians) | req/s ratio in each round |',
+      '|---|--:|--:|--:|---|',
     )
+    for (const route of ROUTES) {
+      const value = (scenario: SessionScenario, field: (run: Run) => number) => medianOf(route, scenario, field)
+      const perRound = of(route, one).map((run) => {
+        const peer = of(route, other).find((candidate) => candidate.round === run.round)
+        return peer ? ratio(run.requestsPerSecond, peer.requestsPerSecond) : '?'
+      })
+      const of2 = (field: (run: Run) => number) => ratio(value(one, field), value(other, field))
+      lines.push(
+        `| ${routeLabel(route)} | ${of2((run) => run.requestsPerSecond)} | ${of2((run) => run.p99)} | ` +
+          `${of2((run) => run.serverCpuPerRequest)} | ${perRound.join(', ')} |`,
+      )
+    }
   }
 
   lines.push(

@@ -10,6 +10,8 @@ export interface VerifiedCookie {
    * behind cookie-parser until {@link CookieCodec.signedWithCurrent} is asked (an HMAC).
    */
   current: boolean | undefined
+  /** What the caller derived from the value (e.g. its hash), kept with the verified value while it is remembered. */
+  derived?: unknown
 }
 
 /** The most verified cookie values remembered, so that a repeat cookie costs no HMAC. */

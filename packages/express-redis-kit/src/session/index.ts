@@ -3,10 +3,10 @@ import { RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { check } from '../shared/options.js'
 import { CookieCodec } from './cookie.js'
-import { holdResponseUntilSaved } from './hold.js'
+import { responseHolder } from './hold.js'
 import { parseSessionOptions, type SessionOptions } from './options.js'
-import { Sessions } from './sessions.js'
-import { COOKIE_VALUE, SessionStore } from './store.js'
+import { type RequestSession, Sessions } from './sessions.js'
+import { COOKIE_VALUE, type SessionRef, SessionStore } from './store.js'
 import type { SessionMiddleware, UserSessionInfo } from './types.js'
 
 export type { SessionCookieOptions, SessionOptions } from './options.js'
@@ -44,6 +44,25 @@ export function session(options: SessionOptions): SessionMiddleware {
     config.timeoutMs,
   )
   const sessions = new Sessions(config, store, new CookieCodec(config.name, config.secrets), warn)
+  const holdResponseUntilSaved = responseHolder<RequestSession>({
+    needsSave: (state) => sessions.needsSave(state),
+    save: async (state) => {
+      try {
+        await sessions.persist(state)
+        return true
+      } catch (error) {
+        state.phase = 'unavailable' // no cookie for what was not saved
+        if (config.onRedisError === 'anonymous') {
+          warn('express-redis-kit session: could not save the session; the response goes out without it', error)
+          return true
+        }
+        logError('express-redis-kit session: could not save the session; answering 503', error)
+        return false
+      }
+    },
+    applyCookie: (res, state) => sessions.applyCookie(res, state),
+    logError,
+  })
 
   /** Redis failed while loading: per `onRedisError`, go on without a session, or answer 503. */
   function redisFailed(error: unknown, next: NextFunction): boolean {
@@ -77,7 +96,9 @@ export function session(options: SessionOptions): SessionMiddleware {
     const cookie = sessions.codec.read(req)
     // Only a correctly signed, well-formed cookie costs a Redis call.
     if (cookie && COOKIE_VALUE.test(cookie.value)) {
-      const ref = SessionStore.refOf(cookie.value)
+      // The token's hash is kept with a remembered cookie: a repeat cookie costs no SHA-256 either.
+      cookie.derived ??= SessionStore.refOf(cookie.value)
+      const ref = cookie.derived as SessionRef
       try {
         const loaded = await store.load(ref)
         if (loaded) sessions.adopt(state, ref, loaded, cookie)
@@ -88,25 +109,7 @@ export function session(options: SessionOptions): SessionMiddleware {
       }
     }
     req.session = state.object
-    holdResponseUntilSaved(res, {
-      needsSave: () => sessions.needsSave(state),
-      save: async () => {
-        try {
-          await sessions.persist(state)
-          return true
-        } catch (error) {
-          state.phase = 'unavailable' // no cookie for what was not saved
-          if (config.onRedisError === 'anonymous') {
-            warn('express-redis-kit session: could not save the session; the response goes out without it', error)
-            return true
-          }
-          logError('express-redis-kit session: could not save the session; answering 503', error)
-          return false
-        }
-      },
-      applyCookie: () => sessions.applyCookie(res, state),
-      logError,
-    })
+    holdResponseUntilSaved(res, state)
     next()
   } as SessionMiddleware
 

@@ -13,8 +13,9 @@ import { Script } from '../shared/redis.js'
  *   s        last seen at (Redis ms)    -- drives the idle timeout, rolled on activity
  *   m        JSON of the `meta` fields, written once at creation (optional)
  *   d:<name> JSON of the top-level session property <name>
- * Its TTL is min(idle timeout, what is left of the absolute timeout), so Redis drops it when
- * it could no longer be used; the scripts also check both timestamps themselves.
+ * Its TTL is min(idle timeout, what is left of the absolute timeout), set by every write, so
+ * Redis drops it when it could no longer be used: a read is a plain HGETALL. The scripts that
+ * write also check both timestamps themselves.
  *
  * Per-user index (with `userKey`): a sorted set `<prefix>{<tag>}:user:<user id>` of the
  * user's session hashes h, scored by their absolute deadline, in the sessions' slot. A
@@ -22,31 +23,26 @@ import { Script } from '../shared/redis.js'
  */
 
 /**
- * Load. KEYS[1] the session. ARGV[1] idle timeout ms, ARGV[2] absolute timeout ms,
- * ARGV[3] rolling refresh interval ms (0 = no refresh).
- * Reply: nil when there is no usable session (an expired one is deleted), else
- * { now, field1, value1, field2, value2, ... } (HGETALL order).
- * A refresh is the only write, at most once per interval: `s` = now and a new TTL.
+ * Rolling refresh of a session that was read: `s` = now and a new TTL, only if the session
+ * still exists within both timeouts (a dead one is deleted). KEYS[1] the session.
+ * ARGV[1] idle timeout ms, ARGV[2] absolute timeout ms. Reply: now (Redis ms), or 0.
+ * A read itself is a plain HGETALL: the TTL (min(idle timeout, what is left of the absolute
+ * timeout), set by every write) makes Redis drop a session the moment it could no longer be
+ * used; the reader checks the timestamps too (see store.ts).
  */
-export const LOAD = new Script(`
-local idle, absolute, refreshEvery = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return nil end
+export const REFRESH = new Script(`
+local stored = redis.call('HMGET', KEYS[1], 'c', 's')
+local created, seen = tonumber(stored[1]), tonumber(stored[2])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local created, seen
-for i = 1, #fields, 2 do
-  if fields[i] == 'c' then created = tonumber(fields[i + 1]) elseif fields[i] == 's' then seen = tonumber(fields[i + 1]) end
-end
+local idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2])
 if not created or not seen or now - seen >= idle or now - created >= absolute then
   redis.call('DEL', KEYS[1])
-  return nil
+  return 0
 end
-if refreshEvery > 0 and now - seen >= refreshEvery then
-  redis.call('HSET', KEYS[1], 's', now)
-  redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
-end
-return { now, unpack(fields) }
+redis.call('HSET', KEYS[1], 's', now)
+redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
+return now
 `)
 
 /**

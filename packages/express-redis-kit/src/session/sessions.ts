@@ -86,14 +86,10 @@ export class Sessions {
 
   /** Makes `state` the session the request's cookie named, as loaded; false if its data is corrupt. */
   adopt(state: RequestSession, ref: SessionRef, loaded: LoadedSession, cookie: VerifiedCookie): boolean {
-    const data = new Map<string, unknown>()
-    for (const [name, json] of loaded.fields) {
-      try {
-        data.set(name, JSON.parse(json))
-      } catch {
-        this.warn('express-redis-kit session: a session holds data that is not valid JSON; treating it as no session')
-        return false
-      }
+    const data = parseFields(loaded.fields)
+    if (!data) {
+      this.warn('express-redis-kit session: a session holds data that is not valid JSON; treating it as no session')
+      return false
     }
     state.phase = 'stored'
     state.ref = ref
@@ -118,12 +114,17 @@ export class Sessions {
   /** Whether `persist` would write anything (synchronous, so that most responses are not held). */
   needsSave(state: RequestSession): boolean {
     if (state.phase === 'ended' || state.phase === 'unavailable') return false
-    const current = serializeData(state.object)
-    if (state.phase === 'new') return current.size > 0
-    if (state.touched || current.size !== state.snapshot.size) return true
-    if (this.userOf(state) !== state.indexedUser) return true
-    for (const [name, json] of current) if (state.snapshot.get(name) !== json) return true
-    return false
+    if (state.phase === 'new') return serializeData(state.object).size > 0
+    if (state.touched || this.userOf(state) !== state.indexedUser) return true
+    // The most common case, a read: compare field by field without building the new snapshot.
+    let fields = 0
+    for (const name in state.object) {
+      const value = (state.object as unknown as Record<string, unknown>)[name]
+      if (value === undefined || typeof value === 'function') continue
+      fields++
+      if (state.snapshot.get(name) !== JSON.stringify(value)) return true
+    }
+    return fields !== state.snapshot.size
   }
 
   /**
@@ -218,8 +219,8 @@ export class Sessions {
       clearData(state.object)
       return
     }
-    const data = new Map<string, unknown>()
-    for (const [name, json] of loaded.fields) data.set(name, JSON.parse(json))
+    const data = parseFields(loaded.fields)
+    if (!data) throw new Error('express-redis-kit session: the session holds data that is not valid JSON')
     state.snapshot = loaded.fields
     setData(state.object, data)
   }
@@ -247,6 +248,8 @@ export class Sessions {
   /** Sets or clears the session cookie on the response (before its head goes out). */
   applyCookie(res: Response, state: RequestSession): void {
     if (res.headersSent || state.phase === 'unavailable') return
+    const send = state.phase === 'stored' && state.sendCookie
+    if (!send && !(state.killedHere && state.phase !== 'stored')) return
     const { cookie } = this.config
     const attributes = {
       path: cookie.path,
@@ -256,13 +259,11 @@ export class Sessions {
       sameSite: cookie.sameSite,
       partitioned: cookie.partitioned,
     }
-    if (state.phase === 'stored' && state.sendCookie) {
+    if (send) {
       const { value, signed } = this.codec.encode(`${state.ref!.tag}.${state.ref!.token}`)
       res.cookie(this.config.name, value, { ...attributes, signed, maxAge: state.cookieMaxAge })
-    } else if (state.killedHere && state.phase !== 'stored') {
-      res.clearCookie(this.config.name, attributes)
     } else {
-      return
+      res.clearCookie(this.config.name, attributes)
     }
     res.setHeader('Cache-Control', 'no-store')
   }
@@ -357,6 +358,17 @@ function serializeData(object: Session): Map<string, string> {
     fields.set(name, JSON.stringify(value))
   }
   return fields
+}
+
+/** The data of stored fields, or undefined if one is not valid JSON. */
+function parseFields(fields: Map<string, string>): Map<string, unknown> | undefined {
+  const data = new Map<string, unknown>()
+  try {
+    for (const [name, json] of fields) data.set(name, JSON.parse(json))
+  } catch {
+    return undefined
+  }
+  return data
 }
 
 function clearData(object: Session): void {

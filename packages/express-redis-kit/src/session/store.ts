@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { encodeKeyPart, type RedisClient } from '../shared/redis.js'
-import { DESTROY, END_USER_SESSIONS, LIST_USER, LOAD, SAVE } from './scripts.js'
+import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
+import { DESTROY, END_USER_SESSIONS, LIST_USER, REFRESH, SAVE } from './scripts.js'
 
 /** A session's place in Redis, derived from its token (see scripts.ts for the data model). */
 export interface SessionRef {
@@ -10,12 +10,14 @@ export interface SessionRef {
   tag: string
   /** base64url(SHA-256(token)): what Redis knows of the session. */
   hash: string
+  /** Its Redis key, once computed (a remembered cookie's ref keeps it). */
+  key?: string
 }
 
 /** What the cookie holds: `<tag>.<token>`. */
 export const COOKIE_VALUE = /^[A-Za-z0-9_-]{11}\.[A-Za-z0-9_-]{43}$/
 
-/** A loaded session: its data fields (JSON), its times, Redis's clock. */
+/** A loaded session: its data fields (JSON), its times, and the time of the load (this host's clock). */
 export interface LoadedSession {
   /** JSON of each data field, by name. */
   fields: Map<string, string>
@@ -46,6 +48,8 @@ export interface Lifetimes {
 
 const DATA_FIELD = 'd:'
 
+const userTags = new Map<string, string>()
+
 /** The public handle of a session: the start of its hash (it cannot be turned back into the token). */
 export const handleOf = (hash: string): string => hash.slice(0, 22)
 
@@ -70,9 +74,15 @@ export class SessionStore {
     return createHash('sha256').update(token).digest('base64url')
   }
 
-  /** The tag of a user's sessions: the start of a hash of the user id. */
+  /** The tag of a user's sessions: the start of a hash of the user id (remembered for the users seen last). */
   static userTag(user: string): string {
-    return createHash('sha256').update(`user\n${user}`).digest('base64url').slice(0, 11)
+    let tag = userTags.get(user)
+    if (tag === undefined) {
+      tag = createHash('sha256').update(`user\n${user}`).digest('base64url').slice(0, 11)
+      if (userTags.size >= 10_000) userTags.clear()
+      userTags.set(user, tag)
+    }
+    return tag
   }
 
   static randomTag(): string {
@@ -85,34 +95,61 @@ export class SessionStore {
     return { tag: cookieValue.slice(0, 11), token, hash: SessionStore.hashOf(token) }
   }
 
-  private sessionKey(ref: { tag: string; hash: string }): string {
-    return `${this.prefix}{${ref.tag}}:${ref.hash}`
+  private sessionKey(ref: { tag: string; hash: string; key?: string }): string {
+    ref.key ??= `${this.prefix}{${ref.tag}}:${ref.hash}`
+    return ref.key
   }
 
   private indexKey(user: string): string {
     return `${this.prefix}{${SessionStore.userTag(user)}}:user:${encodeKeyPart(user)}`
   }
 
-  /** Reads a session; undefined when there is none (expired, destroyed, never stored). */
+  /**
+   * Reads a session (one HGETALL); undefined when there is none (expired, destroyed, never
+   * stored). Redis drops a session when its TTL runs out; its timestamps are checked here too,
+   * on Redis's clock as last seen in a reply (so that a session whose TTL was removed still
+   * dies). A session last seen `refreshEvery` ago or more is refreshed: `lastSeenAt` and its
+   * TTL restart (a second round trip, once per interval).
+   */
   async load(ref: SessionRef): Promise<LoadedSession | undefined> {
-    const { idle, absolute, refreshEvery } = this.lifetimes
-    const reply = (await LOAD.run(
-      this.client,
-      [this.sessionKey(ref)],
-      [String(idle), String(absolute), String(refreshEvery)],
-      this.timeoutMs,
-    )) as (string | number)[] | null
-    if (!reply) return undefined
+    const key = this.sessionKey(ref)
+    const stored = await runCommand(this.client, key, (redis) => redis.hGetAll(key), this.timeoutMs)
     const fields = new Map<string, string>()
     let createdAt = 0
+    let seenAt = 0
     let meta = ''
-    for (let i = 1; i < reply.length; i += 2) {
-      const field = String(reply[i])
-      if (field === 'c') createdAt = Number(reply[i + 1])
-      else if (field === 'm') meta = String(reply[i + 1])
-      else if (field.startsWith(DATA_FIELD)) fields.set(field.slice(DATA_FIELD.length), String(reply[i + 1]))
+    for (const field in stored) {
+      const value = stored[field] as string
+      if (field.startsWith(DATA_FIELD)) fields.set(field.slice(DATA_FIELD.length), value)
+      else if (field === 'c') createdAt = Number(value)
+      else if (field === 's') seenAt = Number(value)
+      else if (field === 'm') meta = value
     }
-    return { fields, meta, createdAt, now: Number(reply[0]) }
+    if (fields.size === 0 && createdAt === 0) return undefined
+    const { refreshEvery, idle, absolute } = this.lifetimes
+    let now = Date.now() + this.clockOffset
+    if (!(createdAt > 0 && seenAt > 0) || now - seenAt >= idle || now - createdAt >= absolute) {
+      await runCommand(this.client, key, (redis) => redis.del(key), this.timeoutMs)
+      return undefined
+    }
+    if (refreshEvery > 0 && now - seenAt >= refreshEvery) {
+      const refreshed = Number(await REFRESH.run(this.client, [key], [String(idle), String(absolute)], this.timeoutMs))
+      if (refreshed === 0) return undefined
+      now = this.sawRedisClock(refreshed)
+    }
+    return { fields, meta, createdAt, now }
+  }
+
+  /**
+   * How far Redis's clock is ahead of this host's (ms), as last seen in a script's reply:
+   * reads check timestamps without asking Redis for the time. (The TTL is what ends a
+   * session on time; this check only catches a session whose TTL was removed.)
+   */
+  private clockOffset = 0
+
+  private sawRedisClock(redisNow: number): number {
+    this.clockOffset = redisNow - Date.now()
+    return redisNow
   }
 
   /**
@@ -136,7 +173,13 @@ export class SessionStore {
       String(fields.size),
       ...pairs(fields),
     ]
-    return saveResult(await SAVE.run(this.client, keys, args, this.timeoutMs))
+    return this.saved(await SAVE.run(this.client, keys, args, this.timeoutMs))
+  }
+
+  private saved(reply: unknown): SaveResult {
+    const result = saveResult(reply)
+    if (result.saved) this.sawRedisClock(result.now)
+    return result
   }
 
   /**
@@ -163,7 +206,7 @@ export class SessionStore {
       ...pairs(changed),
       ...removed.map((name) => DATA_FIELD + name),
     ]
-    return saveResult(await SAVE.run(this.client, keys, args, this.timeoutMs))
+    return this.saved(await SAVE.run(this.client, keys, args, this.timeoutMs))
   }
 
   /** Ends a session (and takes it out of its user's index). */

@@ -23,6 +23,7 @@ export interface ScriptCapable {
   del(keys: string | string[]): Promise<number>
   zRem(key: string, members: string | string[]): Promise<number>
   hmGet(key: string, fields: string[]): Promise<(string | null)[]>
+  hGetAll(key: string): Promise<Record<string, string>>
   get(key: string): Promise<string | Buffer | null>
   incr(key: string): Promise<number>
   unlink(keys: string | string[]): Promise<number>
