@@ -43,9 +43,8 @@ export function session(options: SessionOptions): SessionMiddleware {
     { idle: config.idleTimeout, absolute: config.absoluteTimeout, refreshEvery: config.refreshEvery },
     config.timeoutMs,
   )
-  const sessions = new Sessions(config, store, new CookieCodec(config.name, config.secrets), warn)
-  const holdResponseUntilSaved = responseHolder<RequestSession>({
-    needsSave: (state) => sessions.needsSave(state),
+  const holdResponseUntilSaved: (res: Response, state: RequestSession) => void = responseHolder<RequestSession>({
+    needsSave: (state): boolean => sessions.needsSave(state),
     save: async (state) => {
       try {
         await sessions.persist(state)
@@ -63,6 +62,13 @@ export function session(options: SessionOptions): SessionMiddleware {
     applyCookie: (res, state) => sessions.applyCookie(res, state),
     logError,
   })
+  const sessions: Sessions = new Sessions(
+    config,
+    store,
+    new CookieCodec(config.name, config.secrets),
+    warn,
+    holdResponseUntilSaved,
+  )
 
   /** Redis failed while loading: per `onRedisError`, go on without a session, or answer 503. */
   function redisFailed(error: unknown, next: NextFunction): boolean {
@@ -92,7 +98,7 @@ export function session(options: SessionOptions): SessionMiddleware {
         ),
       )
     }
-    const state = sessions.fresh(req)
+    const state = sessions.fresh(req, res)
     const cookie = sessions.codec.read(req)
     // Only a correctly signed, well-formed cookie costs a Redis call.
     if (cookie && COOKIE_VALUE.test(cookie.value)) {
@@ -109,7 +115,6 @@ export function session(options: SessionOptions): SessionMiddleware {
       }
     }
     req.session = state.object
-    holdResponseUntilSaved(res, state)
     next()
   } as SessionMiddleware
 

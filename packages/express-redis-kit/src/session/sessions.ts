@@ -21,8 +21,14 @@ export interface RequestSession {
   phase: Phase
   /** The session's token, tag and hash; the token of a new session is drawn when first needed, its tag when stored. */
   ref: SessionRef | undefined
+  /** `req.session`: the proxy of {@link RequestSession.target}. */
   object: Session
+  /** The session object itself: what the middleware reads and writes (no traps). */
+  target: Session
   req: Request
+  res: Response
+  /** The response is held until the session is saved (see hold.ts): set once the session may have changed. */
+  held: boolean
   /** JSON of each data field as Redis holds it. */
   snapshot: Map<string, string>
   /** The user whose index holds this session. */
@@ -55,20 +61,55 @@ export const META_MAX_BYTES = 1024
  * its load and its save. The HTTP flow is in index.ts, Redis in store.ts.
  */
 export class Sessions {
+  /** The traps of every `req.session` proxy (see {@link Sessions.fresh}). */
+  private readonly traps: ProxyHandler<SessionObject>
+
   constructor(
     readonly config: SessionConfig,
     readonly store: SessionStore,
     readonly codec: CookieCodec,
     readonly warn: Warn,
-  ) {}
+    /** Holds a response until its session is saved. */
+    private readonly hold: (res: Response, state: RequestSession) => void,
+  ) {
+    const mayChange = (target: SessionObject) => this.mayChange(target[STATE].state)
+    this.traps = {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, target)
+        // A data field holding an object can be changed in place (cart.push(...)): hold the response.
+        if (typeof name === 'string' && typeof value === 'object' && value !== null && receiver) mayChange(target)
+        return value
+      },
+      set(target, name, value) {
+        mayChange(target)
+        return Reflect.set(target, name, value, target)
+      },
+      deleteProperty(target, name) {
+        mayChange(target)
+        return Reflect.deleteProperty(target, name)
+      },
+      defineProperty(target, name, descriptor) {
+        mayChange(target)
+        return Reflect.defineProperty(target, name, descriptor)
+      },
+    }
+  }
 
-  /** A new, empty session for a request (its token is drawn when first needed). */
-  fresh(req: Request): RequestSession {
+  /**
+   * A new, empty session for a request (its token is drawn when first needed). `req.session`
+   * is a proxy of it that holds the response only once the session may change (a field set
+   * or deleted, an object field read, a method that changes it): a request that only reads
+   * fields adds nothing to its response.
+   */
+  fresh(req: Request, res: Response): RequestSession {
     const state: RequestSession = {
       phase: 'new',
       ref: undefined,
       object: undefined as unknown as Session,
+      target: undefined as unknown as Session,
       req,
+      res,
+      held: false,
       snapshot: new Map(),
       indexedUser: undefined,
       meta: '',
@@ -80,8 +121,17 @@ export class Sessions {
       touched: false,
       loadFailed: false,
     }
-    state.object = new SessionObject(this, state) as unknown as Session
+    const target = new SessionObject(this, state)
+    state.target = target as unknown as Session
+    state.object = new Proxy(target, this.traps) as unknown as Session
     return state
+  }
+
+  /** The session may change in this request: hold the response until it is saved (once). */
+  mayChange(state: RequestSession): void {
+    if (state.held) return
+    state.held = true
+    this.hold(state.res, state)
   }
 
   /** Makes `state` the session the request's cookie named, as loaded; false if its data is corrupt. */
@@ -98,7 +148,7 @@ export class Sessions {
     state.createdAt = loaded.createdAt
     state.cookieMaxAge = this.cookieMaxAge(loaded.createdAt, loaded.now)
     state.cookie = cookie
-    setData(state.object, data)
+    setData(state.target, data)
     const user = this.userOf(state)
     state.indexedUser = user !== undefined && ref.tag === SessionStore.userTag(user) ? user : undefined
     return true
@@ -107,19 +157,19 @@ export class Sessions {
   userOf(state: RequestSession): string | undefined {
     const { userKey } = this.config
     if (!userKey) return undefined
-    const value = (state.object as unknown as Record<string, unknown>)[userKey]
+    const value = (state.target as unknown as Record<string, unknown>)[userKey]
     return value === undefined || value === null ? undefined : String(value)
   }
 
   /** Whether `persist` would write anything (synchronous, so that most responses are not held). */
   needsSave(state: RequestSession): boolean {
     if (state.phase === 'ended' || state.phase === 'unavailable') return false
-    if (state.phase === 'new') return serializeData(state.object).size > 0
+    if (state.phase === 'new') return serializeData(state.target).size > 0
     if (state.touched || this.userOf(state) !== state.indexedUser) return true
     // The most common case, a read: compare field by field without building the new snapshot.
     let fields = 0
-    for (const name in state.object) {
-      const value = (state.object as unknown as Record<string, unknown>)[name]
+    for (const name in state.target) {
+      const value = (state.target as unknown as Record<string, unknown>)[name]
       if (value === undefined || typeof value === 'function') continue
       fields++
       if (state.snapshot.get(name) !== JSON.stringify(value)) return true
@@ -134,7 +184,7 @@ export class Sessions {
    */
   async persist(state: RequestSession): Promise<void> {
     if (state.phase === 'ended' || state.phase === 'unavailable') return
-    const current = serializeData(state.object)
+    const current = serializeData(state.target)
     const user = this.userOf(state)
     let result: SaveResult
     if (state.phase === 'new' || (user !== undefined && state.ref!.tag !== SessionStore.userTag(user))) {
@@ -190,39 +240,42 @@ export class Sessions {
 
   async regenerate(state: RequestSession, keepData: boolean): Promise<void> {
     if (state.loadFailed) throw cannotEnd('regenerate')
+    this.mayChange(state)
     if (state.phase === 'stored') {
       await this.store.destroy(state.ref!, state.indexedUser)
       state.killedHere = true
     }
     this.startOver(state)
-    if (!keepData) clearData(state.object)
+    if (!keepData) clearData(state.target)
   }
 
   async destroy(state: RequestSession): Promise<void> {
     if (state.loadFailed) throw cannotEnd('destroy')
+    this.mayChange(state)
     if (state.phase === 'stored') {
       await this.store.destroy(state.ref!, state.indexedUser)
       state.killedHere = true
     }
     if (state.phase !== 'unavailable') state.phase = 'ended'
     state.sendCookie = false
-    clearData(state.object)
+    clearData(state.target)
   }
 
   async reload(state: RequestSession): Promise<void> {
     if (state.phase !== 'stored') return
+    this.mayChange(state)
     const loaded = await this.store.load(state.ref!)
     if (!loaded) {
       // Destroyed or expired meanwhile: go on as a new session under a new token, so that
       // nothing can bring the dead one back.
       this.startOver(state)
-      clearData(state.object)
+      clearData(state.target)
       return
     }
     const data = parseFields(loaded.fields)
     if (!data) throw new Error('express-redis-kit session: the session holds data that is not valid JSON')
     state.snapshot = loaded.fields
-    setData(state.object, data)
+    setData(state.target, data)
   }
 
   /** A new, not yet stored session under a new token. */
@@ -292,17 +345,19 @@ export class Sessions {
   }
 }
 
+/** Where a session object keeps its middleware and state: a symbol, so that it works through the proxy. */
+const STATE = Symbol('express-redis-kit.session.state')
+
 /**
- * `req.session`: the data as own enumerable properties; the methods, `handle` and the
- * SESSION_USER / SESSION_HAS_DATA marks on the prototype (non-enumerable, nothing to define per request).
+ * `req.session` (behind its proxy): the data as own enumerable properties; the methods,
+ * `handle` and the SESSION_USER / SESSION_HAS_DATA marks on the prototype (non-enumerable,
+ * nothing to define per request).
  */
 class SessionObject implements SessionMethods {
-  readonly #sessions: Sessions
-  readonly #state: RequestSession
+  declare readonly [STATE]: { sessions: Sessions; state: RequestSession }
 
   constructor(sessions: Sessions, state: RequestSession) {
-    this.#sessions = sessions
-    this.#state = state
+    Object.defineProperty(this, STATE, { value: { sessions, state } })
   }
 
   /** Removed: the token is never handed to the app. */
@@ -313,40 +368,48 @@ class SessionObject implements SessionMethods {
   }
 
   get handle(): string {
-    return handleOf(this.#sessions.refOf(this.#state).hash)
+    const { sessions, state } = this[STATE]
+    return handleOf(sessions.refOf(state).hash)
   }
 
   get [SESSION_USER](): string | undefined {
-    return this.#sessions.userOf(this.#state)
+    const { sessions, state } = this[STATE]
+    return sessions.userOf(state)
   }
 
   get [SESSION_HAS_DATA](): boolean {
-    for (const _ in this) return true
+    for (const _ in this[STATE].state.target) return true
     return false
   }
 
   get storeUnavailable(): boolean {
-    return this.#state.loadFailed
+    return this[STATE].state.loadFailed
   }
 
   regenerate({ keepData = false } = {}): Promise<void> {
-    return this.#sessions.regenerate(this.#state, keepData)
+    const { sessions, state } = this[STATE]
+    return sessions.regenerate(state, keepData)
   }
 
   destroy(): Promise<void> {
-    return this.#sessions.destroy(this.#state)
+    const { sessions, state } = this[STATE]
+    return sessions.destroy(state)
   }
 
   save(): Promise<void> {
-    return this.#sessions.persist(this.#state)
+    const { sessions, state } = this[STATE]
+    return sessions.persist(state)
   }
 
   reload(): Promise<void> {
-    return this.#sessions.reload(this.#state)
+    const { sessions, state } = this[STATE]
+    return sessions.reload(state)
   }
 
   async touch(): Promise<void> {
-    this.#state.touched = true
+    const { sessions, state } = this[STATE]
+    sessions.mayChange(state)
+    state.touched = true
   }
 }
 

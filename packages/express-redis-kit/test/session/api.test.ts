@@ -187,6 +187,43 @@ describe('session ids and the req.session API', () => {
       expect(fields).to.deep.equal(['c', 'd:empty', 'd:flag', 'd:when', 'd:zero', 's'])
     })
 
+    it('changes made in place (an array pushed to, a nested field set, through a variable) are saved', async () => {
+      const app = sessionApp(session({ client, prefix: uniquePrefix('sess-in-place') }), {
+        routes: (app) => {
+          app.post('/start', (req, res) => {
+            Object.assign(dataOf(req), { cart: ['a'], prefs: { theme: 'light', sizes: [1] } })
+            res.json({ ok: true })
+          })
+          app.post('/in-place', (req, res) => {
+            const { cart, prefs } = req.session as unknown as {
+              cart: string[]
+              prefs: { theme: string; sizes: number[] }
+            }
+            cart.push('b')
+            prefs.theme = 'dark'
+            prefs.sizes.push(2)
+            res.json({ ok: true })
+          })
+          app.post('/stream-then-change', (req, res) => {
+            res.write('started ')
+            ;(req.session as unknown as { cart: string[] }).cart.push('after the first byte')
+            res.end('and ended')
+          })
+        },
+      })
+      const agent = request.agent(app)
+      await agent.post('/start')
+      await agent.post('/in-place')
+      expect((await agent.get('/me')).body.data).to.deep.equal({
+        cart: ['a', 'b'],
+        prefs: { theme: 'dark', sizes: [1, 2] },
+      })
+      // The head went out before the change: an existing session still saves it (no new cookie is needed).
+      const streamed = await agent.post('/stream-then-change')
+      expect(streamed.text).to.equal('started and ended')
+      expect((await agent.get('/me')).body.data.cart).to.deep.equal(['a', 'b', 'after the first byte'])
+    })
+
     it('save() writes the session to Redis before the response, and sends the cookie with it', async () => {
       const prefix = uniquePrefix('sess-save')
       const app = sessionApp(session({ client, prefix }), {
