@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import apicache from 'apicache-plus'
 import express, { type Express, type RequestHandler, type Response } from 'express'
-import { cacheResponse, type RedisClient } from 'express-redis-kit'
+import { cacheResponse } from 'express-redis-kit'
 import type { Redis } from 'ioredis'
 import type { ServerRedis } from './serve.js'
 
@@ -117,7 +117,7 @@ export function buildApp(scenario: CacheScenario, redis: ScenarioRedis, prefix: 
 function cacheOf(scenario: CacheScenario, redis: ScenarioRedis, prefix: string): RequestHandler | undefined {
   if (scenario === 'erk-cache') {
     if (!redis.node) throw new Error(`${scenario} needs a node-redis client`)
-    return cacheResponse({ client: redis.node as unknown as RedisClient, ttl: '1h', prefix })
+    return cacheResponse({ client: redis.node, ttl: '1h', prefix })
   }
   if (isApicache(scenario)) {
     // Its keys get the prefix from ioredis's keyPrefix (set by cache-server.ts), which

@@ -1,7 +1,7 @@
 import { RedisStore } from 'connect-redis'
 import cookieParser from 'cookie-parser'
 import express, { type Express, type Request } from 'express'
-import { type RedisClient, type Session, session } from 'express-redis-kit'
+import { type Session, session } from 'express-redis-kit'
 import expressSession from 'express-session'
 import type { ServerRedis } from './serve.js'
 
@@ -78,14 +78,14 @@ export function buildApp(scenario: SessionScenario, client: ServerRedis | undefi
       })
       access = { regenerate: async () => {}, data: () => plain }
     } else if (scenario === 'erk-session') {
-      app.use(session({ client: client as unknown as RedisClient, prefix, secrets: SECRET }))
+      app.use(session({ client: client, prefix, secrets: SECRET }))
       access = {
         regenerate: (req) => sessionOf<Session>(req).regenerate(),
         data: (req) => sessionOf<BenchSession>(req),
       }
     } else if (scenario === 'erk-session-cookie-parser') {
       app.use(cookieParser(SECRET))
-      app.use(session({ client: client as unknown as RedisClient, prefix }))
+      app.use(session({ client: client, prefix }))
       access = {
         regenerate: (req) => sessionOf<Session>(req).regenerate(),
         data: (req) => sessionOf<BenchSession>(req),

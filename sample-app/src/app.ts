@@ -1,5 +1,5 @@
 import express from 'express'
-import { type Notifier, type RedisClient, rateLimit, session } from 'express-redis-kit'
+import { type Notifier, rateLimit, session } from 'express-redis-kit'
 import type { Config } from './config.js'
 import { errorHandler, notFound } from './errors.js'
 import type { EventStream } from './events.js'
@@ -8,13 +8,14 @@ import { tooMany } from './http.js'
 import { authRoutes } from './routes/auth.js'
 import { systemRoutes } from './routes/system.js'
 import { userRoutes } from './routes/users.js'
+import type { Redis } from './services.js'
 
 /** What the app needs from outside; the server builds them from the configuration, tests inject their own. */
 export interface AppDependencies {
   config: Config
   prisma: PrismaClient
   /** A node-redis client created with `disableOfflineQueue: true`, connected or connecting. */
-  redis: RedisClient
+  redis: Redis
   notifier: Notifier
   events: EventStream
   logger?: Pick<Console, 'warn' | 'error'>

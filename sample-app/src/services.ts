@@ -1,14 +1,25 @@
 import { PrismaPg } from '@prisma/adapter-pg'
-import { createNotifier, type Notifier, type RedisClient } from 'express-redis-kit'
+import { createNotifier, type Notifier } from 'express-redis-kit'
 import { createClient } from 'redis'
 import type { Config } from './config.js'
 import { EventStream } from './events.js'
 import { PrismaClient } from './generated/prisma/client.js'
 
 /** The app's connections, built from the configuration. */
+/**
+ * The app's Redis client (node-redis), not connected yet. Commands issued while it is
+ * disconnected fail at once instead of waiting in the offline queue.
+ */
+function newRedisClient(url: string) {
+  return createClient({ url, disableOfflineQueue: true })
+}
+
+/** The app's Redis connection: what the kit's middleware and the routes use. */
+export type Redis = ReturnType<typeof newRedisClient>
+
 export interface Services {
   prisma: PrismaClient
-  redis: RedisClient
+  redis: Redis
   notifier: Notifier
   events: EventStream
   /** Resolves once Redis is connected, or after `ms` if it is not (the app then starts without it). */
@@ -32,7 +43,7 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
       max: 10,
     }),
   })
-  const client = createClient({ url: config.redisUrl, disableOfflineQueue: true })
+  const client = newRedisClient(config.redisUrl)
   let lastError = ''
   client.on('error', (error: Error) => {
     // node-redis reconnects by itself; say so once per distinct error, not on every retry
@@ -43,7 +54,7 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
     lastError = ''
   })
   client.connect().catch(() => {}) // rejected only when closed before it connected
-  const redis = client as unknown as RedisClient
+  const redis = client
   let events: EventStream | undefined
   const notifier = createNotifier({
     client: redis,

@@ -1,11 +1,12 @@
 import { Router } from 'express'
-import { type RedisClient, rateLimit, type SessionMiddleware } from 'express-redis-kit'
+import { rateLimit, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
 import type { Config } from '../config.js'
 import { HttpError, unauthorized } from '../errors.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
 import { body, email, ownUser, requireUser, tooMany } from '../http.js'
 import { verifyAgainstDummy, verifyPassword } from '../passwords.js'
+import type { Redis } from '../services.js'
 
 const Login = z.object({ email, password: z.string().min(1).max(200) }).strict()
 
@@ -13,7 +14,7 @@ const Login = z.object({ email, password: z.string().min(1).max(200) }).strict()
 export function authRoutes(deps: {
   config: Config
   prisma: PrismaClient
-  redis: RedisClient
+  redis: Redis
   sessions: SessionMiddleware
   logger: Pick<Console, 'warn' | 'error'>
 }): Router {

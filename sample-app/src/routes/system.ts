@@ -1,8 +1,8 @@
 import { Router } from 'express'
-import type { RedisClient } from 'express-redis-kit'
 import { HttpError } from '../errors.js'
 import type { EventStream } from '../events.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
+import type { Redis } from '../services.js'
 
 /** Settles with whether `promise` resolved within `ms`. */
 async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
@@ -24,7 +24,7 @@ async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
 }
 
 /** GET /healthz (Redis and database status) and GET /events (Server-Sent Events of user events). */
-export function systemRoutes(deps: { prisma: PrismaClient; redis: RedisClient; events: EventStream }): Router {
+export function systemRoutes(deps: { prisma: PrismaClient; redis: Redis; events: EventStream }): Router {
   const { prisma, redis, events } = deps
   const router = Router()
 

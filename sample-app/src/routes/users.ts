@@ -1,18 +1,12 @@
 import { type Request, Router } from 'express'
-import {
-  cached,
-  cacheResponse,
-  invalidateTags,
-  type Notifier,
-  type RedisClient,
-  type SessionMiddleware,
-} from 'express-redis-kit'
+import { cached, cacheResponse, invalidateTags, type Notifier, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
 import { HttpError } from '../errors.js'
 import type { UserEventName } from '../events.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
 import { body, email, name, ownUser, password, publicUser, requireUser, uniqueEmail, userId } from '../http.js'
 import { hashPassword } from '../passwords.js'
+import type { Redis } from '../services.js'
 
 const SignUp = z.object({ email, name, password }).strict()
 const UserChanges = z
@@ -41,7 +35,7 @@ function ownAccount(req: Request): number {
  */
 export function userRoutes(deps: {
   prisma: PrismaClient
-  redis: RedisClient
+  redis: Redis
   notifier: Notifier
   sessions: SessionMiddleware
   cachePrefix: string

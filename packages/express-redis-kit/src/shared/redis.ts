@@ -1,14 +1,31 @@
 import { createHash } from 'node:crypto'
-import type { RedisClientType, RedisClusterType } from 'redis'
 import { RedisKitError } from './errors.js'
 
 /**
- * A connected node-redis client (`createClient()`) or Redis Cluster client
- * (`createCluster()`), node-redis 5 or 6. express-redis-kit never connects,
- * closes or reconfigures it.
+ * A connected node-redis client (`createClient()`) or Redis Cluster client (`createCluster()`),
+ * node-redis 5.0.1 or later (5 or 6). Typed by what express-redis-kit calls, so that every
+ * client and cluster fits whatever its modules, scripts, RESP version or type mapping.
+ * express-redis-kit never connects, closes or reconfigures it. ioredis is not supported.
  */
-// biome-ignore lint/suspicious/noExplicitAny: node-redis's generics vary with modules, functions, scripts and RESP.
-export type RedisClient = RedisClientType<any, any, any, any, any> | RedisClusterType<any, any, any, any, any>
+export interface RedisClient {
+  /** Whether commands can be sent now (on a cluster, some node is connected). */
+  readonly isReady: boolean
+  // biome-ignore-start lint/suspicious/noExplicitAny: node-redis's signatures vary with modules, scripts, RESP and type mapping.
+  evalSha(...args: any[]): Promise<unknown>
+  eval(...args: any[]): Promise<unknown>
+  get(...args: any[]): Promise<unknown>
+  incr(...args: any[]): Promise<unknown>
+  del(...args: any[]): Promise<unknown>
+  unlink(...args: any[]): Promise<unknown>
+  hGetAll(...args: any[]): Promise<unknown>
+  hmGet(...args: any[]): Promise<unknown>
+  zRem(...args: any[]): Promise<unknown>
+  /** A new connection with the same options (the notifier's subscriber and readers). */
+  duplicate(...args: any[]): unknown
+  /** The same client answering with other types (the cache reads bodies as Buffers). */
+  withTypeMapping(...args: any[]): unknown
+  // biome-ignore-end lint/suspicious/noExplicitAny: -
+}
 
 interface ScriptOptions {
   keys: string[]

@@ -1,16 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
-import {
-  type CachedOptions,
-  cached,
-  invalidateTags,
-  type RedisClient,
-  type Serializer,
-  typedJson,
-} from '../../src/index.js'
+import { type CachedOptions, cached, invalidateTags, type Serializer, typedJson } from '../../src/index.js'
 import { cachedEntryKey, eventually } from '../helpers/cache-app.js'
 import { recordingLogger } from '../helpers/outage.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 4: "cached(): read-through with the same stampede protection, tag invalidation and

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import request from 'supertest'
-import { type CacheResponseOptions, cacheResponse, type RedisClient } from '../../src/index.js'
+import { type CacheResponseOptions, cacheResponse } from '../../src/index.js'
 import { countingApp, eventually, xCache } from '../helpers/cache-app.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 4: "Add `X-Cache: HIT | MISS | STALE | BYPASS` and `Age`; generate a strong `ETag`

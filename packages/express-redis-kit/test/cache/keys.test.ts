@@ -1,8 +1,8 @@
 import { expect } from 'chai'
 import request from 'supertest'
-import { type CacheResponseOptions, cacheResponse, type RedisClient } from '../../src/index.js'
+import { type CacheResponseOptions, cacheResponse } from '../../src/index.js'
 import { countingApp, eventually, xCache } from '../helpers/cache-app.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 4: "Key on method, path and query (query parameters in a canonical order), plus the

@@ -2,9 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import type { Express, RequestHandler } from 'express'
 import request from 'supertest'
-import { type CacheResponseOptions, cacheResponse, type RedisClient, session } from '../../src/index.js'
+import { type CacheResponseOptions, cacheResponse, session } from '../../src/index.js'
 import { countingApp, type Runs, xCache } from '../helpers/cache-app.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import { dataOf, SessionClient, sessionApp } from '../helpers/session-app.js'
 
 /*

@@ -1,9 +1,9 @@
 import { expect } from 'chai'
 import request from 'supertest'
-import { type CacheResponseOptions, cacheResponse, type RedisClient } from '../../src/index.js'
+import { type CacheResponseOptions, cacheResponse } from '../../src/index.js'
 import { countingApp, responseEntryKey, untilStored, xCache } from '../helpers/cache-app.js'
 import { recordingLogger } from '../helpers/outage.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 4 and the house style: durations accept milliseconds or strings like '15m';

@@ -9,10 +9,10 @@ import cors from 'cors'
 import express, { type Express, type Request, type RequestHandler } from 'express'
 import helmet from 'helmet'
 import morgan from 'morgan'
-import { cached, cacheResponse, type RedisClient, rateLimit, session } from '../../src/index.js'
+import { cached, cacheResponse, rateLimit, session } from '../../src/index.js'
 import { eventually, gate, type RawResponse, rawRequest, responseEntryKey, untilStored } from '../helpers/cache-app.js'
 import { closeServer, listen } from '../helpers/outage.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import { dataOf } from '../helpers/session-app.js'
 
 /*

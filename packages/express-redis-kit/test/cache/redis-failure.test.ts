@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import { createCluster } from 'redis'
 import request from 'supertest'
-import { cached, cacheResponse, type RedisClient } from '../../src/index.js'
+import { cached, cacheResponse } from '../../src/index.js'
 import { clusterSlot } from '../../src/shared/redis.js'
 import { cachedEntryKey, countingApp, responseEntryKey, xCache } from '../helpers/cache-app.js'
 import {
@@ -23,6 +23,7 @@ import {
   type DisposableRedis,
   mode,
   pauseRedis,
+  type RedisClient,
   startDisposableCluster,
   startDisposableRedis,
   uniquePrefix,
@@ -85,7 +86,7 @@ describe(`cache when Redis fails (${mode} Redis)`, () => {
     beforeEach(async () => {
       redis = await startDisposableRedis()
       servers.push(redis)
-      client = (await connectTo(redis)) as unknown as RedisClient
+      client = await connectTo(redis)
     })
 
     afterEach(async () => {
@@ -316,7 +317,7 @@ describe(`cache when Redis fails (${mode} Redis)`, () => {
       const clusterClient = createCluster({ rootNodes: [{ url: `redis://127.0.0.1:${cluster.ports[0]}` }] })
       clusterClient.on('error', () => {})
       await clusterClient.connect()
-      client = clusterClient as unknown as RedisClient
+      client = clusterClient
     })
     afterEach(async () => {
       client.destroy()

@@ -3,7 +3,7 @@ import type { Server } from 'node:http'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { expect } from 'chai'
 import request from 'supertest'
-import { cacheResponse, type RedisClient } from '../../src/index.js'
+import { cacheResponse } from '../../src/index.js'
 import {
   binary,
   bodyBytes,
@@ -15,7 +15,7 @@ import {
   xCache,
 } from '../helpers/cache-app.js'
 import { closeServer, listen } from '../helpers/outage.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 4: "Bodies are stored binary-safe (Buffers, any content type, compressed or not);

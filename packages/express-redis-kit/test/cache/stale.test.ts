@@ -3,10 +3,10 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import express, { type NextFunction, type Request, type Response } from 'express'
 import request from 'supertest'
-import { type CacheResponseOptions, cacheResponse, type RedisClient } from '../../src/index.js'
+import { type CacheResponseOptions, cacheResponse } from '../../src/index.js'
 import { countingApp, rawRequest, stableHost, xCache } from '../helpers/cache-app.js'
 import { closeServer, listen } from '../helpers/outage.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 4: "`staleWhileRevalidate` (serve the stale entry and refresh it once in the

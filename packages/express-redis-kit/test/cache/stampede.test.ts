@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import request from 'supertest'
-import { cacheResponse, type RedisClient } from '../../src/index.js'
+import { cacheResponse } from '../../src/index.js'
 import { countingApp, lockKeyOf, responseEntryKey, xCache } from '../helpers/cache-app.js'
 import {
   type CacheWorker,
@@ -14,7 +14,7 @@ import {
   stopWorkers,
 } from '../helpers/cache-workers.js'
 import { closeServer, listen } from '../helpers/outage.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 4: "Stampede-proof across instances: when N requests (from any number of app

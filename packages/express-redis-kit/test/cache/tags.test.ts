@@ -1,10 +1,10 @@
 import type { Server } from 'node:http'
 import { expect } from 'chai'
 import request from 'supertest'
-import { type CacheResponseOptions, cached, cacheResponse, invalidateTags, type RedisClient } from '../../src/index.js'
+import { type CacheResponseOptions, cached, cacheResponse, invalidateTags } from '../../src/index.js'
 import { countingApp, gate, rawRequest, tagKeyOf, untilTagged, xCache } from '../helpers/cache-app.js'
 import { closeServer, listen } from '../helpers/outage.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 4: "Tags: `tags` as an array or `(req, res) => string[]`; `invalidateTags(tags)`

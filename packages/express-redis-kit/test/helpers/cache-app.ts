@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express'
 import type { Response as TestResponse } from 'supertest'
-import type { RedisClient } from '../../src/index.js'
+import type { RedisClient } from './redis.js'
 
 /*
  * Helpers of the cache's HTTP-level tests: a counting app, a raw HTTP client (supertest

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process'
 import { createClient } from 'redis'
-import type { EventHandler, EventMeta, RedisClient } from '../../src/index.js'
-import { mode, redisAddresses } from './redis.js'
+import type { EventHandler, EventMeta } from '../../src/index.js'
+import { mode, type RedisClient, redisAddresses } from './redis.js'
 
 /*
  * Helpers of the notifier tests (test/notifier): handlers that record what they get, raw

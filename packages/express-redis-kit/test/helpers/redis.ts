@@ -4,8 +4,18 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createClient, createCluster, type RedisClientOptions } from 'redis'
-import type { RedisClient } from '../../src/index.js'
+import { createClient, createCluster, type RedisClientType, type RedisClusterType } from 'redis'
+
+/**
+ * The clients the tests hold: node-redis clients and clusters, with every command typed (the
+ * package's own `RedisClient` type names only what it calls).
+ */
+export type RedisClient = SingleClient | RedisClusterType<NoModules, NoModules, NoModules, 3, NoModules>
+
+/** What createClient() and createCluster() are typed with when given no modules, scripts or type mapping. */
+// biome-ignore lint/complexity/noBannedTypes: node-redis's own type for "none".
+type NoModules = {}
+type SingleClient = RedisClientType<NoModules, NoModules, NoModules, 3, NoModules>
 
 /** The suite runs once against a single Redis and once against a Redis Cluster. */
 export const mode: 'single' | 'cluster' = process.env.REDIS_MODE === 'cluster' ? 'cluster' : 'single'
@@ -20,12 +30,12 @@ export async function connectRedis(): Promise<RedisClient> {
     const cluster = createCluster({ rootNodes: clusterNodes })
     cluster.on('error', () => {})
     await cluster.connect()
-    return cluster as unknown as RedisClient
+    return cluster
   }
   const client = createClient({ url: redisUrl })
   client.on('error', () => {})
   await client.connect()
-  return client as unknown as RedisClient
+  return client
 }
 
 /** Every address of the suite's Redis (one, or each cluster master). */
@@ -132,12 +142,12 @@ export async function startDisposableRedis(): Promise<DisposableRedis> {
  */
 export async function connectTo(
   redis: DisposableRedis,
-  options: Omit<RedisClientOptions, 'url'> = {},
-): Promise<ReturnType<typeof createClient>> {
+  options: { commandOptions?: { timeout?: number } } = {},
+): Promise<SingleClient> {
   const client = createClient({ url: redis.url, socket: { reconnectStrategy: () => 100 }, ...options })
   client.on('error', () => {})
   await client.connect()
-  return client as ReturnType<typeof createClient>
+  return client
 }
 
 function freePort(): Promise<number> {
@@ -219,7 +229,7 @@ export async function startDisposableCluster(): Promise<DisposableCluster> {
       const cluster = createCluster({ rootNodes: ports.map((port) => ({ url: `redis://127.0.0.1:${port}` })) })
       cluster.on('error', () => {})
       await cluster.connect()
-      return cluster as unknown as RedisClient
+      return cluster
     },
     async killMasterOf(key) {
       const slot = Number((await cli(['-p', String(ports[0]), 'cluster', 'keyslot', key])).trim())

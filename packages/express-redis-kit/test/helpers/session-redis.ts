@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createClient } from 'redis'
-import type { RedisClient } from '../../src/index.js'
-import { mode, startDisposableCluster, startDisposableRedis } from './redis.js'
+
+import { mode, type RedisClient, startDisposableCluster, startDisposableRedis } from './redis.js'
 
 export { sleep }
 
@@ -31,7 +31,7 @@ export async function startDisposableStore(): Promise<DisposableStore> {
       const client = createClient({ url: redis.url })
       client.on('error', () => {})
       await client.connect()
-      return client as unknown as RedisClient
+      return client
     },
     stop: () => redis.stop(),
   }

@@ -1,10 +1,17 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
-import { createNotifier, type Notifier, type RedisClient } from '../../src/index.js'
+import { createNotifier, type Notifier } from '../../src/index.js'
 import { clusterSlot } from '../../src/shared/redis.js'
 import { failureOf, inbox, redisCli, unhandledRejections } from '../helpers/notifier.js'
 import { recordingLogger, waitUntil } from '../helpers/outage.js'
-import { connectRedis, type DisposableCluster, mode, startDisposableCluster, uniquePrefix } from '../helpers/redis.js'
+import {
+  connectRedis,
+  type DisposableCluster,
+  mode,
+  type RedisClient,
+  startDisposableCluster,
+  uniquePrefix,
+} from '../helpers/redis.js'
 
 /*
  * On a Redis Cluster, pub/sub is sharded (SSUBSCRIBE/SPUBLISH on the master of the

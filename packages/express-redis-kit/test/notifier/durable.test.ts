@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
-import { createNotifier, type Notifier, type NotifierOptions, type RedisClient } from '../../src/index.js'
+import { createNotifier, type Notifier, type NotifierOptions } from '../../src/index.js'
 import { type Delivery, inbox, parseUser, unhandledRejections } from '../helpers/notifier.js'
 import { recordingLogger, waitUntil } from '../helpers/outage.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * mode 'durable': Redis Streams and consumer groups, at-least-once. Each group gets every

@@ -1,8 +1,8 @@
 import { expect } from 'chai'
-import { createNotifier, type Notifier, type NotifierOptions, type RedisClient } from '../../src/index.js'
+import { createNotifier, type Notifier, type NotifierOptions } from '../../src/index.js'
 import { failureOf, inbox } from '../helpers/notifier.js'
 import { waitUntil } from '../helpers/outage.js'
-import { connectRedis, mode as redisMode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, mode as redisMode, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * createNotifier's input checks: a bad option or channel name is a TypeError (code

@@ -1,7 +1,7 @@
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
-import { createNotifier, type Notifier, type RedisClient } from '../../src/index.js'
+import { createNotifier, type Notifier } from '../../src/index.js'
 import {
   type NotifierWorker,
   type NotifierWorkerConfig,
@@ -10,7 +10,7 @@ import {
   type WorkerReceipt,
 } from '../helpers/notifier-workers.js'
 import { waitUntil } from '../helpers/outage.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Several processes, each with its own Redis connection and notifier (notifier-worker.ts),

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import { createClient, createCluster } from 'redis'
-import { createNotifier, type Notifier, type NotifierOptions, type RedisClient } from '../../src/index.js'
+import { createNotifier, type Notifier, type NotifierOptions } from '../../src/index.js'
 import {
   clientList,
   connectionIds,
@@ -16,7 +16,15 @@ import {
   unhandledRejections,
 } from '../helpers/notifier.js'
 import { recordingLogger, waitUntil } from '../helpers/outage.js'
-import { clusterNodes, connectRedis, mode, redisAddresses, redisUrl, uniquePrefix } from '../helpers/redis.js'
+import {
+  clusterNodes,
+  connectRedis,
+  mode,
+  type RedisClient,
+  redisAddresses,
+  redisUrl,
+  uniquePrefix,
+} from '../helpers/redis.js'
 
 /*
  * mode 'pubsub': at-most-once broadcast over Redis pub/sub (sharded pub/sub on a Cluster)
@@ -456,10 +464,10 @@ async function connectNamed(name: string): Promise<RedisClient> {
     const cluster = createCluster({ rootNodes: clusterNodes, defaults: { name } })
     cluster.on('error', () => {})
     await cluster.connect()
-    return cluster as unknown as RedisClient
+    return cluster
   }
   const single = createClient({ url: redisUrl, name })
   single.on('error', () => {})
   await single.connect()
-  return single as unknown as RedisClient
+  return single
 }

@@ -1,11 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
-import { createNotifier, type Notifier, type NotifierOptions, type RedisClient } from '../../src/index.js'
+import { createNotifier, type Notifier, type NotifierOptions } from '../../src/index.js'
 import { failureOf, inbox, unhandledRejections } from '../helpers/notifier.js'
 import { recordingLogger, startRedisOnPort, waitUntil } from '../helpers/outage.js'
 import {
   connectTo,
   type DisposableRedis,
+  type RedisClient,
   mode as redisMode,
   startDisposableRedis,
   uniquePrefix,
@@ -53,7 +54,7 @@ describe(`notifier when Redis fails (${redisMode} suite, disposable Redis)`, () 
   beforeEach(async () => {
     redis = await startDisposableRedis()
     servers.push(redis)
-    client = (await connectTo(redis)) as unknown as RedisClient
+    client = await connectTo(redis)
   })
 
   afterEach(async () => {
@@ -156,7 +157,7 @@ describe(`notifier when Redis fails (${redisMode} suite, disposable Redis)`, () 
         const patient = await connectTo(redis, { commandOptions: { timeout: 0 } })
         try {
           const events = createNotifier({
-            client: patient as unknown as RedisClient,
+            client: patient,
             prefix: uniquePrefix('notifier-patient'),
             mode,
             logger: recordingLogger(),

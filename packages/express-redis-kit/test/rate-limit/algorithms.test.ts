@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import request from 'supertest'
-import { type RateLimitInfo, type RateLimitOptions, type RedisClient, rateLimit } from '../../src/index.js'
+import { type RateLimitInfo, type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import {
   ALGORITHMS,
@@ -11,7 +11,7 @@ import {
   sleepUntil,
   timedGet,
 } from '../helpers/rate-limit.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: each algorithm admits exactly `limit`, a rejected request consumes nothing,

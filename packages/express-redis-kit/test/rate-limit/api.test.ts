@@ -1,10 +1,10 @@
 import { expect } from 'chai'
 import express from 'express'
 import request from 'supertest'
-import { type RateLimitOptions, type RedisClient, rateLimit } from '../../src/index.js'
+import { type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { ALGORITHMS } from '../helpers/rate-limit.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: `req.rateLimit = { limit, used, remaining, resetTime, key }` (under

@@ -1,6 +1,6 @@
 import { expect } from 'chai'
-import type { Algorithm, Duration, RedisClient } from '../../src/index.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import type { Algorithm, Duration } from '../../src/index.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import {
   countStatuses,
   fireAtOnce,

@@ -1,11 +1,11 @@
 import { expect } from 'chai'
 import { rateLimit as expressRateLimit } from 'express-rate-limit'
 import request from 'supertest'
-import { type RateLimitOptions, type RedisClient, rateLimit } from '../../src/index.js'
+import { type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { recordingLogger } from '../helpers/outage.js'
 import { ALGORITHMS, partitionKey } from '../helpers/rate-limit.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: header names, formats and values exactly those of express-rate-limit 8 for

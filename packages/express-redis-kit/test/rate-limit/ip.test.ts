@@ -1,8 +1,8 @@
 import { expect } from 'chai'
 import request from 'supertest'
-import { ipKeyGenerator, type RateLimitOptions, type RedisClient, rateLimit } from '../../src/index.js'
+import { ipKeyGenerator, type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: the default keyGenerator is the client IP, IPv4-mapped IPv6 unwrapped to IPv4

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto'
 import { expect } from 'chai'
 import request from 'supertest'
-import { type RedisClient, rateLimit } from '../../src/index.js'
+import { rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { recordingLogger } from '../helpers/outage.js'
 import { ALGORITHMS, expectedRedisKey, settle } from '../helpers/rate-limit.js'
-import { connectRedis, mode, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: one key per client, `<prefix>{<client key>}`, with the client key kept as is

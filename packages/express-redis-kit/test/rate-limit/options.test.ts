@@ -1,10 +1,10 @@
 import { expect } from 'chai'
 import request from 'supertest'
-import { type RateLimitOptions, type RedisClient, rateLimit } from '../../src/index.js'
+import { type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { recordingLogger } from '../helpers/outage.js'
 import { ALGORITHMS, expectedRedisKey, usedBy } from '../helpers/rate-limit.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: `windowMs`, `limit`, `cost`, `keyGenerator` and validation. Invalid options

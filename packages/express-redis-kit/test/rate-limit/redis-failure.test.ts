@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import { createClient, createCluster } from 'redis'
 import request from 'supertest'
-import { type RedisClient, rateLimit } from '../../src/index.js'
+import { rateLimit } from '../../src/index.js'
 import { clusterSlot } from '../../src/shared/redis.js'
 import { appWith } from '../helpers/app.js'
 import {
@@ -23,6 +23,7 @@ import {
   type DisposableRedis,
   mode,
   pauseRedis,
+  type RedisClient,
   redisUrl,
   startDisposableCluster,
   startDisposableRedis,
@@ -94,7 +95,7 @@ describe(`rateLimit when Redis fails (${mode} Redis)`, () => {
       describe('Redis stopped (disposable redis-server killed)', () => {
         const servers: DisposableRedis[] = []
         let redis: DisposableRedis
-        let client: ReturnType<typeof createClient>
+        let client: Awaited<ReturnType<typeof connectTo>>
         let server: Server | undefined
 
         beforeEach(async () => {
@@ -113,7 +114,7 @@ describe(`rateLimit when Redis fails (${mode} Redis)`, () => {
         const limiter = (options: { timeoutMs?: number; limit?: number } = {}) => {
           const logger = recordingLogger()
           const middleware = rateLimit({
-            client: client as unknown as RedisClient,
+            client,
             limit: options.limit ?? 1_000,
             windowMs: '1h',
             prefix: uniquePrefix(`down-${policy}`),
@@ -201,9 +202,8 @@ describe(`rateLimit when Redis fails (${mode} Redis)`, () => {
           )
 
         it('a client that was never connected: handled per policy at once', async () => {
-          const never = (mode === 'cluster'
-            ? createCluster({ rootNodes: clusterNodes })
-            : createClient({ url: redisUrl })) as unknown as RedisClient
+          const never =
+            mode === 'cluster' ? createCluster({ rootNodes: clusterNodes }) : createClient({ url: redisUrl })
           never.on('error', () => {})
           expect(never.isReady).to.equal(false)
           const { res, ms } = await timedGet(appFor(never))
@@ -299,7 +299,7 @@ describe(`rateLimit when Redis fails (${mode} Redis)`, () => {
       const clusterClient = createCluster({ rootNodes: [{ url: `redis://127.0.0.1:${cluster.ports[0]}` }] })
       clusterClient.on('error', () => {})
       await clusterClient.connect()
-      client = clusterClient as unknown as RedisClient
+      client = clusterClient
     })
     afterEach(async () => {
       ;(client as unknown as { destroy(): void }).destroy()

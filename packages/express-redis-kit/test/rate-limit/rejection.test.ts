@@ -1,10 +1,10 @@
 import { expect } from 'chai'
 import type { Request } from 'express'
 import request from 'supertest'
-import { type RateLimitInfo, type RateLimitOptions, type RedisClient, rateLimit } from '../../src/index.js'
+import { type RateLimitInfo, type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { DEFAULT_MESSAGE } from '../helpers/rate-limit.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: `statusCode` (429), `message` (string, object or function) and

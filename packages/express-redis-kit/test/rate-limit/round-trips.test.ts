@@ -1,9 +1,9 @@
 import { expect } from 'chai'
 import request from 'supertest'
-import { type RedisClient, rateLimit } from '../../src/index.js'
+import { rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { ALGORITHMS, commandCalls, onEveryNode } from '../helpers/rate-limit.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: one Redis round trip per request, one EVALSHA, with EVAL only after a NOSCRIPT

@@ -1,10 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import request from 'supertest'
-import { type RateLimitOptions, type RedisClient, rateLimit } from '../../src/index.js'
+import { type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { ALGORITHMS, settle, usedBy } from '../helpers/rate-limit.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: `skip(req, res)`; `skipSuccessfulRequests`, `skipFailedRequests` and

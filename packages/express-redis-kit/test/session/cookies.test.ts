@@ -1,8 +1,8 @@
 import { expect } from 'chai'
 import cookieParser from 'cookie-parser'
 import request from 'supertest'
-import { type RedisClient, session } from '../../src/index.js'
-import { uniquePrefix } from '../helpers/redis.js'
+import { session } from '../../src/index.js'
+import { type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import {
   neverIssuedId,
   type SetCookie,

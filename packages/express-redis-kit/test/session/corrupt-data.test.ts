@@ -1,7 +1,7 @@
 import { expect } from 'chai'
 import request from 'supertest'
-import { type RedisClient, session } from '../../src/index.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { session } from '../../src/index.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import { SessionClient, sessionApp, sessionIdOf, sessionKey, signedCookieHeader } from '../helpers/session-app.js'
 import { recordingLogger } from '../helpers/session-redis.js'
 

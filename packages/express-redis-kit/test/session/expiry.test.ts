@@ -1,6 +1,6 @@
 import { expect } from 'chai'
-import { type RedisClient, session } from '../../src/index.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { session } from '../../src/index.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import { SessionClient, sessionApp, sessionIdOf, sessionKey, setCookieOf } from '../helpers/session-app.js'
 import { sleep } from '../helpers/session-redis.js'
 

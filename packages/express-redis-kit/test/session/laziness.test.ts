@@ -1,8 +1,8 @@
 import { expect } from 'chai'
 import type { Express } from 'express'
 import request from 'supertest'
-import { type RedisClient, session } from '../../src/index.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { session } from '../../src/index.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import {
   SessionClient,
   sessionApp,

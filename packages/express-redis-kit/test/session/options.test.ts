@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
 import { expect } from 'chai'
 import request from 'supertest'
-import { type RedisClient, type SessionOptions, session } from '../../src/index.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { type SessionOptions, session } from '../../src/index.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import {
   sessionApp,
   sessionIdOf,

@@ -1,8 +1,8 @@
 import { expect } from 'chai'
 import type { Request } from 'express'
 import request from 'supertest'
-import { type RedisClient, session } from '../../src/index.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { session } from '../../src/index.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import { checkpoint, SessionClient, sessionApp, sessionIdOf, sessionKey, userIndexKey } from '../helpers/session-app.js'
 import { sleep } from '../helpers/session-redis.js'
 

@@ -1,7 +1,7 @@
 import { expect } from 'chai'
 import type { Express } from 'express'
-import { type RedisClient, type SessionOptions, session } from '../../src/index.js'
-import { connectRedis, pauseRedis, uniquePrefix } from '../helpers/redis.js'
+import { type SessionOptions, session } from '../../src/index.js'
+import { connectRedis, pauseRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import { SessionClient, sessionApp, sessionIdOf, setCookieOf } from '../helpers/session-app.js'
 import {
   type DisposableStore,

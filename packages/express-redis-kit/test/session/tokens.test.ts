@@ -1,9 +1,9 @@
 import { expect } from 'chai'
 import express, { type Express } from 'express'
 import request from 'supertest'
-import { type RedisClient, type SessionMiddleware, session } from '../../src/index.js'
+import { type SessionMiddleware, session } from '../../src/index.js'
 import { stableHost } from '../helpers/cache-app.js'
-import { connectRedis, dumpKeys, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, dumpKeys, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import {
   dataOf,
   SessionClient,

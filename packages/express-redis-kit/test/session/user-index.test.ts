@@ -1,8 +1,8 @@
 import { expect } from 'chai'
 import request from 'supertest'
-import { type RedisClient, type SessionOptions, session } from '../../src/index.js'
+import { type SessionOptions, session } from '../../src/index.js'
 import { recordingLogger } from '../helpers/outage.js'
-import { connectRedis, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import {
   dataOf,
   handleOfCookie,
