@@ -2,7 +2,8 @@
 # Runs every check and test. Installs what it needs (pnpm, dependencies), starts what is
 # not running (Redis on 127.0.0.1:6379, a 3-master Redis Cluster on 7000-7002, which it
 # tears down afterwards), then runs the package's suite twice (single Redis, then Cluster)
-# and the sample app's suite. Ends with one line: "N passed, N failed".
+# the sample app's suite, and the consumer matrix (the packed package in fresh projects; it
+# needs the npm registry). Ends with one line: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -29,8 +30,14 @@ gate() {
 # Runs a mocha suite, shows its output, adds its counts; a suite that crashes counts as a failure.
 suite() {
   local name=$1 dir=$2; shift 2
+  counted "$name" "$dir" env "$@" pnpm exec mocha --reporter spec
+}
+
+# Runs a command that reports mocha-style "N passing" / "N failing" lines, and adds its counts.
+counted() {
+  local name=$1 dir=$2; shift 2
   echo "› $name"
-  (cd "$dir" && env "$@" pnpm exec mocha --reporter spec) 2>&1 | tee "$log"
+  (cd "$dir" && "$@") 2>&1 | tee "$log"
   local status=${PIPESTATUS[0]}
   local ok bad
   ok=$(grep -Eo '^ *[0-9]+ passing' "$log" | grep -Eo '[0-9]+' | tail -1)
@@ -51,6 +58,9 @@ suite "express-redis-kit on a Redis Cluster" packages/express-redis-kit REDIS_MO
 if [ -d sample-app/test ]; then
   suite "sample app" sample-app
 fi
+# The packed package in fresh projects (ESM, CommonJS, TypeScript; express and redis at the floor
+# and latest of their ranges; single Redis and Cluster), publint, arethetypeswrong. Needs the npm registry.
+counted "consumer matrix" packages/express-redis-kit node consumers/run.mjs
 
 rm -f "$log"
 echo

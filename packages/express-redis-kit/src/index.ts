@@ -41,6 +41,6 @@ export {
   type UserSessionInfo,
 } from './session/index.js'
 export type { Duration } from './shared/duration.js'
-export { type ErrorCode, OptionError, RedisKitError } from './shared/errors.js'
+export { ArgumentError, type ErrorCode, OptionError, RedisKitError } from './shared/errors.js'
 export type { Logger } from './shared/logger.js'
 export type { RedisClient } from './shared/redis.js'

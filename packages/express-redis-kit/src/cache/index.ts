@@ -1,4 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { describe, RedisKitError } from '../shared/errors.js'
 import { SESSION_HAS_DATA, SESSION_USER, sessionMarks } from '../shared/session-marks.js'
 import { captureResponse } from './capture.js'
 import { type CachedResponse, decodeEntry, encodeEntry } from './entry.js'
@@ -120,7 +121,10 @@ function keyParts(req: Request, config: ResponseConfig): string[] {
   if (config.key) {
     const key = config.key(req)
     if (typeof key !== 'string')
-      throw new TypeError('express-redis-kit cacheResponse: the key option must return a string')
+      throw new RedisKitError(
+        'ERK_INVALID_CALLBACK_RESULT',
+        `express-redis-kit cacheResponse: the key option must return a string; it returned ${describe(key)}`,
+      )
     parts = ['response', 'key', key]
   } else {
     parts = ['response', 'url', ...defaultKeyParts(req)]

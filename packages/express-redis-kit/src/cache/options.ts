@@ -1,8 +1,15 @@
 import type { Request, Response } from 'express'
 import { type Duration, parseDuration } from '../shared/duration.js'
 import { type Logger, throttledLogger, type Warn } from '../shared/logger.js'
-import { check, parseLogger, parsePrefix, parseTimeoutMs, rejectUnknownOptions } from '../shared/options.js'
-import { isRedisClient, type RedisClient } from '../shared/redis.js'
+import {
+  check,
+  parseClient,
+  parseLogger,
+  parsePrefix,
+  parseTimeoutMs,
+  rejectUnknownOptions,
+} from '../shared/options.js'
+import type { RedisClient } from '../shared/redis.js'
 import { CacheStore, type Lifetimes } from './store.js'
 
 export { check }
@@ -72,7 +79,7 @@ const optionalDuration = (value: unknown, option: string): number =>
 
 /** Validates the shared options; one CacheStore per client and settings is reused. */
 export function parseCommonOptions(client: RedisClient, options: CacheCommonOptions): CommonConfig {
-  check(isRedisClient(client), 'client', 'a node-redis client or cluster', client)
+  parseClient(client)
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
   const ttl = parseDuration(options.ttl ?? '5m', 'ttl')
   const staleWhileRevalidate = optionalDuration(options.staleWhileRevalidate, 'staleWhileRevalidate')

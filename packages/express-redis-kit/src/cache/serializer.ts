@@ -192,7 +192,11 @@ function untag(value: unknown): unknown {
       return new Set((record.v as unknown[]).map(untag))
     case 'binary': {
       const make = Object.hasOwn(BINARY, record.c as string) ? BINARY[record.c as string] : undefined
-      if (!make) throw new TypeError(`express-redis-kit cached: unknown binary type ${String(record.c)}`)
+      if (!make)
+        throw new RedisKitError(
+          'ERK_UNSERIALIZABLE',
+          'express-redis-kit cached: a stored value has an unknown binary type',
+        )
       return make(Buffer.from(record.v as string, 'base64'))
     }
     case 'Error': {

@@ -2,8 +2,15 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { type Duration, parseDuration } from '../shared/duration.js'
 import type { Logger } from '../shared/logger.js'
-import { check, parseLogger, parsePrefix, parseTimeoutMs, rejectUnknownOptions } from '../shared/options.js'
-import { isRedisClient, type RedisClient } from '../shared/redis.js'
+import {
+  check,
+  parseClient,
+  parseLogger,
+  parsePrefix,
+  parseTimeoutMs,
+  rejectUnknownOptions,
+} from '../shared/options.js'
+import type { RedisClient } from '../shared/redis.js'
 
 /** Options of {@link createNotifier}. */
 export interface NotifierOptions {
@@ -133,7 +140,7 @@ function positiveInteger(value: unknown, fallback: number, option: string): numb
 export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOptions {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
   rejectUnknownOptions(options, KNOWN_OPTIONS)
-  check(isRedisClient(options.client), 'client', 'a connected node-redis client or cluster', options.client)
+  parseClient(options.client)
   const mode = options.mode ?? 'pubsub'
   check(mode === 'pubsub' || mode === 'durable', 'mode', "'pubsub' or 'durable'", mode)
   check(

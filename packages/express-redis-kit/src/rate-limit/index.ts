@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
-import { describe, RedisKitError } from '../shared/errors.js'
+import { ArgumentError, describe, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
 import {
@@ -222,16 +222,19 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   }
 
   middleware.resetKey = async (key: string) => {
-    check('key', key, isNonEmptyString, 'a non-empty string')
+    check('key', key, isNonEmptyString, 'a non-empty string', 'resetKey')
     await runCommand(client, redisKey(key), (redis) => redis.del(redisKey(key)), timeoutMs)
   }
 
   middleware.getKey = async (key: string, limit?: number) => {
-    check('key', key, isNonEmptyString, 'a non-empty string')
+    check('key', key, isNonEmptyString, 'a non-empty string', 'getKey')
     const known = limit ?? (typeof config.limit === 'number' ? config.limit : undefined)
     if (known === undefined && algorithm === 'token-bucket') {
-      throw new TypeError(
-        "express-redis-kit rateLimit: getKey(key, limit) needs `limit` when the limit option is a function and the algorithm is 'token-bucket'",
+      throw new ArgumentError(
+        'getKey',
+        'limit',
+        "a number when the limit option is a function and the algorithm is 'token-bucket'",
+        limit,
       )
     }
     const reply = (await scripts.decide.run(
@@ -272,9 +275,14 @@ const POLICY_NAME = 'a non-empty string without quotes, backslashes or control c
 const isPolicyName = (value: unknown): value is string => isNonEmptyString(value) && !/["\\\x00-\x1f\x7f]/.test(value)
 const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0
 
-function check<T>(name: string, value: unknown, valid: (value: unknown) => value is T, expected: string): T {
-  if (!valid(value))
-    throw new TypeError(`express-redis-kit rateLimit: ${name} must be ${expected}; received ${describe(value)}`)
+function check<T>(
+  name: string,
+  value: unknown,
+  valid: (value: unknown) => value is T,
+  expected: string,
+  method: string,
+): T {
+  if (!valid(value)) throw new ArgumentError(method, name, expected, value)
   return value
 }
 

@@ -1,8 +1,16 @@
 import type { NextFunction, Request, Response } from 'express'
 import { type Duration, parseDuration } from '../shared/duration.js'
+import { RedisKitError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
-import { check, parseLogger, parsePrefix, parseTimeoutMs, rejectUnknownOptions } from '../shared/options.js'
-import { isRedisClient, type RedisClient } from '../shared/redis.js'
+import {
+  check,
+  parseClient,
+  parseLogger,
+  parsePrefix,
+  parseTimeoutMs,
+  rejectUnknownOptions,
+} from '../shared/options.js'
+import type { RedisClient } from '../shared/redis.js'
 import { defaultPolicyName, type StandardHeaders } from './headers.js'
 import { ipKeyGenerator } from './ip-key.js'
 import { ALGORITHMS, type Algorithm } from './scripts.js'
@@ -233,12 +241,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   rejectUnknownOptions(options, KNOWN_OPTIONS, RENAMED)
   const raw = options as unknown as Record<string, unknown>
 
-  check(
-    isRedisClient(options.client),
-    'client',
-    'a node-redis client or cluster (createClient() / createCluster())',
-    options.client,
-  )
+  parseClient(options.client)
 
   const limit = options.limit ?? 100
   check(
@@ -353,7 +356,11 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
 function defaultKeyGenerator(ipv6Subnet: number | false): (req: Request) => string {
   return function clientIp(req) {
     const ip = req.ip ?? req.socket?.remoteAddress
-    if (!ip) throw new TypeError('the client IP is unknown (req.ip is undefined); pass a keyGenerator')
+    if (!ip)
+      throw new RedisKitError(
+        'ERK_MISCONFIGURED',
+        'express-redis-kit rateLimit: the client IP is unknown (req.ip is undefined); pass a keyGenerator',
+      )
     return ipKeyGenerator(ip, ipv6Subnet)
   }
 }

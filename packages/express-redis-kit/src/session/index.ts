@@ -1,7 +1,6 @@
 import type { NextFunction, Request, Response } from 'express'
-import { RedisKitError } from '../shared/errors.js'
+import { ArgumentError, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
-import { check } from '../shared/options.js'
 import { CookieCodec } from './cookie.js'
 import { responseHolder } from './hold.js'
 import { parseSessionOptions, type SessionOptions } from './options.js'
@@ -120,7 +119,10 @@ export function session(options: SessionOptions): SessionMiddleware {
 
   const userOf = (userId: string | number): string => {
     if (!config.userKey)
-      throw new TypeError('express-redis-kit session: set the `userKey` option to use the per-user index')
+      throw new RedisKitError(
+        'ERK_MISCONFIGURED',
+        'express-redis-kit session: set the `userKey` option to use the per-user index',
+      )
     return String(userId)
   }
 
@@ -138,18 +140,15 @@ export function session(options: SessionOptions): SessionMiddleware {
 
   middleware.destroyUserSession = async (userId, handle) => {
     const user = userOf(userId)
-    check(typeof handle === 'string' && HANDLE.test(handle), 'handle', 'a session handle (req.session.handle)', handle)
+    if (typeof handle !== 'string' || !HANDLE.test(handle))
+      throw new ArgumentError('destroyUserSession', 'handle', 'a session handle (req.session.handle)', handle)
     return (await store.endUserSessions(user, 'one', handle)) > 0
   }
 
   middleware.destroyUserSessions = async (userId, { except } = {}) => {
     const user = userOf(userId)
-    check(
-      except === undefined || (typeof except === 'string' && HANDLE.test(except)),
-      'except',
-      'a session handle (req.session.handle)',
-      except,
-    )
+    if (except !== undefined && (typeof except !== 'string' || !HANDLE.test(except)))
+      throw new ArgumentError('destroyUserSessions', 'except', 'a session handle (req.session.handle)', except)
     return store.endUserSessions(user, 'all', except ?? '')
   }
 

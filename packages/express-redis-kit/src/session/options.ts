@@ -1,8 +1,15 @@
 import type { Request } from 'express'
 import { type Duration, parseDuration } from '../shared/duration.js'
 import type { Logger } from '../shared/logger.js'
-import { check, parseLogger, parsePrefix, parseTimeoutMs, rejectUnknownOptions } from '../shared/options.js'
-import { isRedisClient, type RedisClient } from '../shared/redis.js'
+import {
+  check,
+  parseClient,
+  parseLogger,
+  parsePrefix,
+  parseTimeoutMs,
+  rejectUnknownOptions,
+} from '../shared/options.js'
+import type { RedisClient } from '../shared/redis.js'
 
 /** Options of the session cookie. */
 export interface SessionCookieOptions {
@@ -160,7 +167,7 @@ const RENAMED: Record<string, string> = {
 export function parseSessionOptions(options: SessionOptions): SessionConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
   rejectUnknownOptions(options, KNOWN, RENAMED)
-  check(isRedisClient(options.client), 'client', 'a node-redis client or cluster', options.client)
+  parseClient(options.client)
 
   const name = options.name ?? 'sid'
   check(

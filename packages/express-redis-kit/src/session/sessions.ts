@@ -204,7 +204,11 @@ export class Sessions {
         limit: this.config.maxSessionsPerUser,
       })
       if (!result.saved) {
-        if (!moved) throw new Error('express-redis-kit session: a freshly generated session token already exists')
+        if (!moved)
+          throw new RedisKitError(
+            'ERK_INTERNAL',
+            'express-redis-kit session: a freshly drawn session token already exists',
+          )
         return this.lost(state)
       }
       if (moved) await this.store.destroy(moved.ref, moved.user)
@@ -273,7 +277,13 @@ export class Sessions {
       return
     }
     const data = parseFields(loaded.fields)
-    if (!data) throw new Error('express-redis-kit session: the session holds data that is not valid JSON')
+    if (!data) {
+      // As when loading: data that is not valid JSON is no session.
+      this.warn('express-redis-kit session: a session holds data that is not valid JSON; treating it as no session')
+      this.startOver(state)
+      clearData(state.target)
+      return
+    }
     state.snapshot = loaded.fields
     setData(state.target, data)
   }
@@ -362,7 +372,8 @@ class SessionObject implements SessionMethods {
 
   /** Removed: the token is never handed to the app. */
   get id(): never {
-    throw new TypeError(
+    throw new RedisKitError(
+      'ERK_MISCONFIGURED',
       'express-redis-kit session: req.session.id was removed; use req.session.handle to name a session (see the README)',
     )
   }

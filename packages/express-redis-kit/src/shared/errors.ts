@@ -5,6 +5,8 @@
 export type ErrorCode =
   /** An option given at creation is invalid. Thrown synchronously. */
   | 'ERK_INVALID_OPTION'
+  /** An argument of a method (`resetKey`, `getKey`, `destroyUserSession`...) is invalid. Thrown or rejected at once. */
+  | 'ERK_INVALID_ARGUMENT'
   /** A user callback (`keyGenerator`, `limit`, `cost`, ...) threw or returned an invalid value. */
   | 'ERK_INVALID_CALLBACK_RESULT'
   /** Redis failed, timed out or was not connected. */
@@ -21,6 +23,8 @@ export type ErrorCode =
    * stored, the call rejects. Pass a `serializer` that handles it.
    */
   | 'ERK_UNSERIALIZABLE'
+  /** Something that cannot happen did (a broken invariant). Please report it. */
+  | 'ERK_INTERNAL'
 
 /** Base class of every error this package creates: an `Error` with a stable `code`. */
 export class RedisKitError extends Error {
@@ -47,6 +51,21 @@ export class OptionError extends TypeError {
   constructor(option: string, expected: string, received: unknown) {
     super(`express-redis-kit: option \`${option}\` must be ${expected}; received ${describe(received)}`)
     this.name = 'OptionError'
+  }
+}
+
+/**
+ * Thrown for an invalid argument of a method (`resetKey(key)`, `destroyUserSession(userId, handle)`...):
+ * a `TypeError` with the stable code `ERK_INVALID_ARGUMENT`.
+ */
+export class ArgumentError extends TypeError {
+  readonly code = 'ERK_INVALID_ARGUMENT' as const
+
+  constructor(method: string, argument: string, expected: string, received: unknown) {
+    super(
+      `express-redis-kit: argument \`${argument}\` of ${method}() must be ${expected}; received ${describe(received)}`,
+    )
+    this.name = 'ArgumentError'
   }
 }
 

@@ -1,5 +1,6 @@
 import { OptionError } from './errors.js'
 import type { Logger } from './logger.js'
+import { isRedisClient, type RedisClient } from './redis.js'
 
 /** Throws an {@link OptionError} naming `option` unless `condition` holds. */
 export function check(condition: boolean, option: string, expected: string, received: unknown): void {
@@ -18,21 +19,105 @@ export function rejectUnknownOptions(
 ): void {
   for (const [name, value] of Object.entries(options)) {
     if (known.has(name) || value === undefined) continue
-    const hint = Object.hasOwn(hints, name) ? ` (use ${hints[name]})` : ''
-    check(false, name, `a known option${hint}`, value)
+    const near = Object.hasOwn(hints, name) ? hints[name] : nearMiss(name, known)
+    check(false, name, `a known option${near ? ` (use ${near})` : ''}`, value)
   }
 }
 
-/** The `logger` option: anything with `warn` and `error` (default `console`). */
+/** The known option `name` is a typo of (at most 2 edits, fewer for short names), as `` `name` ``. */
+function nearMiss(name: string, known: ReadonlySet<string>): string | undefined {
+  const allowed = name.length <= 4 ? 1 : 2
+  let best: string | undefined
+  let bestDistance = allowed + 1
+  for (const candidate of known) {
+    const distance = editDistance(name.toLowerCase(), candidate.toLowerCase())
+    if (distance < bestDistance) {
+      best = candidate
+      bestDistance = distance
+    }
+  }
+  return best === undefined ? undefined : `\`${best}\``
+}
+
+/** Levenshtein distance (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    previous = current
+  }
+  return previous[b.length]!
+}
+
+/**
+ * The `client` option: a node-redis client or cluster. An ioredis client (or anything else)
+ * is refused with a message that says what to pass instead.
+ */
+export function parseClient(client: unknown): RedisClient {
+  const ioredis =
+    typeof (client as { evalsha?: unknown })?.evalsha === 'function' &&
+    typeof (client as { defineCommand?: unknown })?.defineCommand === 'function'
+  check(
+    !ioredis,
+    'client',
+    "a node-redis client or cluster: ioredis is not supported, pass createClient() or createCluster() from 'redis'",
+    client,
+  )
+  check(
+    isRedisClient(client),
+    'client',
+    "a node-redis client or cluster (createClient() or createCluster() from 'redis')",
+    client,
+  )
+  return client as RedisClient
+}
+
+/**
+ * The `logger` option: anything with `warn` and `error` (default `console`). console and
+ * winston take `(message, error)`; pino takes `(object, message)`, so a pino logger gets
+ * `({ err: error }, message)` and keeps the error with its stack.
+ */
 export function parseLogger(logger: unknown): Logger {
   const value = logger ?? console
   check(
     typeof (value as Logger)?.warn === 'function' && typeof (value as Logger)?.error === 'function',
     'logger',
-    'an object with warn() and error() (console fits)',
+    'an object with warn() and error() (console, pino and winston fit)',
     value,
   )
-  return value as Logger
+  return isPino(value) ? pinoAdapter(value as Logger) : (value as Logger)
+}
+
+/** A pino logger: it has levels, child() and bindings(). */
+function isPino(value: unknown): boolean {
+  const candidate = value as { levels?: { values?: unknown }; child?: unknown; bindings?: unknown }
+  return (
+    typeof candidate.levels?.values === 'object' &&
+    typeof candidate.child === 'function' &&
+    typeof candidate.bindings === 'function'
+  )
+}
+
+type PinoMethod = (object: object, message: string) => void
+
+function pinoAdapter(pino: Logger): Logger {
+  const call = (level: 'warn' | 'error', message: string, details: unknown[]) => {
+    const [error, ...rest] = details
+    if (error === undefined) (pino[level] as unknown as (message: string) => void).call(pino, message)
+    else
+      (pino[level] as unknown as PinoMethod).call(
+        pino,
+        rest.length > 0 ? { err: error, details: rest } : { err: error },
+        message,
+      )
+  }
+  return {
+    warn: (message, ...details) => call('warn', message, details),
+    error: (message, ...details) => call('error', message, details),
+  }
 }
 
 /** The `timeoutMs` option: a positive integer of milliseconds (default 500). */

@@ -8,8 +8,10 @@ import { RedisKitError } from './errors.js'
  * express-redis-kit never connects, closes or reconfigures it. ioredis is not supported.
  */
 export interface RedisClient {
-  /** Whether commands can be sent now (on a cluster, some node is connected). */
-  readonly isReady: boolean
+  /** Whether the client was connected and not closed. */
+  readonly isOpen: boolean
+  /** Whether commands can be sent now (node-redis 5 clusters do not have it: then `isOpen` says). */
+  readonly isReady?: boolean
   // biome-ignore-start lint/suspicious/noExplicitAny: node-redis's signatures vary with modules, scripts, RESP and type mapping.
   evalSha(...args: any[]): Promise<unknown>
   eval(...args: any[]): Promise<unknown>
@@ -34,7 +36,8 @@ interface ScriptOptions {
 
 /** The calls express-redis-kit makes, common to a client and a cluster. */
 export interface ScriptCapable {
-  readonly isReady: boolean
+  readonly isOpen: boolean
+  readonly isReady?: boolean
   evalSha(sha1: string, options: ScriptOptions): Promise<unknown>
   eval(script: string, options: ScriptOptions): Promise<unknown>
   del(keys: string | string[]): Promise<number>
@@ -107,7 +110,8 @@ export function runCommand<T>(
  * the connection of the master that owns `key`'s slot (a connection not opened yet passes).
  */
 function isReadyFor(redis: ScriptCapable, key: string): boolean {
-  if (!redis.isReady) return false
+  // A node-redis 5 cluster has no isReady: whether it is open, then its slot's node, decide.
+  if (!(redis.isReady ?? redis.isOpen)) return false
   const { slots } = redis as { slots?: ({ master?: { client?: { isReady: boolean } } } | undefined)[] }
   if (!Array.isArray(slots)) return true
   const node = slots[clusterSlot(key)]?.master?.client

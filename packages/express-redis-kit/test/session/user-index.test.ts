@@ -141,6 +141,7 @@ describe('session per-user index (userKey)', () => {
         (reason: unknown) => reason,
       )
       expect(error).to.be.instanceOf(TypeError)
+      expect(error).to.include({ code: 'ERK_INVALID_ARGUMENT' })
       expect((error as Error).message).to.match(/session handle/)
     }
     expect(await sessions.listUserSessions(7), 'nothing was ended').to.have.length(1)
@@ -363,7 +364,7 @@ describe('session per-user index (userKey)', () => {
     })
   })
 
-  it('listUserSessions, destroyUserSession and destroyUserSessions need the userKey option', async () => {
+  it('listUserSessions, destroyUserSession and destroyUserSessions need the userKey option (ERK_MISCONFIGURED)', async () => {
     const sessions = session({ client, prefix: uniquePrefix('sess-index-none') })
     for (const call of [
       () => sessions.listUserSessions(7),
@@ -376,7 +377,7 @@ describe('session per-user index (userKey)', () => {
       } catch (error) {
         thrown = error
       }
-      expect(thrown).to.be.instanceOf(TypeError)
+      expect(thrown).to.include({ code: 'ERK_MISCONFIGURED' })
       expect((thrown as Error).message).to.match(/userKey/)
     }
   })

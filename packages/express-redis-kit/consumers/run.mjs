@@ -1,0 +1,205 @@
+#!/usr/bin/env node
+/*
+ * The consumer matrix: the package as users get it. Packs the package (prepack builds it),
+ * installs the tarball from the npm registry's point of view into fresh projects of each kind
+ * (ESM and CommonJS JavaScript, TypeScript with module nodenext from ESM and from CommonJS,
+ * node16 from CommonJS, moduleResolution bundler), with express and redis at the floor and at the
+ * latest of their declared ranges, type-checks them, and runs a smoke app that uses every export
+ * against the real Redis (single and Cluster): a request through each middleware, one cached()
+ * value, one notifier message. Then publint and @arethetypeswrong/cli on the tarball.
+ *
+ *   node consumers/run.mjs        (from packages/express-redis-kit; needs the npm registry)
+ *
+ * Environment: REDIS_URL (default redis://127.0.0.1:6379), CLUSTER_NODES (default
+ * 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002), CONSUMERS_CACHE (npm cache shared by every
+ * project; default ~/.cache/express-redis-kit-consumers), CONSUMERS_ONLY (a cell name to run alone).
+ * Prints one line per cell and ends with "N passed, N failed"; exits 1 if any failed.
+ */
+import { execFile } from 'node:child_process'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { homedir, tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+
+const run = promisify(execFile)
+const here = dirname(fileURLToPath(import.meta.url))
+const packageDir = join(here, '..')
+const cache = process.env.CONSUMERS_CACHE ?? join(homedir(), '.cache', 'express-redis-kit-consumers')
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+const clusterNodes = process.env.CLUSTER_NODES ?? '127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002'
+
+/**
+ * Each cell: how the project is set up and which versions it installs. Every declared floor
+ * (express 4.21.0 and 5.0.0, redis 5.0.1) and every latest major (express 4 and 5, redis 5 and
+ * 6) appears at least once, each kind of project once, each Redis mode more than once.
+ */
+const CELLS = [
+  { name: 'esm-js', kind: 'esm', express: '5', redis: '6', mode: 'single' },
+  { name: 'cjs-js', kind: 'cjs', express: '4.21.0', redis: '5.0.1', mode: 'single' },
+  { name: 'cjs-js-cluster', kind: 'cjs', express: '5', redis: '6', mode: 'cluster' },
+  { name: 'ts-nodenext-esm', kind: 'ts-esm', express: '5.0.0', redis: '6', mode: 'cluster', types: '5' },
+  { name: 'ts-nodenext-cjs', kind: 'ts-cjs', express: '4', redis: '5', mode: 'single', types: '4' },
+  { name: 'ts-node16-cjs', kind: 'ts-node16', express: '5', redis: '5.0.1', mode: 'cluster', types: '5' },
+  {
+    name: 'ts-bundler+express-session-types',
+    kind: 'ts-bundler',
+    express: '5',
+    redis: '6',
+    mode: 'single',
+    types: '5',
+    extra: { '@types/express-session': '^1.18.0' },
+  },
+]
+
+async function sh(command, args, options = {}) {
+  try {
+    return await run(command, args, { maxBuffer: 32 * 1024 * 1024, ...options })
+  } catch (error) {
+    const output = `${error.stdout ?? ''}${error.stderr ?? ''}`.trim().split('\n').slice(-30).join('\n')
+    throw new Error(`${command} ${args.join(' ')} failed:\n${output}`)
+  }
+}
+
+const tsconfigs = {
+  'ts-esm': { module: 'nodenext', moduleResolution: 'nodenext', type: 'module' },
+  'ts-cjs': { module: 'nodenext', moduleResolution: 'nodenext', type: 'commonjs' },
+  'ts-node16': { module: 'node16', moduleResolution: 'node16', type: 'commonjs' },
+  'ts-bundler': { module: 'esnext', moduleResolution: 'bundler', type: 'module' },
+}
+
+async function prepare(cell, tarball, dir) {
+  const ts = cell.kind.startsWith('ts')
+  const type = ts ? tsconfigs[cell.kind].type : cell.kind === 'esm' ? 'module' : 'commonjs'
+  const pkg = {
+    name: `consumer-${cell.name.replace(/[^a-z0-9-]/g, '-')}`,
+    private: true,
+    type,
+    dependencies: { 'express-redis-kit': `file:${tarball}`, express: cell.express, redis: cell.redis },
+    devDependencies: ts
+      ? {
+          typescript: '~5.9.3',
+          '@types/express': `^${cell.types}`,
+          '@types/node': '^20.19.0',
+          ...(cell.kind === 'ts-bundler' ? { tsx: '^4.20.0' } : {}),
+          ...(cell.extra ?? {}),
+        }
+      : {},
+  }
+  await writeFile(join(dir, 'package.json'), `${JSON.stringify(pkg, null, 2)}\n`)
+  const smoke = await readFile(join(here, 'smoke.ts'), 'utf8')
+  if (ts) {
+    const { module, moduleResolution } = tsconfigs[cell.kind]
+    const compilerOptions = {
+      target: 'es2022',
+      module,
+      moduleResolution,
+      strict: true,
+      skipLibCheck: true,
+      esModuleInterop: true,
+      outDir: 'out',
+      // Every installed @types package takes part, as in a project without a `types` list
+      // (the bundler project has @types/express-session beside the package).
+      ...(cell.kind === 'ts-bundler' ? {} : { types: ['node'] }),
+      ...(cell.kind === 'ts-bundler' ? { noEmit: true } : {}),
+    }
+    await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions, include: ['smoke.ts'] }, null, 2))
+    await writeFile(join(dir, 'smoke.ts'), smoke)
+  } else {
+    // The same smoke test, types stripped by the TypeScript compiler of the package itself.
+    const ts = await import('typescript')
+    const { outputText } = ts.default.transpileModule(smoke, {
+      compilerOptions: {
+        target: ts.default.ScriptTarget.ES2022,
+        module: cell.kind === 'esm' ? ts.default.ModuleKind.ESNext : ts.default.ModuleKind.CommonJS,
+        esModuleInterop: true,
+      },
+    })
+    await writeFile(join(dir, 'smoke.js'), outputText)
+  }
+}
+
+async function runCell(cell, tarball, root) {
+  const dir = join(root, cell.name)
+  await mkdir(dir, { recursive: true })
+  await prepare(cell, tarball, dir)
+  await sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--cache', cache, '--loglevel', 'error'], {
+    cwd: dir,
+  })
+  const env = { ...process.env, SMOKE_MODE: cell.mode, REDIS_URL: redisUrl, CLUSTER_NODES: clusterNodes }
+  let entry
+  if (cell.kind === 'ts-bundler') {
+    await sh('npx', ['tsc', '-p', '.'], { cwd: dir })
+    entry = ['npx', ['tsx', 'smoke.ts']]
+  } else if (cell.kind.startsWith('ts')) {
+    await sh('npx', ['tsc', '-p', '.'], { cwd: dir })
+    entry = ['node', ['out/smoke.js']]
+  } else {
+    entry = ['node', ['smoke.js']]
+  }
+  const { stdout } = await sh(entry[0], entry[1], { cwd: dir, env, timeout: 60_000 })
+  const installed = JSON.parse(
+    (await sh('npm', ['ls', 'express', 'redis', '--json', '--depth=0'], { cwd: dir })).stdout,
+  ).dependencies
+  return `${stdout.trim().split('\n').at(-1)} (express ${installed.express.version}, redis ${installed.redis.version})`
+}
+
+async function main() {
+  const root = await mkdtemp(join(tmpdir(), 'erk-consumers-'))
+  let passed = 0
+  let failed = 0
+  try {
+    await mkdir(cache, { recursive: true })
+    const { stdout } = await sh('pnpm', ['pack', '--pack-destination', root], { cwd: packageDir })
+    const tarball = stdout.trim().split('\n').at(-1)
+    console.log(`› consumer matrix: ${tarball}`)
+    const cells = CELLS.filter((cell) => !process.env.CONSUMERS_ONLY || cell.name === process.env.CONSUMERS_ONLY)
+    // Two projects at a time: installs wait on the network, type checks and smoke runs on the CPU.
+    const queue = [...cells]
+    const results = new Map()
+    await Promise.all(
+      [0, 1].map(async () => {
+        for (let cell = queue.shift(); cell; cell = queue.shift()) {
+          const started = Date.now()
+          try {
+            results.set(cell.name, { ok: true, text: await runCell(cell, tarball, root), ms: Date.now() - started })
+          } catch (error) {
+            results.set(cell.name, { ok: false, text: error.message, ms: Date.now() - started })
+          }
+        }
+      }),
+    )
+    for (const cell of cells) {
+      const result = results.get(cell.name)
+      const seconds = (result.ms / 1000).toFixed(0)
+      if (result.ok) {
+        passed++
+        console.log(`  ✔ ${cell.name} (${cell.mode}): ${result.text} [${seconds} s]`)
+      } else {
+        failed++
+        console.log(`  ✗ ${cell.name} (${cell.mode}) [${seconds} s]\n${result.text.replace(/^/gm, '      ')}`)
+      }
+    }
+    if (!process.env.CONSUMERS_ONLY) {
+      for (const [name, args] of [
+        ['publint', ['-y', 'publint@0.3', tarball, '--strict']],
+        ['@arethetypeswrong/cli', ['-y', '@arethetypeswrong/cli@0.18', tarball]],
+      ]) {
+        try {
+          await sh('npx', ['--cache', cache, ...args], { cwd: root })
+          passed++
+          console.log(`  ✔ ${name}: no problems`)
+        } catch (error) {
+          failed++
+          console.log(`  ✗ ${name}\n${error.message.replace(/^/gm, '      ')}`)
+        }
+      }
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true })
+  }
+  console.log(`\n${passed} passing\n${failed > 0 ? `${failed} failing\n` : ''}`)
+  process.exitCode = failed > 0 ? 1 : 0
+}
+
+await main()

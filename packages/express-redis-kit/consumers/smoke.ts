@@ -1,0 +1,142 @@
+/*
+ * The consumer matrix's smoke app (see run.mjs): every export of the package, used as the README
+ * shows, against the real Redis. Type-checked as it is in the TypeScript projects, run with its
+ * types stripped in the JavaScript ones. Ends with one line: "smoke ok ...".
+ * Environment: SMOKE_MODE ('single' | 'cluster'), REDIS_URL, CLUSTER_NODES.
+ */
+import type { AddressInfo } from 'node:net'
+import express from 'express'
+import {
+  cached,
+  cacheResponse,
+  createNotifier,
+  type ErrorCode,
+  invalidateTags,
+  ipKeyGenerator,
+  OptionError,
+  type RedisClient,
+  RedisKitError,
+  rateLimit,
+  type SessionMiddleware,
+  session,
+  typedJson,
+} from 'express-redis-kit'
+import { createClient, createCluster } from 'redis'
+
+declare module 'express-redis-kit' {
+  interface SessionData {
+    userId: number
+  }
+}
+
+function check(condition: unknown, what: string): void {
+  if (!condition) throw new Error(`smoke: ${what}`)
+}
+
+/** The README's way: a connected client or cluster, passed as it is (no cast). */
+async function connect() {
+  if (process.env.SMOKE_MODE === 'cluster') {
+    const rootNodes = (process.env.CLUSTER_NODES ?? '').split(',').map((node) => ({ url: `redis://${node}` }))
+    return createCluster({ rootNodes }).connect()
+  }
+  return createClient({ url: process.env.REDIS_URL }).connect()
+}
+
+async function main(): Promise<void> {
+  const client = await connect()
+  const asKitClient: RedisClient = client
+  const prefix = `smoke:${process.pid}:${Date.now()}:`
+  const app = express()
+  app.use(
+    rateLimit({
+      client,
+      limit: 100,
+      windowMs: '1m',
+      prefix: `${prefix}rl:`,
+      keyGenerator: (req) => ipKeyGenerator(req.ip ?? '127.0.0.1'),
+    }),
+  )
+  const sessions: SessionMiddleware = session({
+    client,
+    secrets: ['smoke secret'],
+    prefix: `${prefix}sess:`,
+    userKey: 'userId',
+  })
+  app.use(sessions)
+  app.post('/login', async (req, res) => {
+    await req.session.regenerate()
+    req.session.userId = 7
+    res.json({ handle: req.session.handle })
+  })
+  let runs = 0
+  app.get(
+    '/cached',
+    cacheResponse({ client, prefix: `${prefix}cache:`, ttl: '1m', tags: ['smoke'] }),
+    async (_req, res) => {
+      const value = await cached(
+        asKitClient,
+        'value',
+        { prefix: `${prefix}cache:`, ttl: '1m', serializer: typedJson },
+        () => ({ at: new Date(0), bytes: new Uint8Array([1, 2]) }),
+      )
+      runs++
+      res.json({ at: value.at.toISOString(), bytes: [...value.bytes], runs })
+    },
+  )
+
+  const server = app.listen(0)
+  await new Promise((resolve) => server.once('listening', resolve))
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const notifier = createNotifier({ client, prefix: `${prefix}events:` })
+  try {
+    const login = await fetch(`${base}/login`, { method: 'POST' })
+    check(login.status === 200, `POST /login answered ${login.status}`)
+    check(login.headers.get('ratelimit'), 'rateLimit sent no RateLimit header')
+    const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0]
+    check(cookie?.startsWith('sid='), 'session set no cookie')
+    const listed = await sessions.listUserSessions(7)
+    check(
+      listed.length === 1 && listed[0]?.handle === ((await login.json()) as { handle: string }).handle,
+      'listUserSessions',
+    )
+
+    const first = await fetch(`${base}/cached`)
+    const second = await fetch(`${base}/cached`)
+    check(first.headers.get('x-cache') === 'MISS', `first GET /cached: X-Cache ${first.headers.get('x-cache')}`)
+    check(second.headers.get('x-cache') === 'HIT', `second GET /cached: X-Cache ${second.headers.get('x-cache')}`)
+    const body = (await second.json()) as { at: string; bytes: number[]; runs: number }
+    check(body.at === '1970-01-01T00:00:00.000Z' && body.bytes.join() === '1,2' && body.runs === 1, 'cached body')
+    check((await invalidateTags(client, ['smoke'], { prefix: `${prefix}cache:` })) >= 1, 'invalidateTags')
+
+    let deliver: (payload: unknown) => void = () => {}
+    const received = new Promise<unknown>((resolve) => {
+      deliver = resolve
+    })
+    await notifier.subscribe('smoke', (payload) => deliver(payload))
+    await notifier.publish('smoke', { n: 1 })
+    const payload = (await Promise.race([received, new Promise((resolve) => setTimeout(resolve, 5_000))])) as
+      | { n: number }
+      | undefined
+    check(payload?.n === 1, 'notifier message not received')
+
+    let optionError: unknown
+    try {
+      rateLimit({ client, limt: 1 } as unknown as Parameters<typeof rateLimit>[0])
+    } catch (error) {
+      optionError = error
+    }
+    check(optionError instanceof OptionError && optionError.code === 'ERK_INVALID_OPTION', 'OptionError')
+    const code: ErrorCode = new RedisKitError('ERK_CLOSED', 'closed').code
+    check(code === 'ERK_CLOSED', 'RedisKitError')
+  } finally {
+    await notifier.close()
+    server.close()
+    client.destroy()
+  }
+  console.log(`smoke ok (${process.env.SMOKE_MODE})`)
+}
+
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exit(1)
+})
