@@ -5,7 +5,7 @@ import type { Warn } from '../shared/logger.js'
 import type { RedisClient } from '../shared/redis.js'
 import { type CacheCommonOptions, check, checkTags, parseCommonOptions } from './options.js'
 import { type Serializer, typedJson } from './serializer.js'
-import type { Acquired, CacheStore, Lifetimes, Lookup } from './store.js'
+import type { Acquired, CacheStore, Fence, Lifetimes, Lookup } from './store.js'
 
 /** Options of {@link cached}. */
 export interface CachedOptions extends CacheCommonOptions {
@@ -117,13 +117,15 @@ interface Fill<T> {
 /** Runs the loader for the lock owner and stores its value (or serves the stale one if it throws). */
 async function load<T>(fill: Fill<T>): Promise<T> {
   const { store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags, warn } = fill
-  let epoch: string
-  try {
-    epoch = await store.epoch()
-  } catch (error) {
-    warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
-    store.giveBack(entryKey, lookup.token, warn)
-    return loader()
+  let fence: Fence = { startedAt: lookup.now }
+  if (tags.length > 0) {
+    try {
+      fence = { counts: await store.invalidationCounts(tags) }
+    } catch (error) {
+      warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
+      store.giveBack(entryKey, lookup.token, warn)
+      return loader()
+    }
   }
   let value: T
   try {
@@ -156,7 +158,7 @@ async function load<T>(fill: Fill<T>): Promise<T> {
   const notFound = value === null || value === undefined
   const entryLifetimes = notFound ? { ...lifetimes, ttl: negativeTtl } : lifetimes
   try {
-    await store.store(entryKey, '', Buffer.from(text), '', entryLifetimes, lookup.token, tags, epoch)
+    await store.store(entryKey, '', Buffer.from(text), '', entryLifetimes, lookup.token, tags, fence)
   } catch (error) {
     warn('express-redis-kit cached: could not store a value', error)
     store.giveBack(entryKey, lookup.token, warn)

@@ -7,7 +7,7 @@ import { cacheStatus, defaultKeyParts, strongEtag, ttlSeconds, variantOf } from 
 import { type CacheResponseOptions, checkTags, parseResponseOptions, type ResponseConfig } from './options.js'
 import { REFRESH, type Refresh, startRefresh } from './refresh.js'
 import { serveEntry } from './serve.js'
-import type { Acquired, Lookup } from './store.js'
+import type { Acquired, Fence, Lookup } from './store.js'
 
 export { type CachedOptions, cached, invalidateTags } from './cached.js'
 export type { CacheCommonOptions, CacheResponseOptions } from './options.js'
@@ -156,13 +156,16 @@ async function fill(
   lookup: Lookup,
 ): Promise<void> {
   const { store, warn } = config
-  let epoch: string
-  try {
-    epoch = await store.epoch()
-  } catch (error) {
-    warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
-    store.giveBack(entryKey, lookup.token, warn)
-    return skip(res, next, 'redis-unavailable')
+  // Tags known now: their invalidation counts, read before the handler runs, fence the fill.
+  let fence: Fence = { startedAt: lookup.now }
+  if (Array.isArray(config.tags) && config.tags.length > 0) {
+    try {
+      fence = { counts: await store.invalidationCounts(config.tags) }
+    } catch (error) {
+      warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
+      store.giveBack(entryKey, lookup.token, warn)
+      return skip(res, next, 'redis-unavailable')
+    }
   }
   // The handler must produce the full response to store, not a 304 for this client's copy:
   // the client's conditional headers are answered from the handler's response (see capture).
@@ -203,7 +206,7 @@ async function fill(
     },
     onStore(response, vary) {
       store.rememberVary(entryKey, vary)
-      storeResponse(req, res, config, { entryKey, lookup, epoch, response, vary })
+      storeResponse(req, res, config, { entryKey, lookup, fence, response, vary })
     },
   })
   res.setHeader('X-Cache', 'MISS')
@@ -215,10 +218,10 @@ function storeResponse(
   req: Request,
   res: Response,
   config: ResponseConfig,
-  fill: { entryKey: string; lookup: Lookup; epoch: string; response: CachedResponse; vary: string },
+  fill: { entryKey: string; lookup: Lookup; fence: Fence; response: CachedResponse; vary: string },
 ): void {
   const { store, warn } = config
-  const { entryKey, lookup, epoch, response, vary } = fill
+  const { entryKey, lookup, fence, response, vary } = fill
   let tags: string[]
   try {
     tags = typeof config.tags === 'function' ? checkTags(config.tags(req, res), 'tags()') : config.tags
@@ -229,6 +232,6 @@ function storeResponse(
   }
   if (!response.headers.some(([name]) => name === 'etag')) response.headers.push(['etag', strongEtag(response.body)])
   store
-    .store(entryKey, variantOf(req, vary), encodeEntry(response), vary, config.lifetimes, lookup.token, tags, epoch)
+    .store(entryKey, variantOf(req, vary), encodeEntry(response), vary, config.lifetimes, lookup.token, tags, fence)
     .catch((error) => warn('express-redis-kit cacheResponse: could not store a response', error))
 }

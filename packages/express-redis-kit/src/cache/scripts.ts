@@ -10,8 +10,15 @@ import { Script } from '../shared/redis.js'
  *   t:<var>    its times in Redis ms: '<storedAt>,<freshUntil>,<staleWhileRevalidateUntil>,<staleIfErrorUntil>'
  * The hash expires with its longest-lived variant.
  * Tags (another slot each): `<prefix>tag:{<tag>}`, a set of the entry hashes carrying the
- * tag; and one counter `<prefix>epoch`, bumped by every invalidation, which a fill reads
- * before and after storing so that no fill that overlapped an invalidation survives it.
+ * tag, and beside it `<prefix>tag:{<tag>}:inv`, a hash of the tag's invalidations: `n` how many
+ * there were, `t` when the last one was (Redis ms, the tag's node). A fill adds its entry to its
+ * tags' sets only if none of them was invalidated since the fill began: for tags known before
+ * the handler runs (an array, cached()'s tags), `n` is read then and must be unchanged; for tags
+ * computed from the response, `t` must be older than the fill's lookup (on the entry's node;
+ * on a Cluster minus a margin for two nodes' clocks). An invalidation that comes later finds
+ * the entry in the set and deletes it, staged or committed. So no fill that overlapped an
+ * invalidation survives it, and each tag's fence lives in the tag's own slot: a shard that is
+ * down stops only the fills and invalidations of the tags it holds.
  */
 
 /**
@@ -101,15 +108,36 @@ end
 return 1
 `)
 
-/** Tag an entry. KEYS[1] the tag's set. ARGV[1] entry hash key, ARGV[2] ms it may live. */
+/**
+ * Tag an entry, unless the tag was invalidated since the fill began. KEYS[1] the tag's set,
+ * KEYS[2] its invalidations. ARGV[1] entry hash key, ARGV[2] ms the set may live, ARGV[3]
+ * 'n' (ARGV[4]: the invalidation count read before the handler ran, '' for none) or 't'
+ * (ARGV[4]: when the fill began, minus the clock margin, Redis ms). Reply: 1 tagged, 0 refused.
+ */
 export const TAG = new Script(`
+local stored = redis.call('HMGET', KEYS[2], 'n', 't')
+if ARGV[3] == 'n' then
+  if (stored[1] or '') ~= ARGV[4] then return 0 end
+elseif stored[2] and tonumber(stored[2]) >= tonumber(ARGV[4]) then
+  return 0
+end
 redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 `)
 
-/** Take a tag's entries: KEYS[1] the tag's set. Reply: its members; the set is deleted. */
+/**
+ * Invalidate a tag: count it and note its time (fills that began before will not tag
+ * themselves), then take its entries. KEYS[1] the tag's set, KEYS[2] its invalidations.
+ * ARGV[1] ms to keep the invalidations (far longer than any fill). Reply: the entry hashes
+ * the set held; the set is deleted.
+ */
 export const TAKE_TAG = new Script(`
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('HINCRBY', KEYS[2], 'n', 1)
+redis.call('HSET', KEYS[2], 't', now)
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
 local members = redis.call('SMEMBERS', KEYS[1])
 redis.call('DEL', KEYS[1])
 return members

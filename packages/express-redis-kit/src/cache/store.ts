@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { RESP_TYPES } from 'redis'
 import type { Warn } from '../shared/logger.js'
-import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
+import { encodeKeyPart, isCluster, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
 import { COMMIT, LOOKUP, RELEASE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 
@@ -13,6 +13,18 @@ import { COMMIT, LOOKUP, RELEASE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 const TOKEN_PREFIX = randomBytes(12).toString('base64url')
 let tokenCount = 0
 const nextToken = (): string => `${TOKEN_PREFIX}.${(++tokenCount).toString(36)}`
+
+/**
+ * On a Cluster, how far apart the clocks of two nodes may be (a fill's start is read on its
+ * entry's node, an invalidation's time on its tag's node): a fill whose tags come from the
+ * response and that began less than this after an invalidation of one of them is not stored.
+ * NTP-synchronised nodes are milliseconds apart. Tags known before the handler runs use
+ * counts instead, and a single Redis has one clock: neither needs a margin.
+ */
+export const CLOCK_MARGIN_MS = 250
+
+/** How long a tag's invalidation count is kept after its last invalidation. */
+const INVALIDATIONS_KEPT_MS = 24 * 60 * 60 * 1000
 
 /** How often a caller waiting for another's fill looks again (ms). */
 export const POLL_MS = 20
@@ -46,6 +58,12 @@ export type Acquired =
   | { state: 'stale'; lookup: Lookup; refresh: boolean }
   | { state: 'fill'; lookup: Lookup }
   | { state: 'origin'; lookup: Lookup; reason: 'uncacheable' | 'wait-timeout' | 'no-lock' }
+
+/**
+ * What keeps a fill that overlapped an invalidation from being stored: the invalidation counts
+ * of its tags read before the handler ran, or when it began (Redis ms) for tags known only then.
+ */
+export type Fence = { counts: string[] } | { startedAt: number }
 
 /** Durations (ms) of a stored entry. */
 export interface Lifetimes {
@@ -91,12 +109,27 @@ export class CacheStore {
     return `${entryKey}:lock`
   }
 
-  private get epochKey(): string {
-    return `${this.prefix}epoch`
-  }
-
   private tagKey(tag: string): string {
     return `${this.prefix}tag:{${encodeKeyPart(tag)}}`
+  }
+
+  /** The invalidations of `tag`: how many, and when the last one was (same slot as its set). */
+  private invalidatedKey(tag: string): string {
+    return `${this.tagKey(tag)}:inv`
+  }
+
+  /**
+   * How many times each of `tags` was invalidated so far, read before a fill asks the handler
+   * (one command per tag, in parallel): the fill is stored only if the counts are unchanged.
+   */
+  async invalidationCounts(tags: string[]): Promise<string[]> {
+    return Promise.all(
+      tags.map(async (tag) => {
+        const key = this.invalidatedKey(tag)
+        const count = await runCommand(this.client, key, (redis) => redis.hmGet(key, ['n']), this.timeoutMs)
+        return String((count as (string | null)[])[0] ?? '')
+      }),
+    )
   }
 
   /**
@@ -183,20 +216,15 @@ export class CacheStore {
     }
   }
 
-  /** The invalidation counter, read before a fill (see `store`). */
-  async epoch(): Promise<string> {
-    const value = await runCommand(this.client, this.epochKey, (redis) => redis.get(this.epochKey), this.timeoutMs)
-    return String(value ?? '0')
-  }
-
   /**
    * Stores a variant in two steps so that no invalidation that overlapped the fill can
-   * leave its body behind: stage it (invisible to lookups), add the entry to its tags'
-   * sets, re-read the invalidation counter, and commit only if no invalidation ran since
-   * `epochBefore` (read before the origin was asked). An invalidation bumps the counter
-   * first, then deletes what its tags' sets hold: either it finds this entry there (and
-   * deletes the staged or committed value), or this fill sees the new counter and drops
-   * its value. The lock is held until the commit, so waiters never see the staged value.
+   * leave its body behind: stage it (invisible to lookups), add the entry to its tags' sets
+   * (each refuses if its tag was invalidated since the fill began: `fence` has the counts read
+   * before the handler ran, or else the fill's start on Redis's clock), and commit only if
+   * every tag took it. An invalidation counts itself and notes its time, then deletes what its
+   * tag's set holds: either it finds this entry there (and deletes the staged or committed
+   * value), or this fill sees it and drops its value. The lock is held until the commit, so
+   * waiters never see the staged value.
    */
   async store(
     entryKey: string,
@@ -206,12 +234,22 @@ export class CacheStore {
     lifetimes: Lifetimes,
     token: string,
     tags: string[],
-    epochBefore: string,
+    fence: Fence,
   ): Promise<void> {
     await STAGE.run(this.client, [entryKey], [variant, entry, String(this.lockMs * 2)], this.timeoutMs)
     const keepMs = String(lifetimes.ttl + Math.max(lifetimes.staleWhileRevalidate, lifetimes.staleIfError))
-    await Promise.all(tags.map((tag) => TAG.run(this.client, [this.tagKey(tag)], [entryKey, keepMs], this.timeoutMs)))
-    if ((await this.epoch()) !== epochBefore) {
+    const since = 'startedAt' in fence ? String(fence.startedAt - (isCluster(this.client) ? CLOCK_MARGIN_MS : 0)) : ''
+    const tagged = await Promise.all(
+      tags.map((tag, index) =>
+        TAG.run(
+          this.client,
+          [this.tagKey(tag), this.invalidatedKey(tag)],
+          'counts' in fence ? [entryKey, keepMs, 'n', fence.counts[index] ?? ''] : [entryKey, keepMs, 't', since],
+          this.timeoutMs,
+        ),
+      ),
+    )
+    if (tagged.some((reply) => Number(reply) !== 1)) {
       await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), this.timeoutMs)
       await this.release(entryKey, token, false)
       return
@@ -257,11 +295,18 @@ export class CacheStore {
    * of entries removed.
    */
   async invalidateTags(tags: string[]): Promise<number> {
-    await runCommand(this.client, this.epochKey, (redis) => redis.incr(this.epochKey), this.timeoutMs)
+    // Far longer than any fill can last (a slow handler may outlive its lock): a count that
+    // expired and started again could match what a fill read before.
+    const keepMs = String(INVALIDATIONS_KEPT_MS)
     const taken = await Promise.all(
-      tags.map((tag) => TAKE_TAG.run(this.client, [this.tagKey(tag)], [], this.timeoutMs) as Promise<string[]>),
+      tags.map(
+        (tag) =>
+          TAKE_TAG.run(this.client, [this.tagKey(tag), this.invalidatedKey(tag)], [keepMs], this.timeoutMs) as Promise<
+            string[]
+          >,
+      ),
     )
-    const entries = [...new Set(taken.flat())]
+    const entries = [...new Set(taken.flat().map(String))]
     await Promise.all(entries.map((key) => runCommand(this.client, key, (redis) => redis.unlink(key), this.timeoutMs)))
     return entries.length
   }

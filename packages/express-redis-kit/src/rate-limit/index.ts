@@ -82,6 +82,13 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     String(config.burst ?? limit),
     refunds ? '1' : '0',
   ]
+  /**
+   * How far Redis's clock is ahead of this host's (ms), as last seen in a decision's reply:
+   * each decision carries its deadline on Redis's clock, so that one that reaches Redis after
+   * the request was answered without it counts nothing (see scripts.ts).
+   */
+  let clockOffset = 0
+  const deadline = (): string => String(Date.now() + clockOffset + timeoutMs + DEADLINE_GRACE_MS)
   // With a fixed limit and cost (the common case) the script's arguments never change.
   const fixedArgs =
     typeof config.limit === 'number' && typeof config.cost === 'number'
@@ -154,13 +161,15 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       // Nothing can ever pass: no need to ask Redis.
       ;[allowed, used, remaining, resetMs] = [false, 0, 0, windowMs]
     } else {
-      let reply: unknown
+      let values: [number, number, number, number, string, number]
       try {
-        reply = await scripts.decide.run(client, [redisKey(key)], fixedArgs ?? scriptArgs(limit, cost, true), timeoutMs)
+        const args = [...(fixedArgs ?? scriptArgs(limit, cost, true)), deadline()]
+        values = (await scripts.decide.run(client, [redisKey(key)], args, timeoutMs)) as typeof values
+        if (values[0] === -1) throw new Error('the decision reached Redis after its deadline; it counted nothing')
       } catch (error) {
         return onRedisFailure(error, res, next)
       }
-      const values = reply as [number, number, number, number, string]
+      clockOffset = Number(values[5]) - Date.now()
       ;[allowed, used, remaining, resetMs] = [values[0] === 1, values[1], values[2], values[3]]
       refundToken = String(values[4] ?? '')
     }
@@ -268,6 +277,9 @@ function warnOnSharedPrefix(config: RateLimitConfig): void {
   }
   prefixes.add(config.prefix)
 }
+
+/** Added to a decision's deadline: the clock offset is measured over a round trip, not exactly. */
+const DEADLINE_GRACE_MS = 50
 
 const isNonEmptyString = (value: unknown): value is string => typeof value === 'string' && value.length > 0
 const POLICY_NAME = 'a non-empty string without quotes, backslashes or control characters'

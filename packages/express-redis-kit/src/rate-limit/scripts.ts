@@ -12,15 +12,36 @@ import { Script } from '../shared/redis.js'
  *   ARGV[5]  burst (token-bucket only)
  *   ARGV[6]  '1' when the caller may refund (skipSuccessfulRequests / skipFailedRequests):
  *            only then does fixed-window pay for the refund token
- * Reply: { allowed (1|0), used, remaining, resetMs, refundToken }
+ *   ARGV[7]  the caller's deadline (Redis ms; '' for none): a decision that reaches Redis after
+ *            it (queued behind a stalled connection, redirected after a failover, run by a
+ *            frozen master that woke up) was already answered without Redis, so it counts
+ *            nothing and replies { -1, now }
+ * Reply: { allowed (1|0), used, remaining, resetMs, refundToken, now (Redis ms) }
  *   resetMs  allowed: ms until the quota resets (see the README per algorithm);
  *            rejected: ms until a request of this cost would be allowed.
  *   refundToken  what the refund script needs to give this request back.
  * A read on a key that does not exist replies nil.
  *
- * Time always comes from Redis (TIME or the key's own TTL), never from the app
- * host, and a rejected request writes nothing.
+ * Time always comes from Redis (TIME, read once by the wrapper below as `clock`, or the key's
+ * own TTL), never from the app host, and a rejected request writes nothing.
  */
+
+/** Wraps a decision body (which reads the time from `clock`) with the deadline check and the reply's clock. */
+function decision(body: string): Script {
+  return new Script(`
+local clock = redis.call('TIME')
+local nowMs = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if ARGV[4] == '1' and ARGV[7] and ARGV[7] ~= '' and nowMs > tonumber(ARGV[7]) then return { -1, nowMs } end
+local function decide()
+${body}
+end
+local reply = decide()
+if not reply then return nil end
+if reply[5] == nil then reply[5] = '' end
+reply[6] = nowMs
+return reply
+`)
+}
 
 const FIXED_WINDOW = `
 local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -43,7 +64,7 @@ end
 local token = ''
 if ARGV[6] == '1' then
   -- the window's absolute end identifies it for a later refund
-  local time = redis.call('TIME')
+  local time = clock
   token = tostring(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl)
 end
 return { 1, used + cost, limit - used - cost, ttl, token }
@@ -52,7 +73,7 @@ return { 1, used + cost, limit - used - cost, ttl, token }
 const SLIDING_WINDOW = `
 -- KEYS[1] is a hash: s = start of the current window (ms), c = its count, p = the previous window's count
 local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local time = redis.call('TIME')
+local time = clock
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local start = now - (now % window)
 local stored = redis.call('HMGET', KEYS[1], 's', 'c', 'p')
@@ -97,7 +118,7 @@ const SLIDING_LOG = `
 -- members are '<time>:<n>' so that requests in the same microsecond stay distinct.
 local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local windowUs = window * 1000
-local time = redis.call('TIME')
+local time = clock
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - windowUs)
 local count = redis.call('ZCARD', KEYS[1])
@@ -138,7 +159,7 @@ const TOKEN_BUCKET = `
 local limit, window, cost, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local interval = window * 1000 / limit
 local capacity = interval * burst
-local time = redis.call('TIME')
+local time = clock
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local stored = tonumber(redis.call('GET', KEYS[1]))
 if ARGV[4] == '0' and not stored then return nil end
@@ -222,8 +243,8 @@ export const ALGORITHMS: readonly Algorithm[] = ['sliding-window', 'fixed-window
 
 /** Each algorithm's decision script and refund script. */
 export const SCRIPTS: Record<Algorithm, { decide: Script; refund: Script }> = {
-  'fixed-window': { decide: new Script(FIXED_WINDOW), refund: new Script(REFUND_FIXED_WINDOW) },
-  'sliding-window': { decide: new Script(SLIDING_WINDOW), refund: new Script(REFUND_SLIDING_WINDOW) },
-  'sliding-log': { decide: new Script(SLIDING_LOG), refund: new Script(REFUND_SLIDING_LOG) },
-  'token-bucket': { decide: new Script(TOKEN_BUCKET), refund: new Script(REFUND_TOKEN_BUCKET) },
+  'fixed-window': { decide: decision(FIXED_WINDOW), refund: new Script(REFUND_FIXED_WINDOW) },
+  'sliding-window': { decide: decision(SLIDING_WINDOW), refund: new Script(REFUND_SLIDING_WINDOW) },
+  'sliding-log': { decide: decision(SLIDING_LOG), refund: new Script(REFUND_SLIDING_LOG) },
+  'token-bucket': { decide: decision(TOKEN_BUCKET), refund: new Script(REFUND_TOKEN_BUCKET) },
 }
