@@ -117,10 +117,10 @@ interface Fill<T> {
 /** Runs the loader for the lock owner and stores its value (or serves the stale one if it throws). */
 async function load<T>(fill: Fill<T>): Promise<T> {
   const { store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags, warn } = fill
-  let fence: Fence = { startedAt: lookup.now }
+  const fence: Fence = { counts: new Map(), startedAt: lookup.now }
   if (tags.length > 0) {
     try {
-      fence = { counts: await store.invalidationCounts(tags) }
+      fence.counts = await store.invalidationCounts(tags)
     } catch (error) {
       warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
       store.giveBack(entryKey, lookup.token, warn)

@@ -156,11 +156,13 @@ async function fill(
   lookup: Lookup,
 ): Promise<void> {
   const { store, warn } = config
-  // Tags known now: their invalidation counts, read before the handler runs, fence the fill.
-  let fence: Fence = { startedAt: lookup.now }
-  if (Array.isArray(config.tags) && config.tags.length > 0) {
+  // Tags known now (the option's, or what a tags function gave this entry last time): their
+  // invalidation counts, read before the handler runs, fence the fill.
+  const known = Array.isArray(config.tags) ? config.tags : (lookup.lastTags ?? [])
+  const fence: Fence = { counts: new Map(), startedAt: lookup.now }
+  if (known.length > 0) {
     try {
-      fence = { counts: await store.invalidationCounts(config.tags) }
+      fence.counts = await store.invalidationCounts(known)
     } catch (error) {
       warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
       store.giveBack(entryKey, lookup.token, warn)

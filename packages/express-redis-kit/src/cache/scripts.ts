@@ -8,14 +8,17 @@ import { Script } from '../shared/redis.js'
  *   v:<var>    a variant's entry: status, headers and body, binary (see entry.ts)
  *   p:<var>    a variant being filled, until its commit (lookups ignore it)
  *   t:<var>    its times in Redis ms: '<storedAt>,<freshUntil>,<staleWhileRevalidateUntil>,<staleIfErrorUntil>'
- * The hash expires with its longest-lived variant.
+ * The hash expires with its longest-lived variant. Beside it (same slot) `<prefix>{<h>}:tags`,
+ * the JSON of the tags it was last stored with: an invalidation leaves it, so that the next
+ * fill knows which tags to fence itself with before the handler runs.
  * Tags (another slot each): `<prefix>tag:{<tag>}`, a set of the entry hashes carrying the
  * tag, and beside it `<prefix>tag:{<tag>}:inv`, a hash of the tag's invalidations: `n` how many
  * there were, `t` when the last one was (Redis ms, the tag's node). A fill adds its entry to its
  * tags' sets only if none of them was invalidated since the fill began: for tags known before
- * the handler runs (an array, cached()'s tags), `n` is read then and must be unchanged; for tags
- * computed from the response, `t` must be older than the fill's lookup (on the entry's node;
- * on a Cluster minus a margin for two nodes' clocks). An invalidation that comes later finds
+ * the handler runs (an array, cached()'s tags, or the tags a function gave the entry last
+ * time), `n` is read then and must be unchanged; for a tag first seen in the response, `t`
+ * must be older than the fill's lookup (on the entry's node; on a Cluster minus a margin for
+ * two nodes' clocks). An invalidation that comes later finds
  * the entry in the set and deletes it, staged or committed. So no fill that overlapped an
  * invalidation survives it, and each tag's fence lives in the tag's own slot: a shard that is
  * down stops only the fills and invalidations of the tags it holds.
@@ -23,9 +26,10 @@ import { Script } from '../shared/redis.js'
 
 /**
  * Lookup, and the lock when the entry is missing or no longer fresh.
- * KEYS[1] entry hash, KEYS[2] its lock.
+ * KEYS[1] entry hash, KEYS[2] its lock, KEYS[3] its last tags.
  * ARGV[1] variant field suffix, ARGV[2] lock token ('' = do not lock), ARGV[3] lock ms.
- * Reply: { now, vary or false, entry or false, times or false, lock } where lock is
+ * Reply: { now, vary or false, entry or false, times or false, lock [, last tags or false
+ * when 'owned'] } where lock is
  *   'fresh'  the entry is fresh: no lock needed
  *   'owned'  this caller holds the lock now and should fill the entry
  *   'held'   another caller holds it (fill in progress)
@@ -47,7 +51,8 @@ if ARGV[2] == '' then
   if redis.call('EXISTS', KEYS[2]) == 1 then state = 'held' end
 else
   if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
-    state = 'owned'
+    -- the filler also gets the tags the entry had last time: it fences the fill with their counts
+    return { now, vary, entry, times, 'owned', redis.call('GET', KEYS[3]) }
   elseif redis.call('GET', KEYS[2]) == 'uncacheable' then
     state = 'uncacheable'
   else
@@ -70,9 +75,10 @@ return 1
 `)
 
 /**
- * Commit a staged variant. KEYS[1] entry hash, KEYS[2] its lock.
+ * Commit a staged variant. KEYS[1] entry hash, KEYS[2] its lock, KEYS[3] its last tags.
  * ARGV[1] lock token, ARGV[2] variant suffix, ARGV[3] vary spec, ARGV[4] ttl ms,
- * ARGV[5] stale-while-revalidate ms, ARGV[6] stale-if-error ms.
+ * ARGV[5] stale-while-revalidate ms, ARGV[6] stale-if-error ms, ARGV[7] JSON of the tags
+ * (kept beside the entry, and through its invalidations, for the next fill's fence).
  * A different vary spec than the stored one drops the old variants. Releases the lock
  * if this caller still holds it. Reply: 1, or 0 when the staged value is gone (an
  * invalidation deleted the entry meanwhile: nothing is stored).
@@ -91,6 +97,7 @@ redis.call('HSET', KEYS[1], 'vary', ARGV[3], 'v:' .. ARGV[2], entry, 't:' .. ARG
 local keep = ttl + math.max(swr, sie)
 -- alone in its hash: exactly its own lifetime; beside other variants: the longest of them
 if redis.call('HLEN', KEYS[1]) == 3 or redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[7], 'PX', keep) end
 return 1
 `)
 

@@ -40,6 +40,8 @@ export interface Lookup {
   lock: 'fresh' | 'owned' | 'held' | 'none' | 'uncacheable'
   /** The token of the lock, when `lock` is 'owned'. */
   token: string
+  /** When `lock` is 'owned': the tags the entry was last stored with. */
+  lastTags: string[] | undefined
 }
 
 /**
@@ -63,7 +65,12 @@ export type Acquired =
  * What keeps a fill that overlapped an invalidation from being stored: the invalidation counts
  * of its tags read before the handler ran, or when it began (Redis ms) for tags known only then.
  */
-export type Fence = { counts: string[] } | { startedAt: number }
+export interface Fence {
+  /** The invalidation counts, read before the handler ran, of the tags known then. */
+  counts: Map<string, string>
+  /** When the fill began (Redis ms): the fence of a tag not known before. */
+  startedAt: number
+}
 
 /** Durations (ms) of a stored entry. */
 export interface Lifetimes {
@@ -109,6 +116,11 @@ export class CacheStore {
     return `${entryKey}:lock`
   }
 
+  /** The tags an entry was last stored with (same slot). */
+  private tagsKey(entryKey: string): string {
+    return `${entryKey}:tags`
+  }
+
   private tagKey(tag: string): string {
     return `${this.prefix}tag:{${encodeKeyPart(tag)}}`
   }
@@ -122,14 +134,15 @@ export class CacheStore {
    * How many times each of `tags` was invalidated so far, read before a fill asks the handler
    * (one command per tag, in parallel): the fill is stored only if the counts are unchanged.
    */
-  async invalidationCounts(tags: string[]): Promise<string[]> {
-    return Promise.all(
+  async invalidationCounts(tags: string[]): Promise<Map<string, string>> {
+    const counts = await Promise.all(
       tags.map(async (tag) => {
         const key = this.invalidatedKey(tag)
         const count = await runCommand(this.client, key, (redis) => redis.hmGet(key, ['n']), this.timeoutMs)
-        return String((count as (string | null)[])[0] ?? '')
+        return [tag, String((count as (string | null)[])[0] ?? '')] as const
       }),
     )
+    return new Map(counts)
   }
 
   /**
@@ -200,17 +213,18 @@ export class CacheStore {
     }
     const reply = (await LOOKUP.run(
       this.binary,
-      [entryKey, this.lockKey(entryKey)],
+      [entryKey, this.lockKey(entryKey), this.tagsKey(entryKey)],
       [variant, token, String(this.lockMs)],
       this.timeoutMs,
       giveBackLateLock,
-    )) as [number, Buffer | null, Buffer | null, Buffer | null, Buffer | string]
-    const [now, vary, entry, times, state] = reply
+    )) as [number, Buffer | null, Buffer | null, Buffer | null, Buffer | string, Buffer | null | undefined]
+    const [now, vary, entry, times, state, lastTags] = reply
     return {
       now: Number(now),
       vary: vary ? vary.toString() : undefined,
       entry: entry ?? undefined,
       times: times ? parseTimes(times.toString()) : undefined,
+      lastTags: lastTags ? parseTags(lastTags.toString()) : undefined,
       lock: state.toString() as Lookup['lock'],
       token,
     }
@@ -238,16 +252,17 @@ export class CacheStore {
   ): Promise<void> {
     await STAGE.run(this.client, [entryKey], [variant, entry, String(this.lockMs * 2)], this.timeoutMs)
     const keepMs = String(lifetimes.ttl + Math.max(lifetimes.staleWhileRevalidate, lifetimes.staleIfError))
-    const since = 'startedAt' in fence ? String(fence.startedAt - (isCluster(this.client) ? CLOCK_MARGIN_MS : 0)) : ''
+    const since = String(fence.startedAt - (isCluster(this.client) ? CLOCK_MARGIN_MS : 0))
     const tagged = await Promise.all(
-      tags.map((tag, index) =>
-        TAG.run(
+      tags.map((tag) => {
+        const count = fence.counts.get(tag)
+        return TAG.run(
           this.client,
           [this.tagKey(tag), this.invalidatedKey(tag)],
-          'counts' in fence ? [entryKey, keepMs, 'n', fence.counts[index] ?? ''] : [entryKey, keepMs, 't', since],
+          count === undefined ? [entryKey, keepMs, 't', since] : [entryKey, keepMs, 'n', count],
           this.timeoutMs,
-        ),
-      ),
+        )
+      }),
     )
     if (tagged.some((reply) => Number(reply) !== 1)) {
       await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), this.timeoutMs)
@@ -256,7 +271,7 @@ export class CacheStore {
     }
     await COMMIT.run(
       this.client,
-      [entryKey, this.lockKey(entryKey)],
+      [entryKey, this.lockKey(entryKey), this.tagsKey(entryKey)],
       [
         token,
         variant,
@@ -264,6 +279,7 @@ export class CacheStore {
         String(lifetimes.ttl),
         String(lifetimes.staleWhileRevalidate),
         String(lifetimes.staleIfError),
+        tags.length > 0 ? JSON.stringify(tags) : '',
       ],
       this.timeoutMs,
     )
@@ -309,5 +325,15 @@ export class CacheStore {
     const entries = [...new Set(taken.flat().map(String))]
     await Promise.all(entries.map((key) => runCommand(this.client, key, (redis) => redis.unlink(key), this.timeoutMs)))
     return entries.length
+  }
+}
+
+/** The tags stored beside an entry (JSON of strings), or undefined if unreadable. */
+function parseTags(text: string): string[] | undefined {
+  try {
+    const tags = JSON.parse(text) as unknown
+    return Array.isArray(tags) && tags.every((tag) => typeof tag === 'string') ? tags : undefined
+  } catch {
+    return undefined
   }
 }

@@ -1,3 +1,4 @@
+import { clusterSlot, type NodeClient, refreshTopology } from '../shared/cluster-health.js'
 import { RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection, isCluster, withTimeout } from '../shared/redis.js'
@@ -37,6 +38,11 @@ export class PubSubTransport {
   #connection: Promise<SubscriberConnection> | undefined
   #raw: SubscriberConnection | undefined
   #closed = false
+  /** On a Cluster: checks every second that each channel is subscribed on its slot's master. */
+  #shardWatch: NodeJS.Timeout | undefined
+  /** A subscription moved or was found on the wrong node: onReconnect runs once it is back. */
+  #shardGap = false
+  readonly #watchedPubSubClients = new WeakSet<object>()
 
   constructor(options: ParsedNotifierOptions) {
     this.#options = options
@@ -81,6 +87,7 @@ export class PubSubTransport {
 
   async close(): Promise<void> {
     this.#closed = true
+    clearInterval(this.#shardWatch)
     this.#channels.clear()
     this.#connection = undefined
     // destroy() also ends a connect() still waiting for Redis, which then rejects.
@@ -93,8 +100,11 @@ export class PubSubTransport {
     for (;;) {
       try {
         const connection = await this.#connect()
-        if (this.#sharded) await connection.sSubscribe(name, listener)
-        else await connection.subscribe(name, listener)
+        if (this.#sharded) {
+          await connection.sSubscribe(name, listener)
+          // The channel's node connection exists now: hear at once when its channels move.
+          this.#watchPubSubClients(connection)
+        } else await connection.subscribe(name, listener)
         return
       } catch (error) {
         if (this.#closed) throw closedError()
@@ -125,6 +135,14 @@ export class PubSubTransport {
         this.#warn('express-redis-kit notifier: the subscriber connection failed', error),
       )
       this.#watchReconnects(connection)
+      if (this.#sharded) {
+        this.#shardWatch = setInterval(() => this.#checkShards(connection), SHARD_CHECK_MS).unref()
+        // node-redis moves the listeners of a node that lost its slots (a failover, MOVED on a
+        // pub/sub connection) to the new masters with this event: a gap.
+        connection.on(RESUBSCRIBE_EVENT, () => {
+          this.#shardGap = true
+        })
+      }
       this.#raw = connection
       this.#connection = connection.connect().then(() => connection)
       this.#connection.catch(() => {
@@ -144,6 +162,60 @@ export class PubSubTransport {
    * each node's connections (`node-reconnecting`, `node-ready`, `node-disconnect`) with an
    * object of their own, which tells them apart.
    */
+  /**
+   * Sharded subscriptions can move without their connection dropping: after a graceful
+   * failover the old master unsubscribes them and node-redis subscribes them again on the new
+   * one (`sharded-channel-moved`), and a frozen master keeps them, silent, until it comes
+   * back. Messages published meanwhile are lost, so this is a gap like a reconnect. A move
+   * of listeners (node-redis's resubscribe event) opens a gap. Every second: a channel whose slot's master is another node in the app's client (which the
+   * kit's commands keep current) than in ours makes ours ask for the topology (node-redis then
+   * subscribes the channel on the new master); a channel not subscribed on its master, or a
+   * `sharded-channel-moved`, opens a gap; once every channel is subscribed where it belongs,
+   * `onReconnect` runs.
+   */
+  #checkShards(connection: SubscriberConnection): void {
+    if (this.#closed) return
+    const ours = connection as unknown as ShardedView
+    const theirs = this.#options.client as unknown as ShardedView
+    this.#watchPubSubClients(connection)
+    let settled = true
+    for (const name of this.#channels.keys()) {
+      const slot = clusterSlot(name)
+      const master = ours.slots?.[slot]?.master
+      const expected = theirs.slots?.[slot]?.master?.address
+      if (master && expected && master.address !== expected) {
+        this.#shardGap = true
+        settled = false
+        // Ask our connection for the topology, from another master than the one it still believes in.
+        if (master.client) refreshTopology(connection, master.client)
+        continue
+      }
+      const subscriber = master?.pubSub?.client
+      if (!subscriber?.isReady || !subscriber.getPubSubListeners('SHARDED').has(name)) {
+        this.#shardGap = true
+        settled = false
+      }
+    }
+    if (!settled || !this.#shardGap) return
+    this.#shardGap = false
+    Promise.resolve()
+      .then(() => this.#options.onReconnect?.())
+      .catch((error: unknown) => this.#options.logger.error('express-redis-kit notifier: onReconnect failed', error))
+  }
+
+  /** Listens for `sharded-channel-moved` on every node pub/sub connection of ours (once each). */
+  #watchPubSubClients(connection: SubscriberConnection): void {
+    for (const master of (connection as unknown as ShardedView).masters ?? []) {
+      const client = master.pubSub?.client
+      if (client && !this.#watchedPubSubClients.has(client)) {
+        this.#watchedPubSubClients.add(client)
+        client.on('sharded-channel-moved', () => {
+          this.#shardGap = true
+        })
+      }
+    }
+  }
+
   #watchReconnects(connection: SubscriberConnection): void {
     const lost = new Set<unknown>()
     let missed = false
@@ -163,6 +235,28 @@ export class PubSubTransport {
     } else {
       connection.on('reconnecting', () => onLost(connection))
       connection.on('ready', () => onBack(connection))
+    }
+  }
+}
+
+/** The (internal) event node-redis 5 and 6 clusters emit when they move pub/sub listeners to other nodes. */
+const RESUBSCRIBE_EVENT = '__resubscribeListeners'
+
+/** How often sharded subscriptions are checked against the topology (ms). */
+const SHARD_CHECK_MS = 1_000
+
+/** What node-redis's cluster shows of its nodes, for the shard check. */
+interface ShardedView {
+  slots?: ({ master?: ShardMaster } | undefined)[]
+  masters?: ShardMaster[]
+}
+interface ShardMaster {
+  address?: string
+  client?: NodeClient
+  pubSub?: {
+    client?: NodeClient & {
+      on(event: 'sharded-channel-moved', listener: () => void): unknown
+      getPubSubListeners(type: 'SHARDED'): Map<string, unknown>
     }
   }
 }

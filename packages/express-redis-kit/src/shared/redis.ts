@@ -1,4 +1,17 @@
 import { createHash } from 'node:crypto'
+import {
+  type NodeClient,
+  nodeAnswered,
+  nodeReady,
+  nodeTimedOut,
+  refreshTopology,
+  slotNode,
+  untilReady,
+  wasReady,
+} from './cluster-health.js'
+
+export { clusterSlot } from './cluster-health.js'
+
 import { RedisKitError } from './errors.js'
 
 /**
@@ -90,7 +103,10 @@ export class Script {
 /**
  * Sends `command` (about `key`) only if the connection that would carry it is ready, so
  * that nothing waits in node-redis's offline queue, and gives up after `timeoutMs`;
- * every failure becomes `ERK_REDIS_UNAVAILABLE`.
+ * every failure becomes `ERK_REDIS_UNAVAILABLE`. On a cluster, the connection is the one to
+ * the master of `key`'s slot (see cluster-health.ts): one still opening (a replica just
+ * promoted) is waited for within `timeoutMs`; one that is down, or that keeps timing out (a
+ * frozen master), makes the cluster ask for its topology again.
  */
 export function runCommand<T>(
   client: RedisClient,
@@ -100,46 +116,60 @@ export function runCommand<T>(
   onLateReply?: (reply: T) => void,
 ): Promise<T> {
   const redis = client as unknown as ScriptCapable
-  if (!isReadyFor(redis, key)) return Promise.reject(unavailable('the Redis client is not connected'))
-  return withTimeout(command(redis), timeoutMs, onLateReply)
-}
-
-/**
- * A cluster client stays `isReady` while one of its masters is down; commands for that
- * master's slots would wait in its connection's offline queue. So on a cluster, look at
- * the connection of the master that owns `key`'s slot (a connection not opened yet passes).
- */
-function isReadyFor(redis: ScriptCapable, key: string): boolean {
-  // A node-redis 5 cluster has no isReady: whether it is open, then its slot's node, decide.
-  if (!(redis.isReady ?? redis.isOpen)) return false
-  const { slots } = redis as { slots?: ({ master?: { client?: { isReady: boolean } } } | undefined)[] }
-  if (!Array.isArray(slots)) return true
-  const node = slots[clusterSlot(key)]?.master?.client
-  return node === undefined || node.isReady
-}
-
-/** The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key, mod 16384. */
-export function clusterSlot(key: string): number {
-  const open = key.indexOf('{')
-  const close = open === -1 ? -1 : key.indexOf('}', open + 1)
-  const hashed = Buffer.from(close > open + 1 ? key.slice(open + 1, close) : key)
-  let crc = 0
-  for (const byte of hashed) {
-    crc ^= byte << 8
-    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff
+  const node = slotNode(redis, key)
+  // A cluster is as ready as the node of the key's slot (its own isReady drops while it
+  // rediscovers the topology, and node-redis 5 clusters have none): it must only be open.
+  if (!(node === undefined ? (redis.isReady ?? redis.isOpen) : redis.isOpen))
+    return Promise.reject(unavailable('the Redis client is not connected'))
+  if (node === undefined) return withTimeout(command(redis), timeoutMs, onLateReply)
+  if (node.isReady) {
+    nodeReady(node)
+    return withTimeout(answered(command(redis), node), timeoutMs, onLateReply, () => nodeTimedOut(redis, node))
   }
-  return crc % 16384
+  if (!wasReady(node)) {
+    // A connection still opening (a replica promoted a moment ago): worth waiting for, within the timeout.
+    const started = Date.now()
+    return untilReady(node, timeoutMs).then((ready) => {
+      if (!ready) {
+        refreshTopology(redis, node)
+        throw unavailable(`the Redis node of this key did not connect within ${timeoutMs} ms`)
+      }
+      return withTimeout(
+        answered(command(redis), node),
+        Math.max(1, timeoutMs - (Date.now() - started)),
+        onLateReply,
+        () => nodeTimedOut(redis, node),
+      )
+    })
+  }
+  // Down (killed, partitioned): fail at once, and let the cluster find the node's replacement.
+  refreshTopology(redis, node)
+  return Promise.reject(unavailable('the Redis node of this key is not connected'))
+}
+
+/** `command`, noting on its reply that its node answers. */
+function answered<T>(command: Promise<T>, node: NodeClient): Promise<T> {
+  return command.then((reply) => {
+    nodeAnswered(node)
+    return reply
+  })
 }
 
 /**
  * Races `promise` against a timer; the loser's outcome is ignored (never unhandled),
  * except that a value arriving after the timeout goes to `onLateValue`.
  */
-export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, onLateValue?: (value: T) => void): Promise<T> {
+export function withTimeout<T>(
+  promise: Promise<T>,
+  timeoutMs: number,
+  onLateValue?: (value: T) => void,
+  onTimeout?: () => void,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let timedOut = false
     const timer = setTimeout(() => {
       timedOut = true
+      onTimeout?.()
       reject(unavailable(`Redis did not answer within ${timeoutMs} ms`))
     }, timeoutMs)
     promise.then(

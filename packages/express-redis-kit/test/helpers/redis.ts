@@ -260,7 +260,7 @@ async function waitFor(check: () => Promise<boolean>): Promise<void> {
 }
 
 /** Free ports whose cluster bus port (+10000) is free too. */
-async function clusterPorts(count: number): Promise<number[]> {
+export async function clusterPorts(count: number): Promise<number[]> {
   const ports: number[] = []
   while (ports.length < count) {
     const port = 20_000 + Math.floor(Math.random() * 20_000)

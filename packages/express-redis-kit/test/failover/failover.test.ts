@@ -1,0 +1,326 @@
+import type { Server } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { expect } from 'chai'
+import express from 'express'
+import { createCluster } from 'redis'
+import { cacheResponse, createNotifier, type Notifier, rateLimit } from '../../src/index.js'
+import { PUBLIC_HOST, rawRequest, responseEntryKey } from '../helpers/cache-app.js'
+import { type FailoverCluster, startFailoverCluster } from '../helpers/failover-cluster.js'
+import { closeServer, listen, recordingLogger } from '../helpers/outage.js'
+import { mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
+
+/*
+ * A Redis Cluster with replicas (3 + 3, its own ports, 1 s node timeout) under a steady load
+ * through rateLimit, cacheResponse and a pub/sub notifier, while one master fails three ways:
+ * killed (SIGKILL), switched with its replica (CLUSTER FAILOVER), frozen (SIGSTOP for 5 s,
+ * then SIGCONT). What must hold each time: every request is answered within its bound; the
+ * app uses the promoted replica within 5 s of the promotion; no rate-limit decision counts
+ * late; every message whose publish Redis confirmed is delivered or followed by onReconnect,
+ * and messages flow again; caching goes on, fills included, on the healthy shards; no crash,
+ * no unhandled rejection.
+ *
+ * It starts its own cluster, so it runs once, in the suite's single-Redis pass.
+ */
+const TIMEOUT_MS = 300
+/** Three kit calls at most per request, each bounded by TIMEOUT_MS, plus the test's own slack. */
+const REQUEST_BOUND_MS = 3 * TIMEOUT_MS + 600
+const RECOVERY_BOUND_MS = 5_000
+
+interface Answer {
+  at: number
+  ms: number
+  status: number
+  /** The rate limiter decided with Redis (it sends headers only then). */
+  decided: boolean
+  xCache: string | undefined
+}
+
+const describeFailover = mode === 'single' ? describe : describe.skip
+describeFailover(
+  'Redis Cluster failover under load (3 masters + 3 replicas, own ports; runs in the single-Redis pass)',
+  function () {
+    this.timeout(120_000)
+    let cluster: FailoverCluster
+    let client: RedisClient
+    let server: Server
+    let notifier: Notifier
+    const unhandled: unknown[] = []
+    /** One line of figures per scenario, printed after the suite (what the README's table reports). */
+    const report: string[] = []
+    after(() => {
+      for (const line of report) console.log(`      failover figures: ${line}`)
+    })
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+
+    /** The world of one scenario: keys placed on the victim's shard and on healthy ones. */
+    let prefix: string
+    let victim: number
+    let victimClient: string
+    let healthyClient: string
+    let healthyTag: string
+    let victimChannel: string
+    let limiter: ReturnType<typeof rateLimit>
+    let reconnects: number
+    let received: number[]
+
+    beforeEach(async () => {
+      process.on('unhandledRejection', onUnhandled)
+      cluster = await startFailoverCluster()
+      // The options the README recommends for a Cluster: a topology refresh 1 s after a node's
+      // connection starts reconnecting, quick reconnect attempts.
+      const connecting = createCluster({
+        rootNodes: cluster.ports.slice(0, 3).map((port) => ({ url: `redis://127.0.0.1:${port}` })),
+        defaults: { socket: { reconnectStrategy: () => 100, connectTimeout: 500 } },
+        topologyRefreshOnReconnectionAttemptStrategy: 1_000,
+      })
+      connecting.on('error', () => {})
+      client = await connecting.connect()
+      prefix = uniquePrefix('failover')
+      victimClient = 'victim'
+      victim = await cluster.masterOf(`${prefix}rl:{${victimClient}}`)
+      healthyClient = await onOtherShard('healthy', (candidate) => `${prefix}rl:{${candidate}}`)
+      healthyTag = await onOtherShard('tag', (candidate) => `${prefix}cache:tag:{${candidate}}`)
+      victimChannel = await onShard('events', (candidate) => `${prefix}ev:${candidate}`)
+      reconnects = 0
+      received = []
+
+      limiter = rateLimit({
+        client,
+        prefix: `${prefix}rl:`,
+        limit: 1_000_000,
+        windowMs: '10m',
+        algorithm: 'fixed-window',
+        keyGenerator: (req) => String(req.get('x-client')),
+        onRedisError: 'allow',
+        timeoutMs: TIMEOUT_MS,
+        logger: recordingLogger(),
+      })
+      const cache = cacheResponse({
+        client,
+        prefix: `${prefix}cache:`,
+        ttl: '10m',
+        tags: [healthyTag],
+        timeoutMs: TIMEOUT_MS,
+        logger: recordingLogger(),
+      })
+      const app = express()
+      app.use(limiter)
+      app.get('/page/:n', cache, (req, res) => {
+        res.send(`page ${req.params.n}`)
+      })
+      app.get('/', (_req, res) => {
+        res.send('ok')
+      })
+      server = await listen(app)
+      notifier = createNotifier({
+        client,
+        prefix: `${prefix}ev:`,
+        timeoutMs: TIMEOUT_MS,
+        logger: recordingLogger(),
+        onReconnect: () => {
+          reconnects++
+        },
+      })
+      await notifier.subscribe(victimChannel, (payload) => {
+        received.push((payload as { n: number }).n)
+      })
+    })
+
+    afterEach(async () => {
+      process.off('unhandledRejection', onUnhandled)
+      await notifier?.close()
+      await closeServer(server)
+      client?.destroy()
+      await cluster?.stop()
+    })
+
+    /** A key name built from `base` and a counter whose slot is served by the victim (or not). */
+    async function onShard(base: string, key: (candidate: string) => string, wanted = true): Promise<string> {
+      for (let i = 0; i < 1000; i++) {
+        const candidate = `${base}-${i}`
+        if (((await cluster.masterOf(key(candidate))) === victim) === wanted) return candidate
+      }
+      throw new Error(`no ${base} key found ${wanted ? 'on' : 'off'} the victim's shard`)
+    }
+    const onOtherShard = (base: string, key: (candidate: string) => string) => onShard(base, key, false)
+
+    /** A page whose cache entry is on a healthy shard. */
+    async function healthyPage(from: number): Promise<number> {
+      for (let n = from; n < from + 1000; n++) {
+        const entry = responseEntryKey(`${prefix}cache:`, `/page/${n}?`, PUBLIC_HOST)
+        if ((await cluster.masterOf(entry)) !== victim) return n
+      }
+      throw new Error('no page found on a healthy shard')
+    }
+
+    /** Sends requests in a loop (the victim's client, a healthy client, a cached page) until stopped. */
+    function load(pages: { hot: number }) {
+      const answers = { victim: [] as Answer[], healthy: [] as Answer[], page: [] as Answer[] }
+      /** Messages whose publish Redis confirmed, with the onReconnect count at that time. */
+      const confirmed: { n: number; reconnectsBefore: number }[] = []
+      let running = true
+      const get = async (path: string, client: string, into: Answer[]) => {
+        const started = Date.now()
+        const res = await rawRequest(server, path, { headers: { host: PUBLIC_HOST, 'x-client': client } })
+        into.push({
+          at: started,
+          ms: Date.now() - started,
+          status: res.status,
+          decided: res.headers.ratelimit !== undefined,
+          xCache: res.headers['x-cache'] as string | undefined,
+        })
+      }
+      const loop = (async () => {
+        while (running) {
+          await Promise.all([
+            get('/', victimClient, answers.victim),
+            get('/', healthyClient, answers.healthy),
+            get(`/page/${pages.hot}`, healthyClient, answers.page),
+          ])
+          await sleep(20)
+        }
+      })()
+      const publishing = (async () => {
+        for (let n = 1; running; n++) {
+          const reconnectsBefore = reconnects
+          const ok = await notifier.publish(victimChannel, { n }).then(
+            () => true,
+            () => false,
+          )
+          if (ok) confirmed.push({ n, reconnectsBefore })
+          await sleep(50)
+        }
+      })()
+      return {
+        answers,
+        confirmed,
+        stop: async () => {
+          running = false
+          await Promise.all([loop, publishing])
+        },
+      }
+    }
+
+    /** Publishes on the victim's channel until one message gets through (bounded). */
+    async function messagesFlow(): Promise<boolean> {
+      for (let n = 1000; n < 1100; n++) {
+        await notifier.publish(victimChannel, { n }).catch(() => {})
+        await sleep(50)
+        if (received.includes(n)) return true
+      }
+      return false
+    }
+
+    async function scenario(fault: () => Promise<void>, promoted: () => Promise<number>, after?: () => Promise<void>) {
+      const hot = await healthyPage(1)
+      expect(
+        (await rawRequest(server, `/page/${hot}`, { headers: { host: PUBLIC_HOST } })).headers['x-cache'],
+      ).to.equal('MISS')
+      expect(await messagesFlow(), 'messages flow before the fault').to.equal(true)
+      const running = load({ hot })
+      await sleep(500)
+      const faultAt = Date.now()
+      await fault()
+      const promotedAt = await promoted()
+      // A page never filled yet, on a healthy shard, filled while the victim's shard is down or just failed over.
+      const fresh = await healthyPage(hot + 1)
+      const fill = await rawRequest(server, `/page/${fresh}`, { headers: { host: PUBLIC_HOST } })
+      await sleep(RECOVERY_BOUND_MS)
+      await after?.()
+      await sleep(1_000)
+      await running.stop()
+      const refill = await rawRequest(server, `/page/${fresh}`, { headers: { host: PUBLIC_HOST } })
+
+      const { victim: victimAnswers, healthy, page } = running.answers
+      if (process.env.FAILOVER_DEBUG) {
+        const show = (list: Answer[]) =>
+          list
+            .map(
+              (a) =>
+                `${a.at - promotedAt}${a.decided ? '' : '!'}${a.xCache === 'HIT' || !a.xCache ? '' : a.xCache}(${a.ms})`,
+            )
+            .join(' ')
+        console.log(
+          `fault at ${faultAt - promotedAt}\nvictim: ${show(victimAnswers)}\nhealthy: ${show(healthy)}\npage: ${show(page)}`,
+        )
+      }
+      const all = [...victimAnswers, ...healthy, ...page]
+      // Bounded: every request answered (200) within its bound.
+      expect(all.filter((answer) => answer.status !== 200)).to.deep.equal([])
+      expect(Math.max(...all.map((answer) => answer.ms)), 'slowest request (ms)').to.be.below(REQUEST_BOUND_MS)
+      // The promoted replica is used within 5 s of the promotion, and from then on.
+      const decidedAgain = victimAnswers.find(
+        (answer) =>
+          answer.at > faultAt &&
+          answer.decided &&
+          victimAnswers.every((later) => later.at <= answer.at || later.decided),
+      )
+      expect(decidedAgain, 'the victim shard decides again, for good').to.not.equal(undefined)
+      expect(decidedAgain!.at - promotedAt, 'ms from the promotion to the first decision that lasts').to.be.below(
+        RECOVERY_BOUND_MS,
+      )
+      // The healthy shards never stopped: limited and cached throughout, and a fill stored.
+      expect(
+        healthy.every((answer) => answer.decided),
+        'every healthy-shard decision made with Redis',
+      ).to.equal(true)
+      expect(
+        page.every((answer) => answer.xCache === 'HIT'),
+        'the healthy page answered from the cache',
+      ).to.equal(true)
+      expect([fill.headers['x-cache'], refill.headers['x-cache']]).to.deep.equal(['MISS', 'HIT'])
+      // No decision counted late: the count holds at most what was decided with Redis.
+      const decided = victimAnswers.filter((answer) => answer.decided).length
+      const used = (await limiter.getKey(victimClient))?.used ?? 0
+      expect(used, `counted ${used}, decided ${decided}`).to.be.at.most(decided)
+      expect(used, 'counting went on after the failover').to.be.at.least(
+        victimAnswers.filter((a) => a.decided && a.at > promotedAt).length,
+      )
+      // A confirmed message is delivered, or a gap is reported (onReconnect) after it was sent.
+      await sleep(500)
+      const lost = running.confirmed.filter(({ n }) => !received.includes(n))
+      const silent = lost.filter(({ reconnectsBefore }) => reconnects <= reconnectsBefore).map(({ n }) => n)
+      expect(silent, `lost without onReconnect (${lost.length} lost, ${reconnects} onReconnect calls)`).to.deep.equal(
+        [],
+      )
+      expect(await messagesFlow(), 'messages flow after the failover').to.equal(true)
+      expect(unhandled).to.deep.equal([])
+      report.push(
+        `promoted ${promotedAt - faultAt} ms after the fault; the app decided with the new master ` +
+          `${Math.max(0, decidedAgain!.at - promotedAt)} ms after the promotion; victim-shard requests answered by the ` +
+          `policy (onRedisError) ${victimAnswers.filter((answer) => !answer.decided).length} of ${victimAnswers.length}, ` +
+          `healthy-shard ones ${healthy.filter((answer) => !answer.decided).length} of ${healthy.length}; slowest request ` +
+          `${Math.max(...all.map((answer) => answer.ms))} ms; counted ${used} of ${decided} decided (no late count); ` +
+          `messages confirmed ${running.confirmed.length}, lost ${lost.length}, onReconnect ${reconnects}`,
+      )
+    }
+
+    it('kill -9 of a master', async () => {
+      report.push('kill -9:')
+      const replica = await cluster.replicaOf(victim)
+      await scenario(
+        () => cluster.kill(victim),
+        () => cluster.untilMaster(replica),
+      )
+    })
+
+    it('CLUSTER FAILOVER on its replica (graceful)', async () => {
+      report.push('CLUSTER FAILOVER:')
+      const replica = await cluster.replicaOf(victim)
+      await scenario(
+        () => cluster.failover(replica),
+        () => cluster.untilMaster(replica),
+      )
+    })
+
+    it('a frozen master (SIGSTOP for 5 s, then SIGCONT)', async () => {
+      report.push('frozen master:')
+      const replica = await cluster.replicaOf(victim)
+      await scenario(
+        async () => cluster.freeze(victim),
+        () => cluster.untilMaster(replica),
+        async () => cluster.thaw(victim),
+      )
+    })
+  },
+)

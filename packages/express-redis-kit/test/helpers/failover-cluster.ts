@@ -1,0 +1,177 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { clusterSlot } from '../../src/shared/redis.js'
+import { clusterPorts } from './redis.js'
+
+/**
+ * A 3-master + 3-replica Redis Cluster of our own, on free ports, with a 1 s node timeout (a
+ * master that stops answering is failed over after about 2 s) and
+ * `cluster-require-full-coverage no` (the shards that still have a master keep serving
+ * while one has none), whose nodes a test may kill,
+ * freeze and thaw, or fail over gracefully.
+ */
+export interface FailoverCluster {
+  /** The six nodes' ports, masters first. */
+  ports: number[]
+  /** The master serving `key`'s slot now. */
+  masterOf(key: string): Promise<number>
+  /** The replica of the master at `port`. */
+  replicaOf(port: number): Promise<number>
+  /** SIGKILL. */
+  kill(port: number): Promise<void>
+  /** SIGSTOP: the process keeps its sockets open and answers nothing. */
+  freeze(port: number): void
+  /** SIGCONT. */
+  thaw(port: number): void
+  /** `CLUSTER FAILOVER` on a replica: a graceful switch of roles with its master. */
+  failover(replicaPort: number): Promise<void>
+  /** Resolves (with when, Date.now()) once the node at `port` says it is a master. */
+  untilMaster(port: number, withinMs?: number): Promise<number>
+  /** Kills every node; safe to call more than once. */
+  stop(): Promise<void>
+}
+
+const cli = (port: number, ...args: string[]) =>
+  new Promise<string>((resolve, reject) => {
+    execFile('redis-cli', ['-p', String(port), ...args], { timeout: 2_000 }, (error, stdout) =>
+      error ? reject(error) : resolve(stdout),
+    )
+  })
+
+export async function startFailoverCluster(): Promise<FailoverCluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'erk-failover-'))
+  const ports = await clusterPorts(6)
+  const servers = new Map<number, ChildProcess>()
+  for (const port of ports) {
+    servers.set(
+      port,
+      spawn(
+        'redis-server',
+        [
+          ...['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes'],
+          ...['--cluster-config-file', join(dir, `${port}.conf`), '--cluster-node-timeout', '1000'],
+          // As the README recommends: the other shards keep serving while one has no master.
+          ...['--cluster-require-full-coverage', 'no'],
+          ...['--dir', dir, '--save', '', '--appendonly', 'no'],
+        ],
+        { stdio: 'ignore' },
+      ),
+    )
+  }
+  const kill = async (port: number) => {
+    const server = servers.get(port)
+    if (!server || server.exitCode !== null || server.signalCode !== null) return
+    const exited = new Promise((resolve) => server.once('exit', resolve))
+    server.kill('SIGCONT')
+    server.kill('SIGKILL')
+    await exited
+  }
+  let stopped: Promise<void> | undefined
+  const stop = () => {
+    stopped ??= Promise.all(ports.map(kill)).then(() => rm(dir, { recursive: true, force: true }))
+    return stopped
+  }
+  const nodes = async (port: number) =>
+    (await cli(port, 'cluster', 'nodes'))
+      .trim()
+      .split('\n')
+      .map((line) => {
+        const [id, address, flags, masterId, , , , , ...ranges] = line.split(' ')
+        return {
+          id,
+          port: Number(address?.split(':')[1]?.split('@')[0]),
+          flags: flags?.split(',') ?? [],
+          masterId,
+          ranges,
+        }
+      })
+  try {
+    for (const port of ports) await until(async () => (await cli(port, 'ping')).includes('PONG'))
+    await new Promise<void>((resolve, reject) =>
+      execFile(
+        'redis-cli',
+        [
+          '--cluster',
+          'create',
+          ...ports.map((port) => `127.0.0.1:${port}`),
+          '--cluster-replicas',
+          '1',
+          '--cluster-yes',
+        ],
+        (error) => (error ? reject(error) : resolve()),
+      ),
+    )
+    for (const port of ports) {
+      await until(async () => (await cli(port, 'cluster', 'info')).includes('cluster_state:ok'))
+    }
+    // Every replica attached and in sync, so that a failover has somewhere to go.
+    await until(async () => {
+      const all = await nodes(ports[0]!)
+      const replicas = all.filter((node) => node.flags.includes('slave'))
+      if (replicas.length !== 3) return false
+      for (const replica of replicas) {
+        if (!(await cli(replica.port, 'info', 'replication')).includes('master_link_status:up')) return false
+      }
+      return true
+    })
+  } catch (error) {
+    await stop()
+    throw error
+  }
+
+  return {
+    ports,
+    async masterOf(key) {
+      const slot = clusterSlot(key)
+      for (const port of ports) {
+        const all = await nodes(port).catch(() => undefined)
+        if (!all) continue
+        const owner = all.find(
+          (node) =>
+            node.flags.includes('master') &&
+            !node.flags.includes('fail') &&
+            node.ranges.some((range) => {
+              const [from = -1, to = from] = range.split('-').map(Number)
+              return slot >= from && slot <= to
+            }),
+        )
+        if (owner) return owner.port
+      }
+      throw new Error(`no master serves slot ${slot}`)
+    },
+    async replicaOf(port) {
+      const all = await nodes(port)
+      const master = all.find((node) => node.port === port)
+      const replica = all.find((node) => node.masterId === master?.id)
+      if (!replica) throw new Error(`the master at ${port} has no replica`)
+      return replica.port
+    },
+    kill,
+    freeze(port) {
+      servers.get(port)?.kill('SIGSTOP')
+    },
+    thaw(port) {
+      servers.get(port)?.kill('SIGCONT')
+    },
+    async failover(replicaPort) {
+      await cli(replicaPort, 'cluster', 'failover')
+    },
+    async untilMaster(port, withinMs = 15_000) {
+      await until(async () => (await cli(port, 'role')).startsWith('master'), withinMs, 20)
+      return Date.now()
+    },
+    stop,
+  }
+}
+
+async function until(check: () => Promise<boolean>, withinMs = 15_000, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + withinMs
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return
+    await sleep(everyMs)
+  }
+  throw new Error(`the failover cluster did not get there within ${withinMs} ms`)
+}
