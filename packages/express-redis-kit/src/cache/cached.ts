@@ -79,13 +79,13 @@ export async function cached<T>(
   const { lookup } = acquired
   switch (acquired.state) {
     case 'hit': {
-      const stored = read(lookup.entry)
+      const stored = read(lookup.body)
       if (stored) return stored.value
       break
     }
     case 'stale': {
       // Within stale-while-revalidate: answer now; the lock owner refreshes in the background.
-      const stored = read(lookup.entry)
+      const stored = read(lookup.body)
       const fill = acquired.refresh ? load({ ...common, lookup }) : undefined
       if (stored) {
         fill?.catch((error) => warn('express-redis-kit cached: the background refresh failed', error))
@@ -117,7 +117,7 @@ interface Fill<T> {
 /** Runs the loader for the lock owner and stores its value (or serves the stale one if it throws). */
 async function load<T>(fill: Fill<T>): Promise<T> {
   const { store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags, warn } = fill
-  const fence: Fence = { counts: new Map(), startedAt: lookup.now }
+  const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations }
   if (tags.length > 0) {
     try {
       fence.counts = await store.invalidationCounts(tags)
@@ -133,9 +133,9 @@ async function load<T>(fill: Fill<T>): Promise<T> {
   } catch (error) {
     store.giveBack(entryKey, lookup.token, warn)
     const { times } = lookup
-    if (lookup.entry && times && lookup.now < times.staleIfErrorUntil) {
+    if (lookup.body && times && lookup.now < times.staleIfErrorUntil) {
       try {
-        return serializer.deserialize(lookup.entry.toString()) as T
+        return serializer.deserialize(lookup.body.toString()) as T
       } catch (readError) {
         warn('express-redis-kit cached: the stale value could not be read', readError)
       }
@@ -158,7 +158,7 @@ async function load<T>(fill: Fill<T>): Promise<T> {
   const notFound = value === null || value === undefined
   const entryLifetimes = notFound ? { ...lifetimes, ttl: negativeTtl } : lifetimes
   try {
-    await store.store(entryKey, '', Buffer.from(text), '', entryLifetimes, lookup.token, tags, fence)
+    await store.store(entryKey, '', '', Buffer.from(text), '', entryLifetimes, Date.now(), lookup.token, tags, fence)
   } catch (error) {
     warn('express-redis-kit cached: could not store a value', error)
     store.giveBack(entryKey, lookup.token, warn)

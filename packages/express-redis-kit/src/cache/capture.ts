@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express'
 import type { CachedResponse } from './entry.js'
+import { type Freshness, freshnessOf } from './freshness.js'
 import { NEVER_STORED, type StoredHeader, unstorableReason, varyOf } from './http.js'
 
 /** How one fill's response is recorded, and whom it tells. */
@@ -8,9 +9,12 @@ export interface CaptureOptions {
   maxBodyBytes: number
   /** Statuses that may be stored. */
   statuses: number[]
+  /** When the handler was asked (this host's clock, ms): corrects the age of what it answers. */
+  requestTime: number
   /**
    * The client's `If-None-Match` / `If-Modified-Since`, taken off the request so that the
-   * handler answers in full (the cache needs the body); the capture answers them itself.
+   * handler answers in full, or to the cache's own validators (the cache needs the body);
+   * they are put back when the handler's answer begins, and the capture answers them itself.
    */
   conditional: Record<string, string>
   /**
@@ -19,13 +23,22 @@ export interface CaptureOptions {
    */
   serveStale: ((status: number) => void) | undefined
   /**
+   * When the handler was sent the stale entry's validators: called instead of storing if it
+   * answers 304, with the headers it set and when it answered; answers the client from the
+   * revalidated entry and updates it.
+   */
+  revalidated: ((headers: StoredHeader[], responseTime: number) => void) | undefined
+  /**
    * Called once, just before the response's head goes out: its status, why it cannot be
    * stored (`undefined` when it can, as far as its head tells), and whether it will be
    * stored for sure (its whole length is known and within `maxBodyBytes`).
    */
   onHead(status: number, unstorable: string | undefined, willStore: boolean): void
-  /** Called once, when the handler ended the response: what to store and the vary spec it was keyed with. */
-  onStore(response: CachedResponse, vary: string): void
+  /**
+   * Called once, when the handler ended the response: what to store, the vary spec it was
+   * keyed with, what its headers say about its freshness, and when its head went out.
+   */
+  onStore(response: CachedResponse, vary: string, freshness: Freshness, responseTime: number): void
   /**
    * Called once instead of `onStore`: nothing is stored, because the response cannot be
    * (`uncacheable`: waiters should ask the handler themselves) or the fill did not complete.
@@ -67,7 +80,9 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
   /** The client's own conditional request matched: it gets a 304, the body is only recorded. */
   let notModified = false
   let unstorable: string | undefined
-  let stored: { status: number; headers: StoredHeader[]; vary: string } | undefined
+  let stored:
+    | { status: number; headers: StoredHeader[]; vary: string; freshness: Freshness; responseTime: number }
+    | undefined
 
   const release = (uncacheable: boolean, reason: string) => {
     if (settled) return
@@ -80,36 +95,65 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
     release(true, reason)
   }
 
-  /** Before the first byte (at most once): snapshot, storability, stale-if-error, the client's 304. */
+  /** Headers the handler set (not those set before the cache ran), as stored. */
+  const ownHeaders = (): StoredHeader[] => {
+    const own: StoredHeader[] = []
+    for (const name of res.getHeaderNames()) {
+      const value = res.getHeader(name)
+      if (value === undefined || NEVER_STORED.has(name) || preset.get(name)?.text === headerText(value)) continue
+      own.push([name, Array.isArray(value) ? value.map(String) : String(value)])
+    }
+    return own
+  }
+  /** Answers with `answer` instead of what the handler began (its headers are dropped). */
+  const replace = (answer: () => void): void => {
+    replaced = true
+    for (const name of res.getHeaderNames()) if (!preset.has(name)) res.removeHeader(name)
+    for (const [name, { value }] of preset) res.setHeader(name, value)
+    passThrough = true
+    answer()
+    passThrough = false
+  }
+
+  /** Before the first byte (at most once): snapshot, storability, stale-if-error, revalidation, the client's 304. */
   const start = (wholeBodySize: number | undefined): void => {
     if (started) return
     started = true
     const status = res.statusCode
+    const responseTime = Date.now()
+    // The handler has its answer: the request carries the client's own conditional headers again.
+    delete req.headers['if-none-match']
+    delete req.headers['if-modified-since']
+    Object.assign(req.headers, options.conditional)
+    if (options.revalidated && status === 304 && !res.headersSent) {
+      const revalidated = options.revalidated
+      const headers = ownHeaders()
+      settled = true // the revalidation releases the lock
+      replace(() => revalidated(headers, responseTime))
+      return
+    }
     if (options.serveStale && status >= 500 && !res.headersSent) {
-      replaced = true
+      const serveStale = options.serveStale
       release(false, 'stale-if-error')
-      for (const name of res.getHeaderNames()) if (!preset.has(name)) res.removeHeader(name)
-      for (const [name, { value }] of preset) res.setHeader(name, value)
-      passThrough = true
-      options.serveStale(status)
-      passThrough = false
+      replace(() => serveStale(status))
       return
     }
     const all: StoredHeader[] = []
-    const own: StoredHeader[] = []
     for (const name of res.getHeaderNames()) {
       const value = res.getHeader(name)
-      if (value === undefined) continue
-      const header: StoredHeader = [name, Array.isArray(value) ? value.map(String) : String(value)]
-      all.push(header)
-      if (NEVER_STORED.has(name) || preset.get(name)?.text === headerText(value)) continue
-      own.push(header)
+      if (value !== undefined) all.push([name, Array.isArray(value) ? value.map(String) : String(value)])
     }
-    unstorable = unstorableReason(status, all, options.statuses)
+    const freshness = freshnessOf(all, options.requestTime, responseTime)
+    unstorable = unstorableReason(status, all, options.statuses, freshness)
     const declared = Number(res.getHeader('content-length'))
     const knownSize = wholeBodySize ?? (Number.isSafeInteger(declared) && declared >= 0 ? declared : undefined)
     if (unstorable === undefined && knownSize !== undefined && knownSize > options.maxBodyBytes) unstorable = 'size'
-    if (unstorable === undefined) stored = { status, headers: own, vary: varyOf(all) }
+    if (unstorable === undefined) {
+      const headers = ownHeaders()
+      // The response's Date is stored with it (Node adds one on the wire when the handler did not).
+      if (!res.hasHeader('date')) headers.push(['date', new Date(responseTime).toUTCString()])
+      stored = { status, headers, vary: varyOf(all), freshness, responseTime }
+    }
     options.onHead(status, unstorable, unstorable === undefined && knownSize !== undefined)
     if (unstorable !== undefined) refuse(unstorable)
     notModified = !res.headersSent && status >= 200 && status < 300 && clientHasFreshCopy(req, options.conditional)
@@ -163,7 +207,10 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
     record(chunk, encoding)
     if (stored && !settled) {
       settled = true
-      options.onStore({ status: stored.status, headers: stored.headers, body: Buffer.concat(chunks) }, stored.vary)
+      const { status, headers, vary, freshness, responseTime } = stored
+      const body = Buffer.concat(chunks)
+      const response = { status, headers, body, initialAge: freshness.initialAge, generatedEtag: false }
+      options.onStore(response, vary, freshness, responseTime)
     }
     if (notModified) {
       const callback = args.find((arg) => typeof arg === 'function')
@@ -178,9 +225,7 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
 
 /** Whether the client's own conditional headers match the response being sent (Express's `req.fresh` rules). */
 function clientHasFreshCopy(req: Request, conditional: Record<string, string>): boolean {
-  if (Object.keys(conditional).length === 0) return false
-  Object.assign(req.headers, conditional)
-  return req.fresh === true
+  return Object.keys(conditional).length > 0 && req.fresh === true
 }
 
 /** A header value as one string, to compare a header with what it was before the cache ran. */

@@ -4,30 +4,40 @@ export interface CachedResponse {
   /** Header name (as sent) and value(s), in the order they were set. */
   headers: [string, string | string[]][]
   body: Buffer
+  /** How old the response already was when it was stored (ms: an upstream `Age`, an old `Date`). */
+  initialAge: number
+  /** The `ETag` was added by the cache (the handler sent none): not a validator to revalidate with. */
+  generatedEtag: boolean
 }
 
 /*
- * Binary layout of a stored entry: a 4-byte big-endian length, that many bytes of JSON
- * ({ status, headers }), then the body as is. No base64: bodies of any type, compressed or
- * not, cost their own size.
+ * A stored response is two hash fields (see scripts.ts): its metadata, JSON
+ * { s: status, h: headers, a: initial age ms, g: 1 when the ETag is the cache's own }, and its
+ * body as it was sent: no base64, bodies of any type, compressed or not, cost their own size,
+ * and a revalidation rewrites the metadata alone.
  */
 
-export function encodeEntry(entry: CachedResponse): Buffer {
-  const meta = Buffer.from(JSON.stringify({ status: entry.status, headers: entry.headers }))
-  const length = Buffer.alloc(4)
-  length.writeUInt32BE(meta.length)
-  return Buffer.concat([length, meta, entry.body])
+export function encodeMeta(response: Omit<CachedResponse, 'body'>): string {
+  return JSON.stringify({
+    s: response.status,
+    h: response.headers,
+    a: response.initialAge,
+    ...(response.generatedEtag ? { g: 1 } : {}),
+  })
 }
 
-/** The entry in `data`, or undefined when it is not one (corrupt or from another version). */
-export function decodeEntry(data: Buffer): CachedResponse | undefined {
-  if (data.length < 4) return undefined
-  const length = data.readUInt32BE(0)
-  if (4 + length > data.length) return undefined
+/** The response in `meta` and `body`, or undefined when they are not one (corrupt, or from another version). */
+export function decodeEntry(meta: Buffer | string, body: Buffer): CachedResponse | undefined {
   try {
-    const meta = JSON.parse(data.subarray(4, 4 + length).toString()) as Omit<CachedResponse, 'body'>
-    if (!Number.isInteger(meta.status) || !Array.isArray(meta.headers)) return undefined
-    return { status: meta.status, headers: meta.headers, body: data.subarray(4 + length) }
+    const parsed = JSON.parse(meta.toString()) as { s?: unknown; h?: unknown; a?: unknown; g?: unknown }
+    if (!Number.isInteger(parsed.s) || !Array.isArray(parsed.h)) return undefined
+    return {
+      status: parsed.s as number,
+      headers: parsed.h as CachedResponse['headers'],
+      body,
+      initialAge: typeof parsed.a === 'number' && parsed.a >= 0 ? parsed.a : 0,
+      generatedEtag: parsed.g === 1,
+    }
   } catch {
     return undefined
   }

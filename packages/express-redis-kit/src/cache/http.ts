@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { Request } from 'express'
+import type { Freshness } from './freshness.js'
 
 /*
  * The HTTP rules of cacheResponse: what a response is keyed on, what may be stored, and the
@@ -95,12 +96,18 @@ export function varyOf(headers: StoredHeader[]): string {
 
 /**
  * Why a response may not be stored by a shared cache (RFC 9111 section 3), or undefined if
- * it may. `headers` are all the response's headers, including those set before the cache ran.
+ * it may. `headers` are all the response's headers, including those set before the cache ran;
+ * `freshness` what they say (a `no-cache` response is stored only if it can be revalidated).
  */
-export function unstorableReason(status: number, headers: StoredHeader[], statuses: number[]): string | undefined {
+export function unstorableReason(
+  status: number,
+  headers: StoredHeader[],
+  statuses: number[],
+  freshness: Freshness,
+): string | undefined {
   if (!statuses.includes(status)) return 'status'
   if (headerValue(headers, 'set-cookie') !== '') return 'set-cookie'
-  if (/(^|,)\s*(private|no-store|no-cache)\b/i.test(headerValue(headers, 'cache-control'))) return 'cache-control'
+  if (freshness.noStore || (freshness.noCache && !freshness.validator)) return 'cache-control'
   if (varyOf(headers).split(',').includes('*')) return 'vary'
   return undefined
 }
@@ -115,7 +122,6 @@ export const NEVER_STORED = new Set([
   'x-cache',
   'cache-status',
   'age',
-  'date',
   'connection',
   'keep-alive',
   'transfer-encoding',

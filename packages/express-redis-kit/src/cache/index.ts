@@ -2,8 +2,18 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { describe, RedisKitError } from '../shared/errors.js'
 import { SESSION_HAS_DATA, SESSION_USER, sessionMarks } from '../shared/session-marks.js'
 import { captureResponse } from './capture.js'
-import { type CachedResponse, decodeEntry, encodeEntry } from './entry.js'
-import { cacheStatus, defaultKeyParts, strongEtag, ttlSeconds, variantOf } from './http.js'
+import { type CachedResponse, decodeEntry, encodeMeta } from './entry.js'
+import { type Freshness, freshnessOf, lifetimesOf } from './freshness.js'
+import {
+  cacheStatus,
+  canonicalQuery,
+  defaultKeyParts,
+  NEVER_STORED,
+  type StoredHeader,
+  strongEtag,
+  ttlSeconds,
+  variantOf,
+} from './http.js'
 import { type CacheResponseOptions, checkTags, parseResponseOptions, type ResponseConfig } from './options.js'
 import { REFRESH, type Refresh, startRefresh } from './refresh.js'
 import { serveEntry } from './serve.js'
@@ -40,6 +50,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
   const { store, warn } = config
 
   const middleware = async function cacheMiddleware(req: Request, res: Response, next: NextFunction) {
+    if (UNSAFE_METHODS.has(req.method)) {
+      if (config.invalidateOnUnsafe) invalidateOnSuccess(req, res, config)
+      return next()
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return next()
     let entryKey: string
     try {
@@ -65,7 +79,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
     }
 
     const { lookup } = acquired
-    const entry = lookup.entry && lookup.times ? decodeEntry(lookup.entry) : undefined
+    const entry = lookup.meta && lookup.body && lookup.times ? decodeEntry(lookup.meta, lookup.body) : undefined
     switch (acquired.state) {
       case 'hit':
         if (!entry) break
@@ -74,7 +88,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
           cacheStatus: acquired.collapsed
             ? cacheStatus('miss', { collapsed: true, ttl: ttlSeconds(lookup.times!.freshUntil, lookup.now) })
             : cacheStatus('hit', { ttl: ttlSeconds(lookup.times!.freshUntil, lookup.now) }),
-          age: ageOf(lookup),
+          age: ageOf(entry, lookup),
         })
       case 'stale':
         if (!entry) {
@@ -84,7 +98,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
         serveEntry(req, res, entry, {
           xCache: 'STALE',
           cacheStatus: cacheStatus('hit', { ttl: ttlSeconds(lookup.times!.freshUntil, lookup.now) }),
-          age: ageOf(lookup),
+          age: ageOf(entry, lookup),
         })
         if (acquired.refresh) startRefresh(req, { entryKey, lookup }, store, warn)
         return
@@ -119,13 +133,7 @@ function bypassReason(req: Request, config: ResponseConfig): string | undefined 
 function keyParts(req: Request, config: ResponseConfig): string[] {
   let parts: string[]
   if (config.key) {
-    const key = config.key(req)
-    if (typeof key !== 'string')
-      throw new RedisKitError(
-        'ERK_INVALID_CALLBACK_RESULT',
-        `express-redis-kit cacheResponse: the key option must return a string; it returned ${describe(key)}`,
-      )
-    parts = ['response', 'key', key]
+    parts = ['response', 'key', customKey(req, config.key)]
   } else {
     parts = ['response', 'url', ...defaultKeyParts(req)]
   }
@@ -134,18 +142,93 @@ function keyParts(req: Request, config: ResponseConfig): string[] {
   return parts
 }
 
+/** What the `key` option returns for `req`, checked. */
+function customKey(req: Request, key: (req: Request) => string): string {
+  const value = key(req)
+  if (typeof value !== 'string')
+    throw new RedisKitError(
+      'ERK_INVALID_CALLBACK_RESULT',
+      `express-redis-kit cacheResponse: the key option must return a string; it returned ${describe(value)}`,
+    )
+  return value
+}
+
 function skip(res: Response, next: NextFunction, reason: string): void {
   res.setHeader('X-Cache', 'BYPASS')
   res.setHeader('Cache-Status', cacheStatus('bypass', { detail: reason }))
   next()
 }
 
-const ageOf = (lookup: Lookup): number => Math.max(0, Math.floor((lookup.now - lookup.times!.storedAt) / 1000))
+/** An entry's `Age` (RFC 9111 4.2.3): the age it had when stored, plus its time in the cache (s). */
+const ageOf = (entry: CachedResponse, lookup: Lookup): number =>
+  Math.max(0, Math.floor((entry.initialAge + lookup.now - lookup.times!.storedAt) / 1000))
+
+/** Methods that change what is at a URL (RFC 9111 4.4): a success invalidates what is stored for it. */
+const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+
+/**
+ * RFC 9111 4.4: once the handler of an unsafe request answers 2xx or 3xx, invalidate what is
+ * stored for its URL, and for its `Location` and `Content-Location` when they are on the same
+ * host, on every instance (for a signed-in user with `perUser`, that user's entries too). The
+ * response ends once the invalidation is done (one round trip per entry, in parallel), so that
+ * a client that reads the URL again after it never gets the old entry; if Redis fails, the
+ * failure is logged and the response ends all the same.
+ */
+function invalidateOnSuccess(req: Request, res: Response, config: ResponseConfig): void {
+  const { end } = res
+  res.end = function invalidatingEnd(this: Response, ...args: unknown[]) {
+    res.end = end
+    const finish = () => (end as (...a: unknown[]) => Response).apply(this, args)
+    if (this.statusCode < 200 || this.statusCode >= 400) return finish()
+    let keys: string[]
+    try {
+      keys = invalidatedEntries(req, this, config)
+    } catch (error) {
+      config.warn('express-redis-kit cacheResponse: could not invalidate after an unsafe request', error)
+      return finish()
+    }
+    config.store
+      .invalidateEntries(keys)
+      .catch((error) =>
+        config.warn('express-redis-kit cacheResponse: could not invalidate after an unsafe request', error),
+      )
+      .finally(finish)
+    return this
+  } as typeof res.end
+}
+
+/** The entries an unsafe request invalidates (see {@link invalidateOnSuccess}). */
+function invalidatedEntries(req: Request, res: Response, config: ResponseConfig): string[] {
+  const { store } = config
+  const user = sessionMarks(req)[SESSION_USER]
+  const entries = (parts: string[]) => [
+    store.entryKey(parts),
+    ...(user !== undefined ? [store.entryKey([...parts, 'user', user])] : []),
+  ]
+  if (config.key) return entries(['response', 'key', customKey(req, config.key)])
+  const [protocol, host, path] = defaultKeyParts(req) as [string, string, string, string]
+  const keys = entries(['response', 'url', ...defaultKeyParts(req)])
+  for (const name of ['location', 'content-location']) {
+    const value = res.getHeader(name)
+    if (typeof value !== 'string') continue
+    let url: URL
+    try {
+      url = new URL(value, `${protocol}://${host}${path}`)
+    } catch {
+      continue
+    }
+    if (url.host !== host || url.protocol !== `${protocol}:`) continue
+    keys.push(...entries(['response', 'url', protocol, host, url.pathname, canonicalQuery(url.search.slice(1))]))
+  }
+  return keys
+}
 
 /**
  * This request holds the fill lock: the handler answers, and what it produced is stored
  * (see captureResponse). Waiters are released as soon as the response turns out not to be
- * storable; a 5xx is replaced by the stale entry when stale-if-error allows.
+ * storable. When a stale entry with validators is at hand, the handler is asked
+ * conditionally: a 304 revalidates the entry (new headers and freshness, same body). A 5xx is
+ * replaced by the stale entry when stale-if-error allows.
  */
 async function fill(
   req: Request,
@@ -159,7 +242,7 @@ async function fill(
   // Tags known now (the option's, or what a tags function gave this entry last time): their
   // invalidation counts, read before the handler runs, fence the fill.
   const known = Array.isArray(config.tags) ? config.tags : (lookup.lastTags ?? [])
-  const fence: Fence = { counts: new Map(), startedAt: lookup.now }
+  const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations }
   if (known.length > 0) {
     try {
       fence.counts = await store.invalidationCounts(known)
@@ -169,6 +252,7 @@ async function fill(
       return skip(res, next, 'redis-unavailable')
     }
   }
+  const requestTime = Date.now()
   // The handler must produce the full response to store, not a 304 for this client's copy:
   // the client's conditional headers are answered from the handler's response (see capture).
   const conditional: Record<string, string> = {}
@@ -178,24 +262,56 @@ async function fill(
     delete req.headers[name]
   }
   const { times } = lookup
-  const stale = lookup.entry && times && lookup.now < times.staleIfErrorUntil ? decodeEntry(lookup.entry) : undefined
-  const forwardedBecause = lookup.entry ? 'stale' : 'miss'
+  const stale = lookup.meta && lookup.body && times ? decodeEntry(lookup.meta, lookup.body) : undefined
+  // Ask with the stale entry's own validators: a 304 spares the body.
+  const validators = stale ? validatorsOf(stale) : {}
+  Object.assign(req.headers, validators)
+  const fallback = stale && lookup.now < times!.staleIfErrorUntil ? stale : undefined
+  const forwardedBecause = stale ? 'stale' : 'miss'
   captureResponse(req, res, {
     maxBodyBytes: config.maxBodyBytes,
     statuses: config.statuses,
+    requestTime,
     conditional,
     serveStale:
-      stale &&
+      fallback &&
       ((status) =>
-        serveEntry(req, res, stale, {
+        serveEntry(req, res, fallback, {
           xCache: 'STALE',
           cacheStatus: cacheStatus('stale', {
             'fwd-status': status,
             ttl: ttlSeconds(times!.freshUntil, lookup.now),
             detail: 'stale-if-error',
           }),
-          age: ageOf(lookup),
+          age: ageOf(fallback, lookup),
         })),
+    revalidated:
+      stale && Object.keys(validators).length > 0
+        ? (headers, responseTime) => {
+            const variant = variantOf(req, lookup.vary ?? '')
+            const revalidated = revalidate(stale, headers, requestTime, responseTime)
+            const lifetimes = lifetimesOf(revalidated.freshness, config.settings)
+            store
+              .revalidate(
+                entryKey,
+                variant,
+                encodeMeta(revalidated.entry),
+                lifetimes,
+                responseTime,
+                lookup.token,
+                lookup.invalidations,
+              )
+              .catch((error) => {
+                warn('express-redis-kit cacheResponse: could not update a revalidated response', error)
+                store.giveBack(entryKey, lookup.token, warn)
+              })
+            serveEntry(req, res, revalidated.entry, {
+              xCache: 'REVALIDATED',
+              cacheStatus: cacheStatus('stale', { 'fwd-status': 304, ttl: Math.floor(lifetimes.ttl / 1000) }),
+              age: Math.floor(revalidated.entry.initialAge / 1000),
+            })
+          }
+        : undefined,
     onHead(status, unstorable, willStore) {
       if (res.headersSent) return
       res.setHeader(
@@ -206,13 +322,46 @@ async function fill(
     onRelease(uncacheable) {
       store.giveBack(entryKey, lookup.token, warn, uncacheable)
     },
-    onStore(response, vary) {
+    onStore(response, vary, freshness, responseTime) {
       store.rememberVary(entryKey, vary)
-      storeResponse(req, res, config, { entryKey, lookup, fence, response, vary })
+      storeResponse(req, res, config, { entryKey, lookup, fence, response, vary, freshness, responseTime })
     },
   })
   res.setHeader('X-Cache', 'MISS')
   next()
+}
+
+/** The conditional headers that revalidate `entry`: its `ETag` (unless the cache made it) and `Last-Modified`. */
+function validatorsOf(entry: CachedResponse): Record<string, string> {
+  const validators: Record<string, string> = {}
+  for (const [name, value] of entry.headers) {
+    if (typeof value !== 'string') continue
+    if (name === 'etag' && !entry.generatedEtag) validators['if-none-match'] = value
+    if (name === 'last-modified') validators['if-modified-since'] = value
+  }
+  return validators
+}
+
+/**
+ * A stale entry revalidated by a 304 (RFC 9111 4.3.4): the 304's headers replace the stored
+ * ones of the same name (but Content-Length), and its Date (or the time it came) is the
+ * entry's; the body stays. Returns the entry and its new freshness.
+ */
+function revalidate(
+  stale: CachedResponse,
+  headers: StoredHeader[],
+  requestTime: number,
+  responseTime: number,
+): { entry: CachedResponse; freshness: Freshness } {
+  const updates = headers.filter(([name]) => name !== 'content-length' && !NEVER_STORED.has(name))
+  if (!updates.some(([name]) => name === 'date')) updates.push(['date', new Date(responseTime).toUTCString()])
+  const replaced = new Set(updates.map(([name]) => name))
+  const merged = [...stale.headers.filter(([name]) => !replaced.has(name)), ...updates]
+  const generatedEtag = stale.generatedEtag && !replaced.has('etag')
+  // The cache's own ETag is not a validator of the origin's.
+  const origin = generatedEtag ? merged.filter(([name]) => name !== 'etag') : merged
+  const freshness = freshnessOf(origin, requestTime, responseTime)
+  return { entry: { ...stale, headers: merged, generatedEtag, initialAge: freshness.initialAge }, freshness }
 }
 
 /** Stores a captured response under the variant of its vary spec, with its tags. */
@@ -220,10 +369,18 @@ function storeResponse(
   req: Request,
   res: Response,
   config: ResponseConfig,
-  fill: { entryKey: string; lookup: Lookup; fence: Fence; response: CachedResponse; vary: string },
+  fill: {
+    entryKey: string
+    lookup: Lookup
+    fence: Fence
+    response: CachedResponse
+    vary: string
+    freshness: Freshness
+    responseTime: number
+  },
 ): void {
   const { store, warn } = config
-  const { entryKey, lookup, fence, response, vary } = fill
+  const { entryKey, lookup, fence, response, vary, freshness, responseTime } = fill
   let tags: string[]
   try {
     tags = typeof config.tags === 'function' ? checkTags(config.tags(req, res), 'tags()') : config.tags
@@ -232,8 +389,23 @@ function storeResponse(
     store.giveBack(entryKey, lookup.token, warn)
     return
   }
-  if (!response.headers.some(([name]) => name === 'etag')) response.headers.push(['etag', strongEtag(response.body)])
+  if (!response.headers.some(([name]) => name === 'etag')) {
+    response.headers.push(['etag', strongEtag(response.body)])
+    response.generatedEtag = true
+  }
+  const lifetimes = lifetimesOf(freshness, config.settings)
   store
-    .store(entryKey, variantOf(req, vary), encodeEntry(response), vary, config.lifetimes, lookup.token, tags, fence)
+    .store(
+      entryKey,
+      variantOf(req, vary),
+      encodeMeta(response),
+      response.body,
+      vary,
+      lifetimes,
+      responseTime,
+      lookup.token,
+      tags,
+      fence,
+    )
     .catch((error) => warn('express-redis-kit cacheResponse: could not store a response', error))
 }

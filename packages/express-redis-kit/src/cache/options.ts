@@ -10,6 +10,7 @@ import {
   rejectUnknownOptions,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
+import type { LifetimeSettings } from './freshness.js'
 import { CacheStore, type Lifetimes } from './store.js'
 
 export { check }
@@ -17,17 +18,23 @@ export { check }
 /** Options shared by cacheResponse() and cached(). */
 export interface CacheCommonOptions {
   /**
-   * How long an entry is fresh.
+   * How long an entry is fresh. For cacheResponse, the lifetime of a response whose headers
+   * say nothing about it (see `freshness`); a response with validators (`ETag`,
+   * `Last-Modified`) is also kept this long past its freshness, to be revalidated.
    * @default '5m'
    */
   ttl?: Duration
   /**
-   * After `ttl`, how long a stale entry is still served while one caller refreshes it.
+   * Once stale, how long an entry is still served while one caller refreshes it. For
+   * cacheResponse, a response's own `stale-while-revalidate` (RFC 5861) extends it, and
+   * `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` forbid it.
    * @default 0 (off)
    */
   staleWhileRevalidate?: Duration | 0
   /**
-   * After `ttl`, how long a stale entry is served when the origin fails (throws, or answers 5xx).
+   * Once stale, how long an entry is served when the origin fails (throws, or answers 5xx).
+   * For cacheResponse, a response's own `stale-if-error` extends it, and `must-revalidate`,
+   * `proxy-revalidate`, `s-maxage` or `no-cache` forbid it.
    * @default 0 (off)
    */
   staleIfError?: Duration | 0
@@ -142,6 +149,28 @@ export interface CacheResponseOptions extends CacheCommonOptions {
    */
   perUser?: boolean
   /**
+   * Who decides how long a response is fresh. `'response'`: its headers, as a shared cache
+   * reads them (RFC 9111 4.2): `CDN-Cache-Control` (RFC 9213, which then replaces
+   * `Cache-Control`), else `s-maxage`, `max-age`, `Expires` minus `Date`, less the `Age` it
+   * already had; `ttl` when they say nothing. `'ttl'`: `ttl` always, whatever they say. In both,
+   * `no-store` and `private` are never stored, and `no-cache` is revalidated on every use.
+   * @default 'response'
+   */
+  freshness?: 'response' | 'ttl'
+  /**
+   * No response is fresh for longer than this, whatever its headers say.
+   * @default none (no cap)
+   */
+  maxTtl?: Duration
+  /**
+   * A `POST`, `PUT`, `PATCH` or `DELETE` through the middleware that succeeds (2xx, 3xx)
+   * invalidates what is stored for its URL, and for its `Location` and `Content-Location` on
+   * the same host (RFC 9111 4.4), on every instance; the response ends once that is done.
+   * With `key`, the entry `key` gives the request is invalidated. `false` turns it off.
+   * @default true
+   */
+  invalidateOnUnsafe?: boolean
+  /**
    * Requests for which it returns `true` bypass the cache (`X-Cache: BYPASS`): neither
    * served from it nor stored. For credentials the cache cannot see, e.g.
    * `(req) => req.cookies.jwt !== undefined` or `(req) => req.get('x-api-key') !== undefined`.
@@ -159,6 +188,9 @@ export interface ResponseConfig extends CommonConfig {
   key: ((req: Request) => string) | undefined
   perUser: boolean
   bypass: ((req: Request) => boolean) | undefined
+  /** What decides each stored response's lifetimes. */
+  settings: LifetimeSettings
+  invalidateOnUnsafe: boolean
 }
 
 const RESPONSE_OPTIONS = new Set([
@@ -176,6 +208,9 @@ const RESPONSE_OPTIONS = new Set([
   'key',
   'perUser',
   'bypass',
+  'freshness',
+  'maxTtl',
+  'invalidateOnUnsafe',
 ])
 
 /** Validates cacheResponse()'s options. */
@@ -198,7 +233,22 @@ export function parseResponseOptions(options: CacheResponseOptions): ResponseCon
   const perUser = options.perUser ?? false
   check(typeof perUser === 'boolean', 'perUser', 'a boolean', perUser)
   check(options.bypass === undefined || typeof options.bypass === 'function', 'bypass', 'a function', options.bypass)
-  return { ...common, tags, statuses, maxBodyBytes, key: options.key, perUser, bypass: options.bypass }
+  const freshness = options.freshness ?? 'response'
+  check(freshness === 'response' || freshness === 'ttl', 'freshness', "'response' or 'ttl'", freshness)
+  const maxTtl = options.maxTtl === undefined ? Number.POSITIVE_INFINITY : parseDuration(options.maxTtl, 'maxTtl')
+  const invalidateOnUnsafe = options.invalidateOnUnsafe ?? true
+  check(typeof invalidateOnUnsafe === 'boolean', 'invalidateOnUnsafe', 'a boolean', invalidateOnUnsafe)
+  return {
+    ...common,
+    tags,
+    statuses,
+    maxBodyBytes,
+    key: options.key,
+    perUser,
+    bypass: options.bypass,
+    settings: { ...common.lifetimes, freshness, maxTtl },
+    invalidateOnUnsafe,
+  }
 }
 
 /** Validates a list of tags. */

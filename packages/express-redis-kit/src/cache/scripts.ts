@@ -5,10 +5,17 @@ import { Script } from '../shared/redis.js'
  * one hash, `<prefix>{<h>}`, h being a hash of the URL or key, with its lock beside it in
  * the same slot, `<prefix>{<h>}:lock`:
  *   vary       the request headers the response varies on ('' for none), as stored
- *   v:<var>    a variant's entry: status, headers and body, binary (see entry.ts)
- *   p:<var>    a variant being filled, until its commit (lookups ignore it)
+ *   m:<var>    a variant's metadata: JSON of its status, headers and age (see entry.ts); ''
+ *              for a cached() value
+ *   b:<var>    its body (or a cached() value), as it was sent
  *   t:<var>    its times in Redis ms: '<storedAt>,<freshUntil>,<staleWhileRevalidateUntil>,<staleIfErrorUntil>'
- * The hash expires with its longest-lived variant. Beside it (same slot) `<prefix>{<h>}:tags`,
+ *              (storedAt: when the response was made, on Redis's clock)
+ *   p:<var>, q:<var>  the metadata and body of a variant being filled, until its commit
+ *              (lookups ignore them)
+ *   i          how many times the URL was invalidated by an unsafe request (POST, PUT, PATCH,
+ *              DELETE): a fill that began before an invalidation is not committed
+ * The hash expires with its longest-lived variant (an entry that can be revalidated, as long
+ * as that is possible). Beside it (same slot) `<prefix>{<h>}:tags`,
  * the JSON of the tags it was last stored with: an invalidation leaves it, so that the next
  * fill knows which tags to fence itself with before the handler runs.
  * Tags (another slot each): `<prefix>tag:{<tag>}`, a set of the entry hashes carrying the
@@ -28,10 +35,10 @@ import { Script } from '../shared/redis.js'
  * Lookup, and the lock when the entry is missing or no longer fresh.
  * KEYS[1] entry hash, KEYS[2] its lock, KEYS[3] its last tags.
  * ARGV[1] variant field suffix, ARGV[2] lock token ('' = do not lock), ARGV[3] lock ms.
- * Reply: { now, vary or false, entry or false, times or false, lock [, last tags or false
- * when 'owned'] } where lock is
+ * Reply: { now, vary or false, meta or false, body or false, times or false, lock
+ * [, last tags or false, invalidation count or false, when 'owned'] } where lock is
  *   'fresh'  the entry is fresh: no lock needed
- *   'owned'  this caller holds the lock now and should fill the entry
+ *   'owned'  this caller holds the lock now and should fill (or revalidate) the entry
  *   'held'   another caller holds it (fill in progress)
  *   'none'   not requested, and no fill in progress
  *   'uncacheable' the last fill found the response not cacheable: go to the origin
@@ -39,66 +46,125 @@ import { Script } from '../shared/redis.js'
 export const LOOKUP = new Script(`
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local stored = redis.call('HMGET', KEYS[1], 'vary', 'v:' .. ARGV[1], 't:' .. ARGV[1])
-local vary, entry, times = stored[1], stored[2], stored[3]
+local stored = redis.call('HMGET', KEYS[1], 'vary', 'm:' .. ARGV[1], 'b:' .. ARGV[1], 't:' .. ARGV[1])
+local vary, meta, body, times = stored[1], stored[2], stored[3], stored[4]
 local state = 'none'
-if entry and times then
+if meta and body and times then
   local fresh = tonumber(string.match(times, '^[^,]*,([^,]*)'))
-  if now < fresh then return { now, vary, entry, times, 'fresh' } end
+  if now < fresh then return { now, vary, meta, body, times, 'fresh' } end
 end
 if ARGV[2] == '' then
   -- no lock wanted (HEAD): still say whether a fill is in progress, so the caller can wait for it
   if redis.call('EXISTS', KEYS[2]) == 1 then state = 'held' end
 else
   if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
-    -- the filler also gets the tags the entry had last time: it fences the fill with their counts
-    return { now, vary, entry, times, 'owned', redis.call('GET', KEYS[3]) }
+    -- the filler also gets the tags the entry had last time (to fence the fill with their
+    -- counts) and how many times the URL was invalidated (the commit checks it is unchanged)
+    return { now, vary, meta, body, times, 'owned', redis.call('GET', KEYS[3]), redis.call('HGET', KEYS[1], 'i') }
   elseif redis.call('GET', KEYS[2]) == 'uncacheable' then
     state = 'uncacheable'
   else
     state = 'held'
   end
 end
-return { now, vary, entry, times, state }
+return { now, vary, meta, body, times, state }
 `)
 
 /**
- * Stage a variant: stored under `p:<var>`, which lookups ignore, until COMMIT makes it the
- * entry (after its tags are written and the invalidation counter checked). The lock stays.
- * KEYS[1] entry hash. ARGV[1] variant suffix, ARGV[2] entry, ARGV[3] ms the staged
- * value may wait for its commit.
+ * Stage a variant: its metadata and body under `p:<var>` and `q:<var>`, which lookups ignore,
+ * until COMMIT makes them the entry (after its tags are written). The lock stays.
+ * KEYS[1] entry hash. ARGV[1] variant suffix, ARGV[2] metadata, ARGV[3] body, ARGV[4] ms the
+ * staged value may wait for its commit.
  */
 export const STAGE = new Script(`
-redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], ARGV[2])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], ARGV[2], 'q:' .. ARGV[1], ARGV[3])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return 1
 `)
+
+/**
+ * Lua shared by COMMIT and REVALIDATE: sets a variant's times and the hash's expiry. ARGV[4..8]
+ * are the variant's lifetimes (ms): fresh for ARGV[4] (0 or less: stale already), then served
+ * stale for ARGV[5] (stale-while-revalidate) or ARGV[6] (stale-if-error) at most, and kept
+ * ARGV[7] after its freshness to be revalidated; all counted from when the response was made,
+ * ARGV[8] ms ago (its `storedAt`: a request that looked before then and waited for the fill
+ * may use it). Alone in its hash, the hash lives
+ * exactly as long as the variant is of use; beside other variants, as long as the longest
+ * of them; and it never shortens the life of the URL's invalidation count (`i`).
+ */
+const TIMES_LUA = `
+local function setTimes(hash, variant)
+  local ttl, swr, sie, revalidate = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - tonumber(ARGV[8])
+  redis.call('HSET', hash, 't:' .. variant, string.format('%d,%d,%d,%d', now, now + ttl, now + ttl + swr, now + ttl + sie))
+  local keep = math.max(1, ttl + math.max(swr, sie, revalidate))
+  local alone = redis.call('HEXISTS', hash, 'i') == 0
+  for _, field in ipairs(redis.call('HKEYS', hash)) do
+    if string.sub(field, 1, 2) == 't:' and field ~= 't:' .. variant then alone = false end
+  end
+  if alone or redis.call('PTTL', hash) < keep then redis.call('PEXPIRE', hash, keep) end
+  return keep
+end
+`
 
 /**
  * Commit a staged variant. KEYS[1] entry hash, KEYS[2] its lock, KEYS[3] its last tags.
- * ARGV[1] lock token, ARGV[2] variant suffix, ARGV[3] vary spec, ARGV[4] ttl ms,
- * ARGV[5] stale-while-revalidate ms, ARGV[6] stale-if-error ms, ARGV[7] JSON of the tags
- * (kept beside the entry, and through its invalidations, for the next fill's fence).
- * A different vary spec than the stored one drops the old variants. Releases the lock
- * if this caller still holds it. Reply: 1, or 0 when the staged value is gone (an
- * invalidation deleted the entry meanwhile: nothing is stored).
+ * ARGV[1] lock token, ARGV[2] variant suffix, ARGV[3] vary spec, ARGV[4..8] lifetimes (see
+ * TIMES_LUA), ARGV[9] JSON of the tags (kept beside the entry, and through its invalidations,
+ * for the next fill's fence; '' for none), ARGV[10] the URL's invalidation count the fill
+ * began with ('' for none). A different vary spec than the stored one drops the old variants.
+ * Releases the lock if this caller still holds it. Reply: 1, or 0 when nothing is stored: the
+ * staged value is gone (a tag's invalidation deleted it) or the URL was invalidated since the
+ * fill began.
  */
-export const COMMIT = new Script(`
+export const COMMIT = new Script(`${TIMES_LUA}
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-local entry = redis.call('HGET', KEYS[1], 'p:' .. ARGV[2])
-if not entry then return 0 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local ttl, swr, sie = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local staged = redis.call('HMGET', KEYS[1], 'p:' .. ARGV[2], 'q:' .. ARGV[2], 'i')
+redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2], 'q:' .. ARGV[2])
+if not staged[1] or not staged[2] or (staged[3] or '') ~= ARGV[10] then return 0 end
 local vary = redis.call('HGET', KEYS[1], 'vary')
-if vary and vary ~= ARGV[3] then redis.call('DEL', KEYS[1]) else redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2]) end
-local times = string.format('%d,%d,%d,%d', now, now + ttl, now + ttl + swr, now + ttl + sie)
-redis.call('HSET', KEYS[1], 'vary', ARGV[3], 'v:' .. ARGV[2], entry, 't:' .. ARGV[2], times)
-local keep = ttl + math.max(swr, sie)
--- alone in its hash: exactly its own lifetime; beside other variants: the longest of them
-if redis.call('HLEN', KEYS[1]) == 3 or redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
-if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[7], 'PX', keep) end
+if vary and vary ~= ARGV[3] then
+  local pttl = redis.call('PTTL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  if staged[3] then
+    redis.call('HSET', KEYS[1], 'i', staged[3])
+    if pttl > 0 then redis.call('PEXPIRE', KEYS[1], pttl) end
+  end
+end
+redis.call('HSET', KEYS[1], 'vary', ARGV[3], 'm:' .. ARGV[2], staged[1], 'b:' .. ARGV[2], staged[2])
+local keep = setTimes(KEYS[1], ARGV[2])
+if ARGV[9] ~= '' then redis.call('SET', KEYS[3], ARGV[9], 'PX', keep) end
 return 1
+`)
+
+/**
+ * Revalidated (the origin answered 304 to a conditional request): the variant keeps its body,
+ * and gets new metadata and times. KEYS[1] entry hash, KEYS[2] its lock. ARGV[1] lock token,
+ * ARGV[2] variant suffix, ARGV[3] metadata, ARGV[4..8] lifetimes (see TIMES_LUA), ARGV[9] the
+ * URL's invalidation count the revalidation began with. Releases the lock. Reply: 1, or 0
+ * when the variant is gone or the URL was invalidated meanwhile.
+ */
+export const REVALIDATE = new Script(`${TIMES_LUA}
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+local stored = redis.call('HMGET', KEYS[1], 'b:' .. ARGV[2], 'i')
+if not stored[1] or (stored[2] or '') ~= ARGV[9] then return 0 end
+redis.call('HSET', KEYS[1], 'm:' .. ARGV[2], ARGV[3])
+setTimes(KEYS[1], ARGV[2])
+return 1
+`)
+
+/**
+ * Invalidate a URL's stored responses (after a successful unsafe request): count the
+ * invalidation, so that a fill or revalidation in progress is not committed, and delete every
+ * variant, staged ones included. KEYS[1] entry hash. ARGV[1] ms to keep the count.
+ */
+export const INVALIDATE_URL = new Script(`
+local count = redis.call('HINCRBY', KEYS[1], 'i', 1)
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'i', count)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return count
 `)
 
 /**

@@ -3,11 +3,11 @@ import type { CachedResponse } from './entry.js'
 
 /** What the cache tells the client about an answer from a stored entry. */
 export interface ServedAs {
-  /** `X-Cache`: HIT or STALE. */
-  xCache: 'HIT' | 'STALE'
+  /** `X-Cache`: HIT, STALE, or REVALIDATED (the handler answered 304 to the cache's conditional request). */
+  xCache: 'HIT' | 'STALE' | 'REVALIDATED'
   /** The RFC 9211 `Cache-Status` entry. */
   cacheStatus: string
-  /** Seconds since the entry was stored. */
+  /** The entry's age in seconds (RFC 9111 4.2.3). */
   age: number
 }
 

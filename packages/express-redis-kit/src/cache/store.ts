@@ -4,7 +4,7 @@ import { RESP_TYPES } from 'redis'
 import type { Warn } from '../shared/logger.js'
 import { encodeKeyPart, isCluster, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
-import { COMMIT, LOOKUP, RELEASE, STAGE, TAG, TAKE_TAG } from './scripts.js'
+import { COMMIT, INVALIDATE_URL, LOOKUP, RELEASE, REVALIDATE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 
 /**
  * Lock tokens only need to be unique: a random prefix drawn once per process and a counter
@@ -26,6 +26,12 @@ export const CLOCK_MARGIN_MS = 250
 /** How long a tag's invalidation count is kept after its last invalidation. */
 const INVALIDATIONS_KEPT_MS = 24 * 60 * 60 * 1000
 
+/**
+ * How long a URL's invalidation count (by unsafe requests) is kept: far longer than any fill,
+ * which must find it unchanged to commit.
+ */
+const URL_INVALIDATIONS_KEPT_MS = 60 * 60 * 1000
+
 /** How often a caller waiting for another's fill looks again (ms). */
 export const POLL_MS = 20
 
@@ -35,13 +41,17 @@ export interface Lookup {
   now: number
   /** The vary spec stored for the entry, if any. */
   vary: string | undefined
-  entry: Buffer | undefined
+  /** The variant's metadata (see entry.ts; '' for a cached() value) and body, when stored. */
+  meta: Buffer | undefined
+  body: Buffer | undefined
   times: EntryTimes | undefined
   lock: 'fresh' | 'owned' | 'held' | 'none' | 'uncacheable'
   /** The token of the lock, when `lock` is 'owned'. */
   token: string
   /** When `lock` is 'owned': the tags the entry was last stored with. */
   lastTags: string[] | undefined
+  /** When `lock` is 'owned': how many times the URL was invalidated ('' for never); the commit checks it. */
+  invalidations: string
 }
 
 /**
@@ -49,8 +59,8 @@ export interface Lookup {
  *   'hit'    the entry is fresh: answer from it (`collapsed` when it came from a fill this caller waited for)
  *   'stale'  stale but within stale-while-revalidate: answer from it; `refresh` when this
  *            caller took the lock and must refresh it (in the background)
- *   'fill'   this caller holds the lock: ask the origin and store its answer (`lookup.entry`
- *            may be a stale entry to fall back on: stale-if-error)
+ *   'fill'   this caller holds the lock: ask the origin and store its answer (`lookup.body`
+ *            may be a stale entry to revalidate or fall back on: stale-if-error)
  *   'origin' ask the origin and store nothing: the last fill found the response not storable
  *            ('uncacheable'), the fill waited for took too long ('wait-timeout'), or no lock
  *            was wanted (a HEAD with no fill in progress: 'no-lock')
@@ -70,13 +80,18 @@ export interface Fence {
   counts: Map<string, string>
   /** When the fill began (Redis ms): the fence of a tag not known before. */
   startedAt: number
+  /** How many times the URL had been invalidated by unsafe requests when the fill began ('' for never). */
+  invalidations: string
 }
 
-/** Durations (ms) of a stored entry. */
+/** Durations (ms) of a stored entry, from when it is stored. */
 export interface Lifetimes {
+  /** Fresh for this long (0 or less: stale already). */
   ttl: number
   staleWhileRevalidate: number
   staleIfError: number
+  /** How long after its freshness the entry is kept to be revalidated (0: not kept for that). */
+  revalidateFor?: number
 }
 
 /**
@@ -156,6 +171,7 @@ export class CacheStore {
 
   /**
    * Decides what a caller does with the entry (see {@link Acquired}): one lookup for a hit;
+   * an entry stored while this caller waited counts as a hit too;
    * when the entry turns out to vary on request headers other than the ones looked up with,
    * another lookup for this request's variant; while another caller fills the entry, looks
    * again every {@link POLL_MS} until it is stored, the filler gives up, or the wait has
@@ -172,9 +188,12 @@ export class CacheStore {
   ): Promise<Acquired> {
     let vary = this.varyByEntry.get(entryKey) ?? ''
     let waited = false
+    /** When this caller first looked (Redis ms): an entry stored since answers it, even if already stale. */
+    let since: number | undefined
     const deadline = this.waitDeadline()
     for (;;) {
       const lookup = await this.lookup(entryKey, variantOf(vary), lock, warn)
+      since ??= lookup.now
       if (lookup.vary !== undefined && lookup.vary !== vary) {
         // Learned what this entry varies on: look again for this request's variant.
         this.rememberVary(entryKey, lookup.vary)
@@ -182,9 +201,15 @@ export class CacheStore {
         vary = lookup.vary
         continue
       }
-      if (lookup.entry && !accept(lookup.entry)) lookup.entry = undefined
-      const { entry, times } = lookup
+      if (lookup.body && !accept(lookup.body)) lookup.body = undefined
+      const { body: entry, times } = lookup
       if (entry && times && lookup.lock === 'fresh') return { state: 'hit', lookup, collapsed: waited }
+      // A fill or revalidation this caller waited for answers it, even when what it stored
+      // must be revalidated on every use (no-cache, max-age=0): it is as new as the request.
+      if (entry && times && waited && times.storedAt >= since) {
+        if (lookup.lock === 'owned') this.giveBack(entryKey, lookup.token, warn)
+        return { state: 'hit', lookup, collapsed: true }
+      }
       if (entry && times && lookup.now < times.staleWhileRevalidateUntil) {
         return { state: 'stale', lookup, refresh: lookup.lock === 'owned' }
       }
@@ -217,14 +242,25 @@ export class CacheStore {
       [variant, token, String(this.lockMs)],
       this.timeoutMs,
       giveBackLateLock,
-    )) as [number, Buffer | null, Buffer | null, Buffer | null, Buffer | string, Buffer | null | undefined]
-    const [now, vary, entry, times, state, lastTags] = reply
+    )) as [
+      number,
+      Buffer | null,
+      Buffer | null,
+      Buffer | null,
+      Buffer | null,
+      Buffer | string,
+      (Buffer | null)?,
+      (Buffer | null)?,
+    ]
+    const [now, vary, meta, body, times, state, lastTags, invalidations] = reply
     return {
       now: Number(now),
       vary: vary ? vary.toString() : undefined,
-      entry: entry ?? undefined,
+      meta: meta && body ? meta : undefined,
+      body: meta && body ? body : undefined,
       times: times ? parseTimes(times.toString()) : undefined,
       lastTags: lastTags ? parseTags(lastTags.toString()) : undefined,
+      invalidations: invalidations ? invalidations.toString() : '',
       lock: state.toString() as Lookup['lock'],
       token,
     }
@@ -238,20 +274,23 @@ export class CacheStore {
    * every tag took it. An invalidation counts itself and notes its time, then deletes what its
    * tag's set holds: either it finds this entry there (and deletes the staged or committed
    * value), or this fill sees it and drops its value. The lock is held until the commit, so
-   * waiters never see the staged value.
+   * waiters never see the staged value. `madeAt` (this host's ms) is when the response was
+   * made: its lifetimes count from then.
    */
   async store(
     entryKey: string,
     variant: string,
-    entry: Buffer,
+    meta: string,
+    body: Buffer,
     vary: string,
     lifetimes: Lifetimes,
+    madeAt: number,
     token: string,
     tags: string[],
     fence: Fence,
   ): Promise<void> {
-    await STAGE.run(this.client, [entryKey], [variant, entry, String(this.lockMs * 2)], this.timeoutMs)
-    const keepMs = String(lifetimes.ttl + Math.max(lifetimes.staleWhileRevalidate, lifetimes.staleIfError))
+    await STAGE.run(this.client, [entryKey], [variant, meta, body, String(this.lockMs * 2)], this.timeoutMs)
+    const keepMs = String(keptFor(lifetimes))
     const since = String(fence.startedAt - (isCluster(this.client) ? CLOCK_MARGIN_MS : 0))
     const tagged = await Promise.all(
       tags.map((tag) => {
@@ -276,12 +315,44 @@ export class CacheStore {
         token,
         variant,
         vary,
-        String(lifetimes.ttl),
-        String(lifetimes.staleWhileRevalidate),
-        String(lifetimes.staleIfError),
+        ...lifetimeArguments(lifetimes, madeAt),
         tags.length > 0 ? JSON.stringify(tags) : '',
+        fence.invalidations,
       ],
       this.timeoutMs,
+    )
+  }
+
+  /**
+   * A stale variant was revalidated (the origin answered 304): it keeps its body and gets new
+   * metadata and lifetimes, unless the URL was invalidated since the revalidation began.
+   * Releases the lock.
+   */
+  async revalidate(
+    entryKey: string,
+    variant: string,
+    meta: string,
+    lifetimes: Lifetimes,
+    madeAt: number,
+    token: string,
+    invalidations: string,
+  ): Promise<void> {
+    await REVALIDATE.run(
+      this.client,
+      [entryKey, this.lockKey(entryKey)],
+      [token, variant, meta, ...lifetimeArguments(lifetimes, madeAt), invalidations],
+      this.timeoutMs,
+    )
+  }
+
+  /**
+   * Removes every variant stored for each of the entries (a successful unsafe request to
+   * their URLs), on every instance; a fill of one of them in progress is not stored.
+   */
+  async invalidateEntries(entryKeys: string[]): Promise<void> {
+    const keepMs = String(URL_INVALIDATIONS_KEPT_MS)
+    await Promise.all(
+      [...new Set(entryKeys)].map((key) => INVALIDATE_URL.run(this.client, [key], [keepMs], this.timeoutMs)),
     )
   }
 
@@ -327,6 +398,25 @@ export class CacheStore {
     return entries.length
   }
 }
+
+/** How long a stored entry is of use: fresh, stale, or kept to be revalidated. */
+const keptFor = (lifetimes: Lifetimes): number =>
+  Math.max(
+    1,
+    lifetimes.ttl + Math.max(lifetimes.staleWhileRevalidate, lifetimes.staleIfError, lifetimes.revalidateFor ?? 0),
+  )
+
+/**
+ * The lifetimes as COMMIT and REVALIDATE take them: ttl, swr, sie, revalidation window, and
+ * how long ago the response was made (ms).
+ */
+const lifetimeArguments = (lifetimes: Lifetimes, madeAt: number): string[] => [
+  String(Math.round(lifetimes.ttl)),
+  String(Math.round(lifetimes.staleWhileRevalidate)),
+  String(Math.round(lifetimes.staleIfError)),
+  String(Math.round(lifetimes.revalidateFor ?? 0)),
+  String(Math.max(0, Date.now() - madeAt)),
+]
 
 /** The tags stored beside an entry (JSON of strings), or undefined if unreadable. */
 function parseTags(text: string): string[] | undefined {

@@ -313,7 +313,7 @@ describe(`cached() (${mode} Redis)`, () => {
       const { call, state } = counting((run) => ({ run }), { serializer: reversed })
       expect(await call()).to.deep.equal({ run: 1 })
       expect(calls.serialize).to.equal(1)
-      const stored = await client.hGet(cachedEntryKey(state.prefix, 'key'), 'v:')
+      const stored = await client.hGet(cachedEntryKey(state.prefix, 'key'), 'b:')
       expect(stored).to.equal('custom:}1:"nur"{')
       expect(await call()).to.deep.equal({ run: 1, viaCustom: true })
       expect(calls.deserialize).to.equal(1)
@@ -323,7 +323,7 @@ describe(`cached() (${mode} Redis)`, () => {
     it('typedJson is exported and is the default', async () => {
       const { call, state } = counting(() => new Date(7))
       await call()
-      const stored = await client.hGet(cachedEntryKey(state.prefix, 'key'), 'v:')
+      const stored = await client.hGet(cachedEntryKey(state.prefix, 'key'), 'b:')
       expect(stored).to.equal(typedJson.serialize(new Date(7)))
     })
 
@@ -331,7 +331,7 @@ describe(`cached() (${mode} Redis)`, () => {
       const logger = recordingLogger()
       const { call, state } = counting((run) => ({ run }), { logger })
       await call()
-      await client.hSet(cachedEntryKey(state.prefix, 'key'), 'v:', '{not json')
+      await client.hSet(cachedEntryKey(state.prefix, 'key'), 'b:', '{not json')
       expect(await call()).to.deep.equal({ run: 2 })
       expect(logger.warnings).to.have.length(1)
       expect(String(logger.warnings[0]?.[0])).to.include('could not be read')

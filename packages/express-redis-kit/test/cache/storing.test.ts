@@ -73,8 +73,8 @@ describe(`cacheResponse: what is stored (${mode} Redis)`, () => {
     })
 
     for (const method of ['post', 'put', 'delete', 'patch'] as const) {
-      it(`${method.toUpperCase()} passes through: the handler runs every time, no X-Cache, and the GET entry is untouched`, async () => {
-        const { app, runs } = countingApp(cacheFor())
+      it(`${method.toUpperCase()} passes through: the handler runs every time, no X-Cache; with invalidateOnUnsafe off the GET entry is untouched`, async () => {
+        const { app, runs } = countingApp(cacheFor({ invalidateOnUnsafe: false }))
         const get = await request(app).get('/resource')
         expect(xCache(get)).to.equal('MISS')
         for (let i = 0; i < 3; i++) {
@@ -87,6 +87,17 @@ describe(`cacheResponse: what is stored (${mode} Redis)`, () => {
         expect(xCache(after)).to.equal('HIT')
         expect(after.text).to.equal('GET /resource #1')
         expect(runs.count).to.equal(4)
+      })
+
+      it(`${method.toUpperCase()} that succeeds invalidates the GET entry of its URL (RFC 9111 4.4)`, async () => {
+        const { app, runs } = countingApp(cacheFor())
+        expect(xCache(await request(app).get('/resource'))).to.equal('MISS')
+        expect(xCache(await request(app).get('/resource'))).to.equal('HIT')
+        const res = await request(app)[method]('/resource')
+        expect([res.status, res.headers['x-cache']]).to.deep.equal([200, undefined])
+        const after = await request(app).get('/resource')
+        expect([xCache(after), after.text]).to.deep.equal(['MISS', 'GET /resource #3'])
+        expect(runs.count).to.equal(3)
       })
     }
   })

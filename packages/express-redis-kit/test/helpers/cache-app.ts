@@ -185,6 +185,23 @@ export async function untilStored(client: RedisClient, entryKey: string, variant
   )
 }
 
+/** The times stored for a variant of an entry (Redis ms; see src/cache/scripts.ts). */
+export async function storedTimes(
+  client: RedisClient,
+  entryKey: string,
+  variant = '',
+): Promise<{ storedAt: number; freshUntil: number; staleWhileRevalidateUntil: number; staleIfErrorUntil: number }> {
+  const text = await client.hGet(entryKey, `t:${variant}`)
+  if (typeof text !== 'string') throw new Error(`${entryKey} has no variant '${variant}'`)
+  const [storedAt, freshUntil, staleWhileRevalidateUntil, staleIfErrorUntil] = text.split(',').map(Number) as number[]
+  return {
+    storedAt: storedAt!,
+    freshUntil: freshUntil!,
+    staleWhileRevalidateUntil: staleWhileRevalidateUntil!,
+    staleIfErrorUntil: staleIfErrorUntil!,
+  }
+}
+
 /** The set of entry hashes carrying `tag` (tags of printable ASCII without braces are kept as is). */
 export const tagKeyOf = (prefix: string, tag: string): string => `${prefix}tag:{${tag}}`
 
