@@ -57,8 +57,9 @@ export function createApp(deps: AppDependencies): express.Express {
   app.use(sessions)
 
   app.use(systemRoutes({ prisma, redis, events }))
-  app.use(authRoutes({ config, prisma, redis, sessions, logger }))
-  app.use(userRoutes({ prisma, redis, notifier, sessions, cachePrefix: `${prefix}cache:`, logger }))
+  const cachePrefix = `${prefix}cache:`
+  app.use(authRoutes({ config, prisma, redis, sessions, cachePrefix, logger }))
+  app.use(userRoutes({ prisma, redis, notifier, sessions, cachePrefix, logger }))
 
   app.use(notFound)
   app.use(errorHandler(logger))

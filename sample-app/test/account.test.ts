@@ -44,8 +44,9 @@ describe('own account: PATCH and DELETE /users/:id', () => {
   })
 
   describe('PATCH', () => {
-    it('own name: 200 with the own fields, stored', async () => {
+    it('own name: 200 with the own fields, stored; /me (a cached() read) shows it at once', async () => {
       const user = await signedInUser(app, { name: 'Old Name' })
+      expect((await me(user.cookie)).body.name).to.equal('Old Name')
       const res = await patch(user.id, user.cookie, { name: '  New Name ' })
       expect(res.status, res.text).to.equal(200)
       expect(res.body).to.have.all.keys('id', 'email', 'name', 'createdAt', 'updatedAt')

@@ -45,7 +45,20 @@ describe('end to end: two server processes sharing Redis and the database', func
     for (const prefix of prefixes) await deleteKeys(prefix)
   })
 
-  const on = (server: ServerProcess) => request(server.url)
+  /**
+   * Requests to one instance as a load balancer in front of both sends them: under the one
+   * host name of the site (the response cache keys entries by host, as a shared cache must).
+   */
+  const on = (server: ServerProcess) => {
+    const agent = request(server.url)
+    const site = <T extends { set(field: string, value: string): T }>(test: T) => test.set('Host', 'users.example')
+    return {
+      get: (path: string) => site(agent.get(path)),
+      post: (path: string) => site(agent.post(path)),
+      patch: (path: string) => site(agent.patch(path)),
+      delete: (path: string) => site(agent.delete(path)),
+    }
+  }
 
   /** Signs up and logs in through `server`. */
   async function account(server: ServerProcess, name: string): Promise<Account> {

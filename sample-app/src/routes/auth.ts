@@ -1,5 +1,5 @@
 import { Router } from 'express'
-import { rateLimit, type SessionMiddleware } from 'express-redis-kit'
+import { cached, rateLimit, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
 import type { Config } from '../config.js'
 import { HttpError, unauthorized } from '../errors.js'
@@ -16,9 +16,10 @@ export function authRoutes(deps: {
   prisma: PrismaClient
   redis: Redis
   sessions: SessionMiddleware
+  cachePrefix: string
   logger: Pick<Console, 'warn' | 'error'>
 }): Router {
-  const { config, prisma, redis, sessions, logger } = deps
+  const { config, prisma, redis, sessions, cachePrefix, logger } = deps
   const router = Router()
 
   // Login limits protect against password guessing: with Redis down they answer 503 rather than let guesses through.
@@ -60,7 +61,14 @@ export function authRoutes(deps: {
 
   router.get('/me', async (req, res) => {
     const id = requireUser(req)
-    const user = await prisma.user.findUnique({ where: { id }, select: ownUser })
+    // the seed's get_user: a read-through cache in front of the database (every write to the
+    // user invalidates the tag, see users.ts)
+    const user = await cached(
+      redis,
+      `user:${id}`,
+      { prefix: cachePrefix, ttl: '5m', tags: [`user:${id}`], logger },
+      () => prisma.user.findUnique({ where: { id }, select: ownUser }),
+    )
     if (!user) {
       await req.session.destroy()
       throw unauthorized()

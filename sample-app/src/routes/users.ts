@@ -1,5 +1,5 @@
 import { type Request, Router } from 'express'
-import { cached, cacheResponse, invalidateTags, type Notifier, type SessionMiddleware } from 'express-redis-kit'
+import { cacheResponse, invalidateTags, type Notifier, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
 import { HttpError } from '../errors.js'
 import type { UserEventName } from '../events.js'
@@ -29,9 +29,12 @@ function ownAccount(req: Request): number {
 }
 
 /**
- * POST /users, GET /users (a cached response, tag `users`), GET /users/:id (cached() read-through,
- * tag `user:<id>`), PATCH and DELETE /users/:id. Every write invalidates the tags it affects on
- * every instance and publishes a user event.
+ * POST /users, GET /users (a cached response, tag `users`), GET /users/:id (a cached response,
+ * 404s too), PATCH and DELETE /users/:id. The writes to a user go through the same response
+ * cache as its page: a successful PATCH or DELETE invalidates `/users/:id`, and a sign-up
+ * the `/users/:id` of its `Location` (a 404 cached while the id was probed), on every
+ * instance, with no code here. Every write also invalidates the tags it affects (the list,
+ * and the user's record that GET /me reads through cached()) and publishes a user event.
  */
 export function userRoutes(deps: {
   prisma: PrismaClient
@@ -56,12 +59,15 @@ export function userRoutes(deps: {
     ])
   }
 
-  router.post('/users', body(SignUp), async (req, res) => {
+  // One user's public page: its writes below go through it too, and invalidate it (RFC 9111 4.4).
+  const userPage = cacheResponse({ client: redis, prefix: cachePrefix, ttl: '5m', statuses: [200, 404], logger })
+
+  router.post('/users', userPage, body(SignUp), async (req, res) => {
     const { email, name, password } = req.body as z.infer<typeof SignUp>
     const passwordHash = await hashPassword(password)
     const user = await prisma.user.create({ data: { email, name, passwordHash }, select: ownUser }).catch(uniqueEmail)
-    // also drops a "no such user" cached for this id before it existed
     await announce('user.created', user.id)
+    // the Location makes userPage drop a "no such user" cached for this id before it existed
     res.status(201).location(`/users/${user.id}`).json(user)
   })
 
@@ -81,20 +87,14 @@ export function userRoutes(deps: {
     },
   )
 
-  // the seed's get_user: a read-through cache in front of the database
-  router.get('/users/:id', async (req, res) => {
+  router.get('/users/:id', userPage, async (req, res) => {
     const id = userId(req)
-    const user = await cached(
-      redis,
-      `user:${id}`,
-      { prefix: cachePrefix, ttl: '5m', tags: [`user:${id}`], logger },
-      () => prisma.user.findUnique({ where: { id }, select: publicUser }),
-    )
+    const user = await prisma.user.findUnique({ where: { id }, select: publicUser })
     if (!user) throw new HttpError(404, 'user_not_found', `There is no user ${id}.`)
     res.json(user)
   })
 
-  router.patch('/users/:id', body(UserChanges), async (req, res) => {
+  router.patch('/users/:id', userPage, body(UserChanges), async (req, res) => {
     const id = ownAccount(req)
     const { password, ...changes } = req.body as z.infer<typeof UserChanges>
     const data = password === undefined ? changes : { ...changes, passwordHash: await hashPassword(password) }
@@ -105,7 +105,7 @@ export function userRoutes(deps: {
     res.json(user)
   })
 
-  router.delete('/users/:id', async (req, res) => {
+  router.delete('/users/:id', userPage, async (req, res) => {
     const id = ownAccount(req)
     await prisma.user.delete({ where: { id } })
     await sessions.destroyUserSessions(id)

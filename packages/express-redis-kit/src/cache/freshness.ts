@@ -78,7 +78,8 @@ function splitList(value: string): string[] {
 
 /**
  * RFC 8941 dictionary, as far as CDN-Cache-Control needs it: `name`, `name=integer`,
- * `name="string"`; undefined when the field does not parse (it is then ignored, RFC 9213).
+ * `name="string"`; undefined when the field does not parse or a directive has a value of the
+ * wrong type (the field is then ignored, RFC 9213).
  */
 function parseTargetedField(value: string | undefined): Map<string, string | true> | undefined {
   if (value === undefined) return undefined
@@ -92,10 +93,15 @@ function parseTargetedField(value: string | undefined): Map<string, string | tru
       )
     if (!match) return undefined
     const [, name, argument] = match
+    // A directive whose value has the wrong type makes the whole field invalid.
+    if (INTEGER_DIRECTIVES.has(name!) && !/^-?\d+$/.test(argument ?? '')) return undefined
     directives.set(name!, argument === undefined ? true : argument.replace(/^"|"$/g, ''))
   }
   return directives
 }
+
+/** The directives of a targeted field whose value is an Integer (RFC 9213 2.1). */
+const INTEGER_DIRECTIVES = new Set(['max-age', 's-maxage', 'stale-while-revalidate', 'stale-if-error'])
 
 /** A delta-seconds value in ms, or undefined if it is not one (RFC 9111 1.2.2). */
 function deltaSeconds(value: string | true | undefined): number | undefined {
@@ -103,19 +109,37 @@ function deltaSeconds(value: string | true | undefined): number | undefined {
   return Math.min(Number(value), 2 ** 31) * 1000
 }
 
-/** The three forms of HTTP-date recipients must accept (RFC 9110 5.6.7): IMF-fixdate, RFC 850, asctime. */
+const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec']
+
+const TIME = '(?<hours>\\d{2}):(?<minutes>\\d{2}):(?<seconds>\\d{2})'
+
+/**
+ * The three forms of HTTP-date recipients must accept (RFC 9110 5.6.7), in any letter case:
+ * IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, RFC 850 `Sunday, 06-Nov-94 08:49:37 GMT` and
+ * asctime `Sun Nov  6 08:49:37 1994`.
+ */
 const HTTP_DATE = [
-  /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/,
-  /^[A-Z][a-z]{5,8}, \d{2}-[A-Z][a-z]{2}-\d{2} \d{2}:\d{2}:\d{2} GMT$/,
-  /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/,
-]
+  `^[a-z]{3}, (?<day>\\d{2}) (?<month>[a-z]{3}) (?<year>\\d{4}) ${TIME} gmt$`,
+  `^[a-z]{6,9}, (?<day>\\d{2})-(?<month>[a-z]{3})-(?<year>\\d{2}) ${TIME} gmt$`,
+  `^[a-z]{3} (?<month>[a-z]{3}) (?<day>[ \\d]\\d) ${TIME} (?<year>\\d{4})$`,
+].map((form) => new RegExp(form, 'i'))
 
 /** An HTTP-date in ms, or undefined if it is not one (such as `0`, or two dates). */
 function httpDate(value: string | undefined): number | undefined {
-  const text = value?.trim()
-  if (text === undefined || !HTTP_DATE.some((form) => form.test(text))) return undefined
-  const time = Date.parse(text.endsWith('GMT') ? text : `${text} GMT`)
-  return Number.isNaN(time) ? undefined : time
+  const text = value?.trim() ?? ''
+  const fields = HTTP_DATE.map((form) => form.exec(text)?.groups).find((groups) => groups !== undefined)
+  if (!fields) return undefined
+  const [day, hours, minutes, seconds] = [fields.day, fields.hours, fields.minutes, fields.seconds].map(Number)
+  const month = MONTHS.indexOf(fields.month!.toLowerCase())
+  let year = Number(fields.year)
+  if (fields.year!.length === 2) {
+    // RFC 9110 5.6.7: a two-digit year more than 50 years ahead is the latest past one.
+    const thisYear = new Date().getUTCFullYear()
+    year += thisYear - (thisYear % 100)
+    if (year > thisYear + 50) year -= 100
+  }
+  if (month === -1 || day! < 1 || day! > 31 || hours! > 23 || minutes! > 59 || seconds! > 60) return undefined
+  return Date.UTC(year, month, day, hours, minutes, seconds)
 }
 
 /**
@@ -147,7 +171,8 @@ export function freshnessOf(headers: StoredHeader[], requestTime: number, respon
   // RFC 9111 4.2.3. The response delay (the handler's run) counts only for a response that
   // already aged in another cache (it has an Age): one the handler made is new when it answers.
   const ageValue = deltaSeconds(header(headers, 'age')?.split(',')[0]?.trim())
-  const apparentAge = Math.max(0, responseTime - date)
+  // Date has a resolution of one second: the part of the second it drops is not age.
+  const apparentAge = Math.max(0, Math.floor(responseTime / 1000) * 1000 - date)
   const correctedAgeValue = ageValue === undefined ? 0 : ageValue + Math.max(0, responseTime - requestTime)
   const initialAge = Math.max(apparentAge, correctedAgeValue)
 

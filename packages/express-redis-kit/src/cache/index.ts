@@ -50,7 +50,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
   const { store, warn } = config
 
   const middleware = async function cacheMiddleware(req: Request, res: Response, next: NextFunction) {
-    if (UNSAFE_METHODS.has(req.method)) {
+    if (!SAFE_METHODS.has(req.method)) {
       if (config.invalidateOnUnsafe) invalidateOnSuccess(req, res, config)
       return next()
     }
@@ -163,8 +163,11 @@ function skip(res: Response, next: NextFunction, reason: string): void {
 const ageOf = (entry: CachedResponse, lookup: Lookup): number =>
   Math.max(0, Math.floor((entry.initialAge + lookup.now - lookup.times!.storedAt) / 1000))
 
-/** Methods that change what is at a URL (RFC 9111 4.4): a success invalidates what is stored for it. */
-const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+/**
+ * The safe methods (RFC 9110 9.2.1). Any other method may change what is at a URL (RFC 9111
+ * 4.4): POST, PUT, PATCH, DELETE, and extension methods such as WebDAV's.
+ */
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
 /**
  * RFC 9111 4.4: once the handler of an unsafe request answers 2xx or 3xx, invalidate what is

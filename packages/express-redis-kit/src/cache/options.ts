@@ -163,7 +163,8 @@ export interface CacheResponseOptions extends CacheCommonOptions {
    */
   maxTtl?: Duration
   /**
-   * A `POST`, `PUT`, `PATCH` or `DELETE` through the middleware that succeeds (2xx, 3xx)
+   * A request with an unsafe method (`POST`, `PUT`, `PATCH`, `DELETE`, any method but `GET`,
+   * `HEAD`, `OPTIONS` and `TRACE`) through the middleware that succeeds (2xx, 3xx)
    * invalidates what is stored for its URL, and for its `Location` and `Content-Location` on
    * the same host (RFC 9111 4.4), on every instance; the response ends once that is done.
    * With `key`, the entry `key` gives the request is invalidated. `false` turns it off.

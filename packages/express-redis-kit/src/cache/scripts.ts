@@ -13,7 +13,7 @@ import { Script } from '../shared/redis.js'
  *   p:<var>, q:<var>  the metadata and body of a variant being filled, until its commit
  *              (lookups ignore them)
  *   i          how many times the URL was invalidated by an unsafe request (POST, PUT, PATCH,
- *              DELETE): a fill that began before an invalidation is not committed
+ *              DELETE, ...): a fill that began before an invalidation is not committed
  * The hash expires with its longest-lived variant (an entry that can be revalidated, as long
  * as that is possible). Beside it (same slot) `<prefix>{<h>}:tags`,
  * the JSON of the tags it was last stored with: an invalidation leaves it, so that the next

@@ -14,6 +14,9 @@ const TOKEN_PREFIX = randomBytes(12).toString('base64url')
 let tokenCount = 0
 const nextToken = (): string => `${TOKEN_PREFIX}.${(++tokenCount).toString(36)}`
 
+/** Where LOOKUP's reply says whether the lookup took the fill lock ('owned'). */
+const LOOKUP_STATE = 5
+
 /**
  * On a Cluster, how far apart the clocks of two nodes may be (a fill's start is read on its
  * entry's node, an invalidation's time on its tag's node): a fill whose tags come from the
@@ -234,7 +237,7 @@ export class CacheStore {
     // A lookup that timed out here may still run on Redis later (a stalled server) and take
     // the lock for nobody: give such a lock back at once rather than after lockTimeout.
     const giveBackLateLock = (late: unknown) => {
-      if (String((late as unknown[])[4]) === 'owned') this.giveBack(entryKey, token, warn)
+      if (String((late as unknown[])[LOOKUP_STATE]) === 'owned') this.giveBack(entryKey, token, warn)
     }
     const reply = (await LOOKUP.run(
       this.binary,
