@@ -67,6 +67,10 @@ export interface LoadRun {
   completed: number
   non2xx: number
   errors: number
+  /** Responses per HTTP status during the measured run. */
+  statusCodes: Map<number, number>
+  /** Responses per HTTP status, and connection errors, during the unmeasured warm-up. */
+  warmup: { statusCodes: Map<number, number>; errors: number }
   /** Redis calls per command during the run (INFO commandstats delta; every client of the Redis). */
   commands: Map<string, number>
   /** Redis time per command (microseconds) during the run. */
@@ -88,7 +92,7 @@ const STALLS = ['client|pause', 'debug', 'debug|sleep']
  */
 export async function measureLoad(client: Client, server: Server, request: LoadRequest): Promise<LoadRun> {
   const start = await commandStats(client)
-  await load(request, WARMUP)
+  const warmup = await load(request, WARMUP)
   await sleep(300) // let the warm-up's last requests finish
   const before = await commandStats(client)
   const changesBefore = await rdbChanges(client)
@@ -105,12 +109,23 @@ export async function measureLoad(client: Client, server: Server, request: LoadR
     completed,
     non2xx: result.non2xx,
     errors: result.errors,
+    statusCodes: statusCounts(result),
+    warmup: { statusCodes: statusCounts(warmup), errors: warmup.errors },
     commands: commandDelta(before.calls, after.calls),
     usec: commandDelta(before.usec, after.usec),
     changes: changesAfter >= changesBefore ? changesAfter - changesBefore : undefined,
     serverCpuPerRequest: (cpuAfter - cpuBefore) / completed,
     stalled: STALLS.some((name) => (after.calls.get(name) ?? 0) > (start.calls.get(name) ?? 0)),
   }
+}
+
+/** autocannon's responses per HTTP status. */
+function statusCounts(result: autocannon.Result): Map<number, number> {
+  const counts = new Map<number, number>()
+  for (const [status, stats] of Object.entries(result.statusCodeStats ?? {})) {
+    if (stats?.count) counts.set(Number(status), stats.count)
+  }
+  return counts
 }
 
 export interface RoundsOptions<S, R extends LoadRun> {

@@ -9,9 +9,15 @@
  * ratios to plain Express measured in the same run. Prints Markdown on stdout, progress
  * on stderr.
  *
+ * Two groups, each with its own rounds and its own plain Express: the allowed path (limits
+ * never reached) and the blocked client (limit 1, every request after the first rejected;
+ * src/rate-limit-blocked.ts).
+ *
  * Environment: BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, BENCH_CONNECTIONS, BENCH_PROFILE
  * (see src/harness.ts, shared with the session benchmark), and
- *   BENCH_SCENARIOS    comma-separated subset of the scenarios (plain Express is always kept)
+ *   BENCH_GROUP        'allowed', 'blocked' or 'all' (default): which groups to run
+ *   BENCH_SCENARIOS    comma-separated subset of the scenarios of either group (plain Express is
+ *                      always kept; a group left with plain Express only is skipped)
  *
  * Nothing shared is flushed: every key lives under a prefix unique to this run, and the
  * keys are deleted (SCAN + UNLINK) after each scenario and again on exit.
@@ -36,6 +42,7 @@ import {
   thousands,
   WARMUP,
 } from './harness.js'
+import { runBlockedGroup } from './rate-limit-blocked.js'
 import {
   type Client,
   deleteUnder,
@@ -46,15 +53,37 @@ import {
   monitorWhile,
   total,
 } from './redis-stats.js'
-import { LABELS, redisKeyOf, SCENARIOS, type Scenario, usesRedis } from './scenarios.js'
+import {
+  ALLOWED_SCENARIOS,
+  BLOCKED_SCENARIOS,
+  LABELS,
+  redisKeyOf,
+  SCENARIOS,
+  type Scenario,
+  usesRedis,
+} from './scenarios.js'
 
 const env = process.env
 const PROBE_REQUESTS = 200
 const MEMORY_LIMIT = 1000
 
-const selected: Scenario[] = env.BENCH_SCENARIOS
-  ? SCENARIOS.filter((name) => name === 'express' || env.BENCH_SCENARIOS!.split(',').includes(name))
-  : [...SCENARIOS]
+const GROUPS = ['allowed', 'blocked', 'all'] as const
+const group = (env.BENCH_GROUP || 'all') as (typeof GROUPS)[number]
+if (!GROUPS.includes(group)) throw new Error(`BENCH_GROUP must be one of ${GROUPS.join(', ')}; got ${env.BENCH_GROUP}`)
+const wanted = env.BENCH_SCENARIOS?.split(',').filter(Boolean)
+const unknown = wanted?.filter((name) => !(SCENARIOS as readonly string[]).includes(name))
+if (unknown?.length) throw new Error(`BENCH_SCENARIOS: unknown ${unknown.join(', ')}; known: ${SCENARIOS.join(', ')}`)
+
+/** The group's scenarios that BENCH_GROUP and BENCH_SCENARIOS keep: none if only plain Express would be left. */
+function pick(name: (typeof GROUPS)[number], scenarios: readonly Scenario[]): Scenario[] {
+  if (group !== 'all' && group !== name) return []
+  if (!wanted) return [...scenarios]
+  const kept = scenarios.filter((scenario) => scenario === 'express' || wanted.includes(scenario))
+  return kept.length > 1 ? kept : []
+}
+const selected = pick('allowed', ALLOWED_SCENARIOS)
+const blockedSelected = pick('blocked', BLOCKED_SCENARIOS)
+if (!selected.length && !blockedSelected.length) throw new Error('BENCH_GROUP and BENCH_SCENARIOS leave nothing to run')
 
 /** Every key this run creates starts with this. */
 const RUN_PREFIX = `bench:${process.pid}:${Date.now().toString(36)}:`
@@ -73,10 +102,17 @@ interface Probe {
 
 async function main(client: Client, version: string): Promise<string> {
   log(
-    `Redis ${version} at 127.0.0.1:6379, Node ${process.version}; ${ROUNDS} rounds of ${selected.length} scenarios, ` +
-      `${WARMUP} s warm-up + ${DURATION} s each, ${CONNECTIONS} connections, pipelining ${PIPELINING}; key prefix ${RUN_PREFIX}`,
+    `Redis ${version} at 127.0.0.1:6379, Node ${process.version}; ${ROUNDS} rounds of ${selected.length} allowed-path ` +
+      `and ${blockedSelected.length} blocked-client scenarios, ${WARMUP} s warm-up + ${DURATION} s each, ` +
+      `${CONNECTIONS} connections, pipelining ${PIPELINING}; key prefix ${RUN_PREFIX}`,
   )
+  const allowed = selected.length ? await allowedGroup(client, version) : ''
+  const blocked = blockedSelected.length ? await runBlockedGroup(client, version, RUN_PREFIX, blockedSelected) : ''
+  return allowed && blocked ? `${allowed}\n${blocked}` : allowed || blocked
+}
 
+/** The allowed-path group: limits never reached. */
+async function allowedGroup(client: Client, version: string): Promise<string> {
   const probes = new Map<Scenario, Probe>()
   for (const scenario of selected) probes.set(scenario, await probe(client, scenario))
 

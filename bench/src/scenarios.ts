@@ -12,7 +12,8 @@ const keyGenerator = () => CLIENT_KEY
 /** Window of every limiter: long enough that nothing expires during a run. */
 export const WINDOW_MS = 60 * 60 * 1000
 
-export const SCENARIOS = [
+/** The allowed-path group: limits never reached. */
+export const ALLOWED_SCENARIOS = [
   'express',
   'erk-sliding-window',
   'erk-fixed-window',
@@ -21,7 +22,26 @@ export const SCENARIOS = [
   'express-rate-limit',
   'rate-limiter-flexible',
 ] as const
-export type Scenario = (typeof SCENARIOS)[number]
+
+/**
+ * The blocked-client group: limit {@link BLOCKED_LIMIT} per window, so each server answers
+ * its first request 200 and every later one 429. Plain Express (no limiter) is the ceiling.
+ */
+export const BLOCKED_SCENARIOS = [
+  'express',
+  'erk-blocked',
+  'express-rate-limit-blocked',
+  'rate-limiter-flexible-blocked',
+  'rate-limiter-flexible-in-memory-blocked',
+] as const
+
+export type Scenario = (typeof ALLOWED_SCENARIOS)[number] | (typeof BLOCKED_SCENARIOS)[number]
+
+/** Every scenario a server can run. */
+export const SCENARIOS: readonly Scenario[] = [...new Set<Scenario>([...ALLOWED_SCENARIOS, ...BLOCKED_SCENARIOS])]
+
+/** The limit of the blocked-client group: only the first request is admitted. */
+export const BLOCKED_LIMIT = 1
 
 export const LABELS: Record<Scenario, string> = {
   express: 'plain Express',
@@ -31,16 +51,26 @@ export const LABELS: Record<Scenario, string> = {
   'erk-token-bucket': "rateLimit 'token-bucket'",
   'express-rate-limit': 'express-rate-limit 8 + rate-limit-redis 6',
   'rate-limiter-flexible': 'rate-limiter-flexible 11 (RateLimiterRedis)',
+  'erk-blocked': 'rateLimit (defaults)',
+  'express-rate-limit-blocked': 'express-rate-limit 8 + rate-limit-redis 6',
+  'rate-limiter-flexible-blocked': 'rate-limiter-flexible 11 (RateLimiterRedis)',
+  'rate-limiter-flexible-in-memory-blocked': 'rate-limiter-flexible 11 (RateLimiterRedis, inMemoryBlockOnConsumed)',
 }
 
 /**
- * Limit under load: never reached. The sliding log stores one sorted-set entry per
- * admitted request, so it gets a limit that still is never reached in a run (a few
- * hundred thousand requests at most) but bounds the key's size.
+ * Limit under load: never reached in the allowed-path group. The sliding log stores one
+ * sorted-set entry per admitted request, so it gets a limit that still is never reached in
+ * a run (a few hundred thousand requests at most) but bounds the key's size. The
+ * blocked-client group admits one request.
  */
 export function defaultLimit(scenario: Scenario): number {
+  if (isBlocked(scenario)) return BLOCKED_LIMIT
   return scenario === 'erk-sliding-log' ? 1_000_000 : 1_000_000_000
 }
+
+/** Whether the scenario is one of the blocked-client group's limiters (plain Express is not). */
+export const isBlocked = (scenario: Scenario): boolean =>
+  scenario !== 'express' && (BLOCKED_SCENARIOS as readonly Scenario[]).includes(scenario)
 
 const ALGORITHM_OF: Partial<Record<Scenario, Algorithm>> = {
   'erk-sliding-window': 'sliding-window',
@@ -51,10 +81,19 @@ const ALGORITHM_OF: Partial<Record<Scenario, Algorithm>> = {
 
 /** The Redis key a scenario's limiter keeps for {@link CLIENT_KEY}, given the scenario's prefix. */
 export function redisKeyOf(scenario: Scenario, prefix: string): string | undefined {
-  if (ALGORITHM_OF[scenario]) return `${prefix}{${CLIENT_KEY}}`
-  if (scenario === 'express-rate-limit') return `${prefix}${CLIENT_KEY}`
-  if (scenario === 'rate-limiter-flexible') return `${prefix}:${CLIENT_KEY}`
-  return undefined
+  switch (scenario) {
+    case 'express':
+      return undefined
+    case 'express-rate-limit':
+    case 'express-rate-limit-blocked':
+      return `${prefix}${CLIENT_KEY}`
+    case 'rate-limiter-flexible':
+    case 'rate-limiter-flexible-blocked':
+    case 'rate-limiter-flexible-in-memory-blocked':
+      return `${prefix}:${CLIENT_KEY}`
+    default:
+      return `${prefix}{${CLIENT_KEY}}`
+  }
 }
 
 /** Whether the scenario's server needs a Redis client at all. */
@@ -75,10 +114,11 @@ export function buildMiddleware(
   if (!client) throw new Error(`${scenario} needs a Redis client`)
 
   const algorithm = ALGORITHM_OF[scenario]
-  if (algorithm) {
+  if (algorithm || scenario === 'erk-blocked') {
+    // 'erk-blocked' keeps every default but the limit, window, key and prefix (its algorithm too).
     return rateLimit({
       client: client as unknown as RedisClient,
-      algorithm,
+      ...(algorithm ? { algorithm } : {}),
       limit,
       windowMs: WINDOW_MS,
       prefix,
@@ -86,7 +126,7 @@ export function buildMiddleware(
     })
   }
 
-  if (scenario === 'express-rate-limit') {
+  if (scenario === 'express-rate-limit' || scenario === 'express-rate-limit-blocked') {
     return expressRateLimit({
       limit,
       windowMs: WINDOW_MS,
@@ -105,6 +145,10 @@ export function buildMiddleware(
     keyPrefix: prefix,
     points: limit,
     duration: WINDOW_MS / 1000,
+    // Once a key has consumed this many points (= points: from the first admitted request on
+    // at limit 1), rate-limiter-flexible remembers it as blocked in this process for the rest
+    // of its window (msBeforeNext: inMemoryBlockDuration unset) and rejects it without Redis.
+    ...(scenario === 'rate-limiter-flexible-in-memory-blocked' ? { inMemoryBlockOnConsumed: limit } : {}),
   })
   return (_req, res, next) => {
     limiter.consume(CLIENT_KEY).then(

@@ -2,6 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { ArgumentError, describe, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
+import { BlockCache } from './block-cache.js'
 import {
   type HeaderValues,
   setDraft6Headers,
@@ -10,6 +11,7 @@ import {
   setLegacyHeaders,
   setRetryAfterHeader,
 } from './headers.js'
+import { type Decision, LocalLimiter, type Window, type WindowResult } from './local.js'
 import {
   parseRateLimitOptions,
   policyName,
@@ -21,7 +23,7 @@ import { SCRIPTS } from './scripts.js'
 
 export type { StandardHeaders } from './headers.js'
 export { ipKeyGenerator } from './ip-key.js'
-export type { RateLimitInfo, RateLimitOptions, ValueOrFunction } from './options.js'
+export type { RateLimitInfo, RateLimitOptions, RateLimitWindow, ValueOrFunction } from './options.js'
 export type { Algorithm } from './scripts.js'
 
 /** What {@link RateLimitMiddleware.getKey} reports for a client key. */
@@ -72,15 +74,29 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   const logRedisError = throttledLogger(logger, 'error')
   warnOnSharedPrefix(config)
 
-  const redisKey = (key: string): string => `${prefix}{${encodeKeyPart(key)}}`
+  const blocks = config.localBlockCache === false ? undefined : new BlockCache(config.localBlockCache)
+  const local = config.onRedisError === 'local' ? new LocalLimiter(algorithm, LOCAL_MAX_KEYS) : undefined
+  /** 'local' mode: until when (monotonic ms) Redis is not asked, after it failed. */
+  let redisRetryAt = 0
+
+  /** The Redis keys of a client: one per window, and its block key, all in one slot. */
+  const keysOf = (key: string): { windows: string[]; block: string } => {
+    const base = `${prefix}{${encodeKeyPart(key)}}`
+    return {
+      windows: config.limits ? config.limits.map((window) => `${base}:${window.windowMs}`) : [base],
+      block: `${base}:block`,
+    }
+  }
+  const windowsOf = (limit: number): Window[] => config.limits ?? [{ limit, windowMs }]
   const refunds = config.skipSuccessfulRequests || config.skipFailedRequests
-  const scriptArgs = (limit: number, cost: number, consume: boolean): string[] => [
-    String(limit),
-    String(windowMs),
+  const scriptArgs = (windows: Window[], cost: number, consume: boolean, deadline: string): string[] => [
     String(cost),
     consume ? '1' : '0',
-    String(config.burst ?? limit),
+    config.burst === undefined ? '' : String(config.burst),
     refunds ? '1' : '0',
+    deadline,
+    String(config.blockMs),
+    ...windows.flatMap((window) => [String(window.limit), String(window.windowMs)]),
   ]
   /**
    * How far Redis's clock is ahead of this host's (ms), as last seen in a decision's reply:
@@ -89,23 +105,43 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
    */
   let clockOffset = 0
   const deadline = (): string => String(Date.now() + clockOffset + timeoutMs + DEADLINE_GRACE_MS)
-  // With a fixed limit and cost (the common case) the script's arguments never change.
-  const fixedArgs =
-    typeof config.limit === 'number' && typeof config.cost === 'number'
-      ? scriptArgs(config.limit, config.cost, true)
-      : undefined
-  const fixedPolicyName = typeof config.limit === 'number' ? policyName(config, config.limit) : undefined
+  const policyNames = (limit: number): string[] =>
+    config.limits ? config.limits.map((window) => window.identifier) : [policyName(config, limit)]
+  const fixedPolicyNames = typeof config.limit === 'number' ? policyNames(config.limit) : undefined
 
-  async function refund(key: string, cost: number, limit: number, token: string): Promise<void> {
-    const args = [String(cost)]
-    if (algorithm === 'sliding-window') args.push(String(windowMs), token)
-    else if (algorithm === 'token-bucket') args.push(String((windowMs * 1000) / limit))
-    else if (algorithm === 'fixed-window') args.push('', token)
-    else args.push('', ...token.split(','))
+  async function refund(keys: string[], windows: Window[], cost: number, decision: Decision): Promise<void> {
+    await Promise.all(
+      decision.windows.map(async ({ token }, i) => {
+        const window = windows[i]!
+        const args = [String(cost)]
+        if (algorithm === 'sliding-window') args.push(String(window.windowMs), token)
+        else if (algorithm === 'token-bucket') args.push(String((window.windowMs * 1000) / window.limit))
+        else if (algorithm === 'fixed-window') args.push('', token)
+        else args.push('', ...token.split(','))
+        try {
+          await scripts.refund.run(client, [keys[i]!], args, timeoutMs)
+        } catch (error) {
+          logRedisError('express-redis-kit rateLimit: could not give a skipped request back', error)
+        }
+      }),
+    )
+  }
+
+  /** Asks Redis; undefined (after logging) when it cannot answer. */
+  async function decideInRedis(
+    keys: { windows: string[]; block: string },
+    windows: Window[],
+    cost: number,
+  ): Promise<Decision | Error> {
     try {
-      await scripts.refund.run(client, [redisKey(key)], args, timeoutMs)
+      const args = scriptArgs(windows, cost, true, deadline())
+      const reply = (await scripts.decide.run(client, [...keys.windows, keys.block], args, timeoutMs)) as number[]
+      // Learned first: a host clock behind Redis's would otherwise miss every deadline.
+      clockOffset = Number(reply[1]) - Date.now()
+      if (reply[0] === -1) throw new Error('the decision reached Redis after its deadline; it counted nothing')
+      return parseDecision(reply, 2)
     } catch (error) {
-      logRedisError('express-redis-kit rateLimit: could not give a skipped request back', error)
+      return error instanceof Error ? error : new Error(String(error))
     }
   }
 
@@ -152,54 +188,90 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       return next(error)
     }
 
-    let allowed: boolean
-    let used: number
-    let remaining: number
-    let resetMs: number
-    let refundToken = ''
-    if (limit === 0) {
+    const windows = windowsOf(limit)
+    let decision: Decision
+    /** Where the request was counted, to give it back (skipSuccessfulRequests / skipFailedRequests). */
+    let counted: { keys: string[]; local: boolean } | undefined
+    const known = blocks?.get(key, cost, limit)
+    if (known) {
+      // Redis said this client is over its limit until a moment still to come: no need to ask.
+      decision = known
+    } else if (limit === 0) {
       // Nothing can ever pass: no need to ask Redis.
-      ;[allowed, used, remaining, resetMs] = [false, 0, 0, windowMs]
-    } else {
-      let values: [number, number, number, number, string, number]
-      try {
-        const args = [...(fixedArgs ?? scriptArgs(limit, cost, true)), deadline()]
-        values = (await scripts.decide.run(client, [redisKey(key)], args, timeoutMs)) as typeof values
-        if (values[0] === -1) throw new Error('the decision reached Redis after its deadline; it counted nothing')
-      } catch (error) {
-        return onRedisFailure(error, res, next)
+      decision = {
+        allowed: false,
+        blockMs: 0,
+        windows: [{ used: 0, remaining: 0, resetMs: windowMs, token: '', fits: false }],
       }
-      clockOffset = Number(values[5]) - Date.now()
-      ;[allowed, used, remaining, resetMs] = [values[0] === 1, values[1], values[2], values[3]]
-      refundToken = String(values[4] ?? '')
+    } else {
+      const keys = keysOf(key)
+      const redisAnswer =
+        local && performance.now() < redisRetryAt ? undefined : await decideInRedis(keys, windows, cost)
+      if (redisAnswer instanceof Error || redisAnswer === undefined) {
+        if (!local) return onRedisFailure(redisAnswer, res, next)
+        if (redisAnswer) {
+          logRedisError('express-redis-kit rateLimit: Redis unavailable, limiting in this process', redisAnswer)
+          redisRetryAt = performance.now() + LOCAL_RETRY_MS
+        }
+        decision = local.decide(keys.windows, keys.block, windows, cost, config.burst, config.blockMs)
+        if (decision.allowed) counted = { keys: keys.windows, local: true }
+      } else {
+        if (redisRetryAt !== 0) {
+          // Redis decides again, from its own counts: a later outage starts counting afresh.
+          redisRetryAt = 0
+          local?.clear()
+        }
+        decision = redisAnswer
+        if (decision.allowed) counted = { keys: keys.windows, local: false }
+        else blocks?.set(key, cost, limit, decision)
+      }
     }
 
     const now = Date.now()
-    const info: RateLimitInfo = { limit, used, remaining, resetTime: new Date(now + resetMs), key }
+    const bound = bindingWindow(decision)
+    const waitMs = decision.allowed ? decision.windows[bound]!.resetMs : waitOf(decision)
+    const binding = decision.windows[bound]!
+    const info: RateLimitInfo = {
+      limit: windows[bound]!.limit,
+      used: binding.used,
+      remaining: binding.remaining,
+      resetTime: new Date(now + waitMs),
+      key,
+    }
     if (config.requestPropertyName === 'rateLimit') req.rateLimit = info
     else (req as unknown as Record<string, unknown>)[config.requestPropertyName] = info
 
     try {
       if (!res.headersSent) {
-        let name = fixedPolicyName ?? policyName(config, limit)
+        let names = fixedPolicyNames ?? policyNames(limit)
         if (config.standardHeaders === 'draft-8' && typeof config.identifier === 'function') {
           const result = callback('identifier', config.identifier, req, res, isPolicyName, POLICY_NAME)
-          name = typeof result === 'string' ? result : await result
+          names = [typeof result === 'string' ? result : await result]
         }
-        setHeaders(res, { limit, remaining, resetMs, windowMs }, key, name, now, allowed)
+        const values = decision.windows.map((window, i) => ({
+          limit: windows[i]!.limit,
+          remaining: window.remaining,
+          resetMs: i === bound ? waitMs : window.resetMs,
+          windowMs: windows[i]!.windowMs,
+        }))
+        setHeaders(res, values, bound, key, names, now, decision.allowed)
       }
-      if (!allowed) return await reject(req, res, next, info)
+      if (!decision.allowed) {
+        if (config.onLimit) notifyLimit(req, res, info)
+        if (config.mode === 'enforce') return await reject(req, res, next, info)
+      }
     } catch (error) {
       return next(error)
     }
 
-    if ((config.skipSuccessfulRequests || config.skipFailedRequests) && limit > 0 && cost > 0) {
+    if (counted && refunds && cost > 0) {
       let given = false
       const giveBack = (succeeded: boolean): void => {
         if (given) return
         if (succeeded ? config.skipSuccessfulRequests : config.skipFailedRequests) {
           given = true
-          void refund(key, cost, limit, refundToken)
+          if (counted.local) local?.refund(counted.keys, windows, cost, decision)
+          else void refund(counted.keys, windows, cost, decision)
         }
       }
       res.once('finish', () => {
@@ -215,12 +287,32 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     next()
   } as RateLimitMiddleware
 
-  function setHeaders(res: Response, values: HeaderValues, key: string, name: string, now: number, allowed: boolean) {
-    if (config.legacyHeaders) setLegacyHeaders(res, values, now)
-    if (config.standardHeaders === 'draft-8') setDraft8Headers(res, values, name, key)
-    else if (config.standardHeaders === 'draft-7') setDraft7Headers(res, values)
-    else if (config.standardHeaders === 'draft-6') setDraft6Headers(res, values)
-    if (!allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, values.resetMs)
+  function notifyLimit(req: Request, res: Response, info: RateLimitInfo): void {
+    const failed = (error: unknown) => logger.error('express-redis-kit rateLimit: onLimit threw', error)
+    try {
+      const result = config.onLimit!(req, res, info)
+      if (result instanceof Promise) result.catch(failed)
+    } catch (error) {
+      failed(error)
+    }
+  }
+
+  function setHeaders(
+    res: Response,
+    values: HeaderValues[],
+    bound: number,
+    key: string,
+    names: string[],
+    now: number,
+    allowed: boolean,
+  ) {
+    const binding = values[bound]!
+    if (config.legacyHeaders) setLegacyHeaders(res, binding, now)
+    if (config.standardHeaders === 'draft-8') {
+      for (const [i, window] of values.entries()) setDraft8Headers(res, window, names[i] ?? names[0]!, key)
+    } else if (config.standardHeaders === 'draft-7') setDraft7Headers(res, binding)
+    else if (config.standardHeaders === 'draft-6') setDraft6Headers(res, binding)
+    if (!allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, binding.resetMs)
   }
 
   async function reject(req: Request, res: Response, next: NextFunction, info: RateLimitInfo) {
@@ -232,13 +324,16 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
 
   middleware.resetKey = async (key: string) => {
     check('key', key, isNonEmptyString, 'a non-empty string', 'resetKey')
-    await runCommand(client, redisKey(key), (redis) => redis.del(redisKey(key)), timeoutMs)
+    blocks?.delete(key)
+    const keys = keysOf(key)
+    local?.delete([...keys.windows, keys.block])
+    await runCommand(client, keys.block, (redis) => redis.del([...keys.windows, keys.block]), timeoutMs)
   }
 
   middleware.getKey = async (key: string, limit?: number) => {
     check('key', key, isNonEmptyString, 'a non-empty string', 'getKey')
     const known = limit ?? (typeof config.limit === 'number' ? config.limit : undefined)
-    if (known === undefined && algorithm === 'token-bucket') {
+    if (known === undefined && algorithm === 'token-bucket' && !config.limits) {
       throw new ArgumentError(
         'getKey',
         'limit',
@@ -246,22 +341,68 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
         limit,
       )
     }
+    const keys = keysOf(key)
+    const windows = windowsOf(known || Number.MAX_SAFE_INTEGER)
     const reply = (await scripts.decide.run(
       client,
-      [redisKey(key)],
-      scriptArgs(known || Number.MAX_SAFE_INTEGER, 0, false),
+      [...keys.windows, keys.block],
+      scriptArgs(windows, 0, false, ''),
       timeoutMs,
-    )) as [number, number, number, number] | null
+    )) as number[] | null
     if (!reply) return undefined
+    const decision = parseDecision(reply, 2)
+    const state = decision.windows[bindingWindow(decision)]!
     return {
-      used: reply[1],
-      remaining: known === undefined ? undefined : reply[2],
-      resetTime: new Date(Date.now() + reply[3]),
+      used: state.used,
+      remaining: known === undefined && !config.limits ? undefined : state.remaining,
+      resetTime: new Date(Date.now() + Math.max(state.resetMs, decision.blockMs)),
     }
   }
 
   return middleware
 }
+
+/** A decision script's reply (see scripts.ts), its windows from `from` on. */
+function parseDecision(reply: (number | string)[], blockAt: number): Decision {
+  const windows: WindowResult[] = []
+  for (let i = blockAt + 1; i + 4 < reply.length; i += 5) {
+    windows.push({
+      used: Number(reply[i]),
+      remaining: Number(reply[i + 1]),
+      resetMs: Number(reply[i + 2]),
+      token: String(reply[i + 3] ?? ''),
+      fits: Number(reply[i + 4]) === 1,
+    })
+  }
+  return { allowed: Number(reply[0]) === 1, blockMs: Number(reply[blockAt]), windows }
+}
+
+/**
+ * The window that binds: of an admitted request, the one with the least left (the latest
+ * reset among equals); of a refused one, the refusing window that lets it in last.
+ */
+function bindingWindow({ allowed, windows }: Decision): number {
+  const refusedBy = allowed ? [] : windows.flatMap((window, i) => (window.fits ? [] : [i]))
+  if (refusedBy.length > 0)
+    return refusedBy.reduce((best, i) => (windows[i]!.resetMs > windows[best]!.resetMs ? i : best))
+  // Admitted, or refused by a block alone.
+  return windows.reduce((best, window, i) => {
+    const current = windows[best]!
+    const tighter = window.remaining < current.remaining
+    return tighter || (window.remaining === current.remaining && window.resetMs > current.resetMs) ? i : best
+  }, 0)
+}
+
+/** How long a refused request has to wait: its block, or until every window lets it in. */
+function waitOf(decision: Decision): number {
+  const refusing = decision.windows.filter((window) => !window.fits).map((window) => window.resetMs)
+  return Math.max(decision.blockMs, ...refusing, 0)
+}
+
+/** 'local' mode: after Redis failed, how long requests are limited in memory before Redis is tried again. */
+const LOCAL_RETRY_MS = 1_000
+/** 'local' mode: the most windows kept in memory. */
+const LOCAL_MAX_KEYS = 100_000
 
 function warnOnSharedPrefix(config: RateLimitConfig): void {
   let prefixes = prefixesByClient.get(config.client)

@@ -32,6 +32,19 @@ export interface RateLimitInfo {
   key: string
 }
 
+/** One window of {@link RateLimitOptions.limits}. */
+export interface RateLimitWindow {
+  /** Requests (or cost units) allowed per window: a positive integer. */
+  limit: number
+  /** The window: milliseconds or a duration string. */
+  windowMs: Duration
+  /**
+   * Its draft-8 policy name.
+   * @default `${limit}-in-${window}`, e.g. `10-in-1sec`
+   */
+  identifier?: string
+}
+
 /** Options of {@link rateLimit}. Only `client` is required. */
 export interface RateLimitOptions {
   /** A connected node-redis client or Redis Cluster client. The limiter never connects or closes it. */
@@ -47,6 +60,46 @@ export interface RateLimitOptions {
    * @default 60_000 (one minute)
    */
   windowMs?: Duration
+  /**
+   * Several windows counted together, e.g. `[{ limit: 10, windowMs: '1s' }, { limit: 1000,
+   * windowMs: '1h' }]`: a request is admitted only if it fits in every window, and is then
+   * counted in all of them, atomically, in the same one `EVALSHA` (a request refused by one
+   * window counts in none). Replaces `limit` and `windowMs`. Headers: one draft-8 policy per
+   * window; the older drafts and `req.rateLimit` show the binding window (the one with the
+   * least left, or the one that refused).
+   * @default one window of `limit` per `windowMs`
+   */
+  limits?: RateLimitWindow[]
+  /**
+   * Once a request is over the limit, the client is blocked for this long, whatever its
+   * windows say (a login lockout): every request in that time is refused, and counts nothing.
+   * Decided in the same script call. A duration: milliseconds or a string such as `'15m'`.
+   * @default none
+   */
+  blockDuration?: Duration
+  /**
+   * `'enforce'` refuses a request over the limit; `'shadow'` only reports it (headers,
+   * `req.rateLimit`, `onLimit`) and lets it through: to try a new limit on real traffic
+   * before enforcing it. A request over the limit is not counted in either mode.
+   * @default 'enforce'
+   */
+  mode?: 'enforce' | 'shadow'
+  /**
+   * Called for every request over the limit (in both modes), before it is refused or let
+   * through, with what `req.rateLimit` holds. What it returns is not awaited; a throw or a
+   * rejection is logged.
+   * @default none
+   */
+  onLimit?: (req: Request, res: Response, info: RateLimitInfo) => unknown
+  /**
+   * How many clients over the limit this instance remembers (least recently blocked first
+   * out). Once Redis says a client is over its limit until T, this instance answers the
+   * client's requests of the same or a higher cost itself until T: the same status, headers
+   * and `req.rateLimit`, and no Redis command. `resetKey()` clears it here; other instances
+   * keep their own until T. `false` asks Redis every time.
+   * @default 10_000
+   */
+  localBlockCache?: number | false
   /**
    * - `'sliding-window'`: two buckets, the previous one weighted by how much of it
    *   still overlaps the sliding window. O(1) memory; at most `limit` per fixed window,
@@ -146,10 +199,12 @@ export interface RateLimitOptions {
   /**
    * When Redis fails, times out or is not connected: `'allow'` lets the request
    * through (logging the error at most once per 5 s); `'block'` answers 503 with
-   * `Retry-After: 5`.
+   * `Retry-After: 5`; `'local'` applies the same algorithm and limits in this process's
+   * memory (each instance on its own: with N instances a client gets up to N times the
+   * limit) until Redis answers again (tried again once a second).
    * @default 'allow'
    */
-  onRedisError?: 'allow' | 'block'
+  onRedisError?: 'allow' | 'block' | 'local'
   /**
    * The longest a request waits for Redis before `onRedisError` applies.
    * @default 500
@@ -167,6 +222,12 @@ export interface RateLimitConfig {
   client: RedisClient
   limit: number | ((req: Request, res: Response) => number | Promise<number>)
   windowMs: number
+  /** The windows of the `limits` option (undefined: one window of `limit` per `windowMs`). */
+  limits: { limit: number; windowMs: number; identifier: string }[] | undefined
+  blockMs: number
+  mode: 'enforce' | 'shadow'
+  onLimit: ((req: Request, res: Response, info: RateLimitInfo) => unknown) | undefined
+  localBlockCache: number | false
   algorithm: Algorithm
   burst: number | undefined
   keyGenerator: (req: Request, res: Response) => string | Promise<string>
@@ -183,7 +244,7 @@ export interface RateLimitConfig {
   legacyHeaders: boolean
   identifier: ValueOrFunction<string> | undefined
   requestPropertyName: string
-  onRedisError: 'allow' | 'block'
+  onRedisError: 'allow' | 'block' | 'local'
   timeoutMs: number
   logger: Logger
 }
@@ -192,6 +253,11 @@ const KNOWN_OPTIONS = new Set<string>([
   'client',
   'limit',
   'windowMs',
+  'limits',
+  'blockDuration',
+  'mode',
+  'onLimit',
+  'localBlockCache',
   'algorithm',
   'burst',
   'keyGenerator',
@@ -319,7 +385,36 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   )
 
   const onRedisError = options.onRedisError ?? 'allow'
-  check(onRedisError === 'allow' || onRedisError === 'block', 'onRedisError', "'allow' or 'block'", onRedisError)
+  check(
+    onRedisError === 'allow' || onRedisError === 'block' || onRedisError === 'local',
+    'onRedisError',
+    "'allow', 'block' or 'local'",
+    onRedisError,
+  )
+
+  const limits = parseLimits(options)
+  check(
+    limits === undefined || options.burst === undefined,
+    'burst',
+    'not used with `limits` (each window is its own bucket of `limit`)',
+    options.burst,
+  )
+  check(
+    limits === undefined || options.identifier === undefined,
+    'identifier',
+    'not used with `limits` (give each window its own `identifier`)',
+    options.identifier,
+  )
+  const blockMs = options.blockDuration === undefined ? 0 : parseDuration(options.blockDuration, 'blockDuration')
+  const mode = options.mode ?? 'enforce'
+  check(mode === 'enforce' || mode === 'shadow', 'mode', "'enforce' or 'shadow'", mode)
+  const localBlockCache = options.localBlockCache ?? 10_000
+  check(
+    localBlockCache === false || isPositiveInteger(localBlockCache),
+    'localBlockCache',
+    'a positive integer (how many blocked clients to remember) or false',
+    localBlockCache,
+  )
 
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
 
@@ -329,6 +424,11 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     client: options.client,
     limit,
     windowMs,
+    limits,
+    blockMs,
+    mode,
+    onLimit: optionalFunction(raw, 'onLimit'),
+    localBlockCache,
     algorithm,
     burst: options.burst,
     keyGenerator,
@@ -352,6 +452,39 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     logger,
   }
 }
+
+/** The `limits` option, checked; undefined when it is not given. */
+function parseLimits(options: RateLimitOptions): RateLimitConfig['limits'] {
+  const { limits } = options
+  if (limits === undefined) return undefined
+  check(
+    options.limit === undefined && options.windowMs === undefined,
+    'limits',
+    'given without `limit` and `windowMs` (it replaces them)',
+    limits,
+  )
+  check(Array.isArray(limits) && limits.length > 0, 'limits', 'a non-empty array of { limit, windowMs }', limits)
+  const windows = limits.map((window, i) => {
+    const name = `limits[${i}]`
+    check(typeof window === 'object' && window !== null, name, 'an object { limit, windowMs }', window)
+    rejectUnknownOptions(window as object, WINDOW_OPTIONS, {}, name)
+    check(isPositiveInteger(window.limit), `${name}.limit`, 'a positive integer', window.limit)
+    const windowMs = parseDuration(window.windowMs, `${name}.windowMs`)
+    const identifier = window.identifier ?? defaultPolicyName(window.limit, windowMs)
+    check(
+      typeof identifier === 'string' && identifier !== '' && !/["\\\r\n]/.test(identifier),
+      `${name}.identifier`,
+      'a non-empty string without quotes, backslashes or newlines',
+      identifier,
+    )
+    return { limit: window.limit, windowMs, identifier }
+  })
+  const lengths = new Set(windows.map((window) => window.windowMs))
+  check(lengths.size === windows.length, 'limits', 'windows of different lengths (two share a windowMs)', limits)
+  return windows
+}
+
+const WINDOW_OPTIONS = new Set(['limit', 'windowMs', 'identifier'])
 
 function defaultKeyGenerator(ipv6Subnet: number | false): (req: Request) => string {
   return function clientIp(req) {

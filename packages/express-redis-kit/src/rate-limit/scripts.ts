@@ -4,181 +4,213 @@ import { Script } from '../shared/redis.js'
  * The Lua that makes every rate-limit decision, one script per algorithm.
  *
  * Common contract of the four decision scripts:
- *   KEYS[1]  the client's key, `<prefix>{<identifier>}`: the only key touched
- *   ARGV[1]  limit (integer >= 1)
- *   ARGV[2]  window in milliseconds
- *   ARGV[3]  cost of this request (integer >= 0)
- *   ARGV[4]  '1' to consume, '0' to only read the state (getKey)
- *   ARGV[5]  burst (token-bucket only)
- *   ARGV[6]  '1' when the caller may refund (skipSuccessfulRequests / skipFailedRequests):
+ *   KEYS[1..n]  the client's key of each window, all in one slot (`<prefix>{<identifier>}`, or
+ *               `<prefix>{<identifier>}:<windowMs>` with several windows)
+ *   KEYS[n+1]   the client's block key (blockDuration), `<prefix>{<identifier>}:block`
+ *   ARGV[1]  cost of this request (integer >= 0)
+ *   ARGV[2]  '1' to consume, '0' to only read the state (getKey)
+ *   ARGV[3]  burst (token-bucket only; '' for each window's limit)
+ *   ARGV[4]  '1' when the caller may refund (skipSuccessfulRequests / skipFailedRequests):
  *            only then does fixed-window pay for the refund token
- *   ARGV[7]  the caller's deadline (Redis ms; '' for none): a decision that reaches Redis after
+ *   ARGV[5]  the caller's deadline (Redis ms; '' for none): a decision that reaches Redis after
  *            it (queued behind a stalled connection, redirected after a failover, run by a
  *            frozen master that woke up) was already answered without Redis, so it counts
  *            nothing and replies { -1, now }
- * Reply: { allowed (1|0), used, remaining, resetMs, refundToken, now (Redis ms) }
- *   resetMs  allowed: ms until the quota resets (see the README per algorithm);
- *            rejected: ms until a request of this cost would be allowed.
- *   refundToken  what the refund script needs to give this request back.
- * A read on a key that does not exist replies nil.
+ *   ARGV[6]  blockDuration in ms ('0' for none): a request over the limit blocks the client
+ *            for this long, whatever its windows say
+ *   ARGV[7], ARGV[8], ...  limit (integer >= 1) and window (ms) of each window
+ * Reply: { allowed (1|0), now (Redis ms), blockMs, then for each window: used, remaining,
+ *          resetMs, refundToken, fits (1|0) }
+ *   allowed  1 when every window admits the request (it is then counted in every window), 0
+ *            when any refuses it or the client is blocked (nothing is counted in any window)
+ *   blockMs  how long the client stays blocked (0: not blocked)
+ *   resetMs  counted: ms until the window's quota resets (see the README per algorithm);
+ *            refused by this window (fits 0): ms until a request of this cost would fit.
+ *   refundToken  what the refund script needs to give this request back to this window.
+ * A read on a client with nothing counted in any window replies nil.
  *
- * Time always comes from Redis (TIME, read once by the wrapper below as `clock`, or the key's
- * own TTL), never from the app host, and a rejected request writes nothing.
+ * Each algorithm is a Lua function `evaluate(key, limit, window)` that reads one window and
+ * returns what it holds and whether the request fits, with `apply()` that counts it: the
+ * wrapper counts in no window unless the request fits in all. Time always comes from Redis
+ * (TIME, read once by the wrapper as nowMs / nowUs, or the key's own TTL), never from the app
+ * host, and a refused request writes nothing (but the block key, with blockDuration).
  */
 
-/** Wraps a decision body (which reads the time from `clock`) with the deadline check and the reply's clock. */
-function decision(body: string): Script {
+/** Wraps an algorithm's `evaluate` with the deadline, the block, the windows and the reply. */
+function decision(evaluate: string): Script {
   return new Script(`
 local clock = redis.call('TIME')
 local nowMs = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-if ARGV[4] == '1' and ARGV[7] and ARGV[7] ~= '' and nowMs > tonumber(ARGV[7]) then return { -1, nowMs } end
-local function decide()
-${body}
+local nowUs = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local cost, consume, burstArg, refunds = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3], ARGV[4] == '1'
+local deadline, blockMs = ARGV[5], tonumber(ARGV[6])
+if consume and deadline ~= '' and nowMs > tonumber(deadline) then return { -1, nowMs } end
+${evaluate}
+local windows = (#ARGV - 6) / 2
+local results, counted, fits = {}, false, true
+for i = 1, windows do
+  local r = evaluate(KEYS[i], tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i]))
+  results[i] = r
+  counted = counted or r.exists
+  fits = fits and r.ok
 end
-local reply = decide()
-if not reply then return nil end
-if reply[5] == nil then reply[5] = '' end
-reply[6] = nowMs
+local blocked = 0
+if blockMs > 0 then blocked = math.max(0, redis.call('PTTL', KEYS[windows + 1])) end
+if not consume and not counted and blocked == 0 then return nil end
+local allowed = consume and fits and blocked == 0
+if consume and not allowed and blocked == 0 and blockMs > 0 then
+  redis.call('SET', KEYS[windows + 1], '1', 'PX', blockMs)
+  blocked = blockMs
+end
+local reply = { allowed and 1 or 0, nowMs, blocked }
+if not consume then reply[1] = 1 end
+for i = 1, windows do
+  local r = results[i]
+  local used, remaining, reset, token = r.used, r.remaining, r.reset, ''
+  if allowed then used, remaining, reset, token = r.apply() end
+  for _, value in ipairs({ used, remaining, reset, token, r.ok and 1 or 0 }) do reply[#reply + 1] = value end
+end
 return reply
 `)
 }
 
 const FIXED_WINDOW = `
-local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local ttl = redis.call('PTTL', KEYS[1])
--- no key (or one without a TTL): a new window starts with this request
-local fresh = ttl <= 0
-local used = 0
-if fresh then ttl = window else used = tonumber(redis.call('GET', KEYS[1])) or 0 end
-if ARGV[4] == '0' then
-  if used == 0 then return nil end
-  return { 1, used, math.max(limit - used, 0), ttl }
+local function evaluate(key, limit, window)
+  local ttl = redis.call('PTTL', key)
+  -- no key (or one without a TTL): a new window starts with this request
+  local fresh = ttl <= 0
+  local used = 0
+  if fresh then ttl = window else used = tonumber(redis.call('GET', key)) or 0 end
+  local r = { exists = used > 0, used = used, remaining = math.max(limit - used, 0), reset = ttl }
+  r.ok = used + cost <= limit
+  r.apply = function()
+    if fresh then
+      redis.call('SET', key, cost, 'PX', window)
+    else
+      -- the window in progress keeps its end, even when a refund brought its count to 0
+      redis.call('INCRBY', key, cost)
+    end
+    -- the window's absolute end identifies it for a later refund
+    local token = ''
+    if refunds then token = tostring(nowMs + ttl) end
+    return used + cost, limit - used - cost, ttl, token
+  end
+  return r
 end
-if used + cost > limit then return { 0, used, math.max(limit - used, 0), ttl } end
-if fresh then
-  redis.call('SET', KEYS[1], cost, 'PX', window)
-else
-  -- the window in progress keeps its end, even when a refund brought its count to 0
-  redis.call('INCRBY', KEYS[1], cost)
-end
-local token = ''
-if ARGV[6] == '1' then
-  -- the window's absolute end identifies it for a later refund
-  local time = clock
-  token = tostring(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl)
-end
-return { 1, used + cost, limit - used - cost, ttl, token }
 `
 
 const SLIDING_WINDOW = `
--- KEYS[1] is a hash: s = start of the current window (ms), c = its count, p = the previous window's count
-local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local time = clock
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local start = now - (now % window)
-local stored = redis.call('HMGET', KEYS[1], 's', 'c', 'p')
-if ARGV[4] == '0' and not stored[1] then return nil end
-local s, c, p = tonumber(stored[1]), tonumber(stored[2]) or 0, tonumber(stored[3]) or 0
-if s ~= start then
-  if s == start - window then p = c else p = 0 end
-  c = 0
-end
-local elapsed = now - start
-local weight = (window - elapsed) / window
-local estimate = p * weight + c
-local toWindowEnd = window - elapsed
-if ARGV[4] == '0' then
-  local used = math.ceil(estimate)
-  return { 1, used, math.max(limit - used, 0), toWindowEnd }
-end
-if estimate + cost > limit then
-  local wait
-  if cost > limit then
-    wait = toWindowEnd
-  elseif c + cost <= limit then
-    -- later in this window the previous window's share shrinks enough
-    wait = math.ceil(window * (1 - (limit - c - cost) / p)) - elapsed
-  else
-    -- in the next window this window's count becomes the shrinking share
-    wait = toWindowEnd + math.max(0, math.ceil(window * (1 - (limit - cost) / c)))
+-- each window's key is a hash: s = start of the current window (ms), c = its count, p = the previous window's count
+local function evaluate(key, limit, window)
+  local now = nowMs
+  local start = now - (now % window)
+  local stored = redis.call('HMGET', key, 's', 'c', 'p')
+  local s, c, p = tonumber(stored[1]), tonumber(stored[2]) or 0, tonumber(stored[3]) or 0
+  local r = { exists = s ~= nil }
+  if s ~= start then
+    if s == start - window then p = c else p = 0 end
+    c = 0
   end
-  local used = math.ceil(estimate)
-  return { 0, used, math.max(limit - used, 0), math.max(wait, 1) }
+  local elapsed = now - start
+  local weight = (window - elapsed) / window
+  local estimate = p * weight + c
+  local toWindowEnd = window - elapsed
+  r.used = math.ceil(estimate)
+  r.remaining = math.max(limit - r.used, 0)
+  r.reset = toWindowEnd
+  r.ok = estimate + cost <= limit
+  if consume and not r.ok then
+    local wait
+    if cost > limit then
+      wait = toWindowEnd
+    elseif c + cost <= limit then
+      -- later in this window the previous window's share shrinks enough
+      wait = math.ceil(window * (1 - (limit - c - cost) / p)) - elapsed
+    else
+      -- in the next window this window's count becomes the shrinking share
+      wait = toWindowEnd + math.max(0, math.ceil(window * (1 - (limit - cost) / c)))
+    end
+    r.reset = math.max(wait, 1)
+  end
+  r.apply = function()
+    c = c + cost
+    redis.call('HSET', key, 's', start, 'c', c, 'p', p)
+    -- the expiry (the end of the next window) only moves when a new window starts
+    if s ~= start then redis.call('PEXPIRE', key, window + toWindowEnd) end
+    local used = math.ceil(p * weight + c - 1e-9)
+    return used, math.max(limit - used, 0), toWindowEnd, tostring(start)
+  end
+  return r
 end
-c = c + cost
-redis.call('HSET', KEYS[1], 's', start, 'c', c, 'p', p)
--- the expiry (the end of the next window) only moves when a new window starts
-if s ~= start then redis.call('PEXPIRE', KEYS[1], window + toWindowEnd) end
-local used = math.ceil(p * weight + c - 1e-9)
-return { 1, used, math.max(limit - used, 0), toWindowEnd, tostring(start) }
 `
 
 const SLIDING_LOG = `
--- KEYS[1] is a sorted set of admitted requests scored by Redis time in microseconds;
--- members are '<time>:<n>' so that requests in the same microsecond stay distinct.
-local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local windowUs = window * 1000
-local time = clock
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - windowUs)
-local count = redis.call('ZCARD', KEYS[1])
-local function untilExpired(index)
-  local entry = redis.call('ZRANGE', KEYS[1], index, index, 'WITHSCORES')
-  return math.max(1, math.ceil((tonumber(entry[2]) + windowUs - now) / 1000))
+-- each window's key is a sorted set of admitted requests scored by Redis time in
+-- microseconds; members are '<time>:<n>' so that requests in the same microsecond stay distinct.
+local function evaluate(key, limit, window)
+  local windowUs = window * 1000
+  local now = nowUs
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - windowUs)
+  local count = redis.call('ZCARD', key)
+  local function untilExpired(index)
+    local entry = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+    return math.max(1, math.ceil((tonumber(entry[2]) + windowUs - now) / 1000))
+  end
+  local r = { exists = count > 0, used = count, remaining = math.max(limit - count, 0), reset = window }
+  r.ok = count + cost <= limit
+  if not consume then
+    if count > 0 then r.reset = untilExpired(0) end
+  elseif not r.ok and cost <= limit then
+    r.reset = untilExpired(count + cost - limit - 1)
+  end
+  r.apply = function()
+    local members = {}
+    local seq = count
+    for _ = 1, cost do
+      local member
+      repeat
+        seq = seq + 1
+        member = string.format('%d:%d', now, seq)
+      until redis.call('ZADD', key, 'NX', now, member) == 1
+      members[#members + 1] = member
+    end
+    redis.call('PEXPIRE', key, window)
+    local total = count + cost
+    -- an empty log before this request: its own entries are the oldest, a full window away
+    local reset = window
+    if total > cost then reset = untilExpired(0) end
+    return total, limit - total, reset, table.concat(members, ',')
+  end
+  return r
 end
-if ARGV[4] == '0' then
-  if count == 0 then return nil end
-  return { 1, count, math.max(limit - count, 0), untilExpired(0) }
-end
-if count + cost > limit then
-  local wait = window
-  if cost <= limit then wait = untilExpired(count + cost - limit - 1) end
-  return { 0, count, math.max(limit - count, 0), wait }
-end
-local members = {}
-local n = count
-for _ = 1, cost do
-  local member
-  repeat
-    n = n + 1
-    member = string.format('%d:%d', now, n)
-  until redis.call('ZADD', KEYS[1], 'NX', now, member) == 1
-  members[#members + 1] = member
-end
-redis.call('PEXPIRE', KEYS[1], window)
-count = count + cost
--- an empty log before this request: its own entries are the oldest, a full window away
-local reset = window
-if count > cost then reset = untilExpired(0) end
-return { 1, count, limit - count, reset, table.concat(members, ',') }
 `
 
 const TOKEN_BUCKET = `
--- GCRA. KEYS[1] holds the theoretical arrival time (TAT) in Redis microseconds:
+-- GCRA. Each window's key holds the theoretical arrival time (TAT) in Redis microseconds:
 -- the bucket is full when TAT <= now, and each token pushes TAT one interval later.
-local limit, window, cost, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
-local interval = window * 1000 / limit
-local capacity = interval * burst
-local time = clock
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local stored = tonumber(redis.call('GET', KEYS[1]))
-if ARGV[4] == '0' and not stored then return nil end
-local tat = math.max(stored or now, now)
-local function remainingAt(t) return math.max(0, math.floor((capacity - (t - now)) / interval + 1e-9)) end
-if ARGV[4] == '0' then
+local function evaluate(key, limit, window)
+  local burst = tonumber(burstArg) or limit
+  local interval = window * 1000 / limit
+  local capacity = interval * burst
+  local now = nowUs
+  local stored = tonumber(redis.call('GET', key))
+  local tat = math.max(stored or now, now)
+  local function remainingAt(t) return math.max(0, math.floor((capacity - (t - now)) / interval + 1e-9)) end
   local remaining = remainingAt(tat)
-  return { 1, burst - remaining, remaining, math.ceil((tat - now) / 1000) }
+  local r = { exists = stored ~= nil, used = burst - remaining, remaining = remaining }
+  r.reset = math.ceil((tat - now) / 1000)
+  local newTat = tat + interval * cost
+  local allowAt = newTat - capacity
+  r.ok = now >= allowAt
+  if consume and not r.ok then r.reset = math.max(1, math.ceil((allowAt - now) / 1000)) end
+  r.apply = function()
+    local untilFull = math.max(1, math.ceil((newTat - now) / 1000))
+    redis.call('SET', key, string.format('%d', math.floor(newTat)), 'PX', untilFull)
+    local left = remainingAt(newTat)
+    return burst - left, left, untilFull, ''
+  end
+  return r
 end
-local newTat = tat + interval * cost
-local allowAt = newTat - capacity
-if now < allowAt then
-  local remaining = remainingAt(tat)
-  return { 0, burst - remaining, remaining, math.max(1, math.ceil((allowAt - now) / 1000)) }
-end
-local untilFull = math.max(1, math.ceil((newTat - now) / 1000))
-redis.call('SET', KEYS[1], string.format('%d', math.floor(newTat)), 'PX', untilFull)
-local remaining = remainingAt(newTat)
-return { 1, burst - remaining, remaining, untilFull, '' }
 `
 
 /*

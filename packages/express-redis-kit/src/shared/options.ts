@@ -16,11 +16,13 @@ export function rejectUnknownOptions(
   options: object,
   known: ReadonlySet<string>,
   hints: Readonly<Record<string, string>> = {},
+  /** Where the options are, when they are not the top level (`limits[0]`). */
+  within?: string,
 ): void {
   for (const [name, value] of Object.entries(options)) {
     if (known.has(name) || value === undefined) continue
     const near = Object.hasOwn(hints, name) ? hints[name] : nearMiss(name, known)
-    check(false, name, `a known option${near ? ` (use ${near})` : ''}`, value)
+    check(false, within ? `${within}.${name}` : name, `a known option${near ? ` (use ${near})` : ''}`, value)
   }
 }
 

@@ -3,16 +3,19 @@ import { once } from 'node:events'
 import { Agent, get } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import type { Express } from 'express'
-import type { Algorithm, Duration } from '../../src/index.js'
+import type { Algorithm, Duration, RateLimitOptions } from '../../src/index.js'
 
-/** One limiter a worker mounts on `GET <path>`; every worker given the same list counts together. */
-export interface WorkerLimiter {
+/**
+ * One limiter a worker mounts on `GET <path>`; every worker given the same list counts together.
+ * Either `limit` and `windowMs`, or `limits`; the other options are passed through as given.
+ */
+export interface WorkerLimiter extends Pick<RateLimitOptions, 'limits' | 'blockDuration' | 'localBlockCache' | 'mode'> {
   path: string
   algorithm: Algorithm
   /** Shared by every worker, so that all of them count the same Redis key. */
   prefix: string
-  limit: number
-  windowMs: Duration
+  limit?: number
+  windowMs?: Duration
   cost?: number
 }
 

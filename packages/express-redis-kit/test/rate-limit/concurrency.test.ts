@@ -27,6 +27,31 @@ const ALGORITHMS: Algorithm[] = ['fixed-window', 'sliding-log', 'token-bucket', 
 const prefixes = Object.fromEntries(ALGORITHMS.map((algorithm) => [algorithm, uniquePrefix(`conc-${algorithm}`)]))
 const costPrefix = uniquePrefix('conc-cost')
 
+/*
+ * The same exactness with the rate-limit options that change what a decision does: several
+ * windows (`limits`), `blockDuration`, the local block cache off (and on, a second burst),
+ * and `mode: 'shadow'`. Each limiter has its own prefix, so each test counts its own keys.
+ */
+const WINDOWS_LIMIT = 50
+const LIMITS = [
+  { limit: WINDOWS_LIMIT, windowMs: '1h' },
+  { limit: 80, windowMs: '2h' },
+] as const
+/** The Redis key of each window of `LIMITS`: `<prefix>{<key>}:<windowMs>`. */
+const WINDOW_SUFFIXES = [':3600000', ':7200000']
+const BLOCK_LIMIT = 50
+
+type Variant = 'limits' | 'block' | 'no-cache' | 'cache' | 'shadow'
+const variantPrefixes = new Map<string, string>()
+/** A limiter for `variant` of `algorithm`, mounted on `/<variant>/<algorithm>`, with its own prefix. */
+function variant(name: Variant, algorithm: Algorithm, options: Partial<WorkerLimiter>): WorkerLimiter {
+  const path = `/${name}/${algorithm}`
+  const prefix = uniquePrefix(`conc-${name}-${algorithm}`)
+  variantPrefixes.set(path, prefix)
+  return { path, algorithm, prefix, ...options }
+}
+const prefixOf = (path: string): string => variantPrefixes.get(path)!
+
 const limiters: WorkerLimiter[] = [
   ...ALGORITHMS.map((algorithm) => ({
     path: `/${algorithm}`,
@@ -36,7 +61,20 @@ const limiters: WorkerLimiter[] = [
     windowMs: WINDOW,
   })),
   { path: '/cost-3', algorithm: 'fixed-window', prefix: costPrefix, limit: LIMIT, windowMs: WINDOW, cost: 3 },
+  ...ALGORITHMS.map((algorithm) => variant('limits', algorithm, { limits: LIMITS.map((window) => ({ ...window })) })),
+  ...(['fixed-window', 'sliding-log', 'token-bucket'] as const).flatMap((algorithm) => [
+    variant('block', algorithm, { limit: BLOCK_LIMIT, windowMs: WINDOW, blockDuration: '1h' }),
+    variant('no-cache', algorithm, { limit: LIMIT, windowMs: WINDOW, localBlockCache: false }),
+  ]),
+  variant('cache', 'fixed-window', { limit: LIMIT, windowMs: WINDOW, localBlockCache: 10_000 }),
+  ...(['fixed-window', 'sliding-log'] as const).map((algorithm) =>
+    variant('shadow', algorithm, { limit: LIMIT, windowMs: WINDOW, mode: 'shadow' }),
+  ),
 ]
+
+/** Every Redis key a limiter of `prefix` may write for the shared client (one slot: `{shared}`). */
+const keysOf = (prefix: string): string[] =>
+  ['', ...WINDOW_SUFFIXES, ':block'].map((suffix) => `${prefix}${KEY}${suffix}`)
 
 describe(`rateLimit exact under concurrency (${WORKERS} processes, ${mode} Redis)`, () => {
   let workers: Worker[] = []
@@ -52,7 +90,11 @@ describe(`rateLimit exact under concurrency (${WORKERS} processes, ${mode} Redis
     this.timeout(20_000)
     await stopWorkers(workers)
     if (client) {
-      await Promise.all([...Object.values(prefixes), costPrefix].map((prefix) => client.del(`${prefix}${KEY}`)))
+      await Promise.all(
+        [...Object.values(prefixes), costPrefix, ...variantPrefixes.values()].map((prefix) =>
+          client.del(keysOf(prefix)),
+        ),
+      )
       await client.close()
     }
   })
@@ -91,5 +133,90 @@ describe(`rateLimit exact under concurrency (${WORKERS} processes, ${mode} Redis
     const statuses = await fireAtOnce(workers, '/cost-3', 200 / WORKERS)
     expect(countStatuses(statuses)).to.deep.equal({ 200: 33, 429: 167 })
     expect(await client.get(`${costPrefix}${KEY}`)).to.equal('99')
+  })
+
+  /** How many admitted requests Redis holds in the key `key` (fixed-window, sliding-log). */
+  async function countedIn(algorithm: 'fixed-window' | 'sliding-log', key: string): Promise<number> {
+    return algorithm === 'fixed-window' ? Number(await client.get(key)) : await client.zCard(key)
+  }
+
+  describe('with the options that change a decision', () => {
+    for (const algorithm of ['fixed-window', 'sliding-log', 'token-bucket'] as const) {
+      it(`${algorithm}, limits [50 per 1h, 80 per 2h]: 500 requests at once admit exactly 50, counted in both windows`, async function () {
+        this.timeout(30_000)
+        const path = `/limits/${algorithm}`
+        const statuses = await fireAtOnce(workers, path, PER_WORKER)
+        expect(countStatuses(statuses)).to.deep.equal({
+          200: WINDOWS_LIMIT,
+          429: WORKERS * PER_WORKER - WINDOWS_LIMIT,
+        })
+        if (algorithm !== 'token-bucket') {
+          // Counted atomically in every window, the refused in none.
+          for (const suffix of WINDOW_SUFFIXES) {
+            expect(await countedIn(algorithm, `${prefixOf(path)}${KEY}${suffix}`), `window ${suffix}`).to.equal(
+              WINDOWS_LIMIT,
+            )
+          }
+        }
+      })
+    }
+
+    it('sliding-window, limits [50 per 1h, 80 per 2h]: 500 requests at once admit at most 50 (and at least 45)', async function () {
+      this.timeout(30_000)
+      const statuses = await fireAtOnce(workers, '/limits/sliding-window', PER_WORKER)
+      const admitted = countStatuses(statuses)[200] ?? 0
+      expect(admitted, 'admitted').to.be.at.most(WINDOWS_LIMIT).and.at.least(45)
+      expect(countStatuses(statuses)).to.deep.equal({ 200: admitted, 429: WORKERS * PER_WORKER - admitted })
+    })
+
+    for (const algorithm of ['fixed-window', 'sliding-log', 'token-bucket'] as const) {
+      it(`${algorithm}, blockDuration '1h' and limit 50: 500 requests at once admit exactly 50, the client is then blocked`, async function () {
+        this.timeout(30_000)
+        const path = `/block/${algorithm}`
+        const statuses = await fireAtOnce(workers, path, PER_WORKER)
+        expect(countStatuses(statuses)).to.deep.equal({ 200: BLOCK_LIMIT, 429: WORKERS * PER_WORKER - BLOCK_LIMIT })
+        const key = `${prefixOf(path)}${KEY}`
+        if (algorithm !== 'token-bucket') expect(await countedIn(algorithm, key), 'counted').to.equal(BLOCK_LIMIT)
+        const blockTtl = await client.pTTL(`${key}:block`)
+        expect(blockTtl, 'block key PTTL (ms)').to.be.within(3_600_000 - 60_000, 3_600_000)
+      })
+    }
+
+    for (const algorithm of ['fixed-window', 'sliding-log', 'token-bucket'] as const) {
+      it(`${algorithm}, localBlockCache: false: 500 requests at once let exactly ${LIMIT} through`, async function () {
+        this.timeout(30_000)
+        const path = `/no-cache/${algorithm}`
+        const statuses = await fireAtOnce(workers, path, PER_WORKER)
+        expect(countStatuses(statuses)).to.deep.equal({ 200: LIMIT, 429: WORKERS * PER_WORKER - LIMIT })
+        if (algorithm !== 'token-bucket')
+          expect(await countedIn(algorithm, `${prefixOf(path)}${KEY}`), 'counted').to.equal(LIMIT)
+      })
+    }
+
+    it(`fixed-window, localBlockCache on: exactly ${LIMIT} of 500 at once; then each worker refuses on its own, without Redis`, async function () {
+      this.timeout(30_000)
+      const path = '/cache/fixed-window'
+      const key = `${prefixOf(path)}${KEY}`
+      const first = await fireAtOnce(workers, path, PER_WORKER)
+      expect(countStatuses(first)).to.deep.equal({ 200: LIMIT, 429: WORKERS * PER_WORKER - LIMIT })
+      expect(await client.get(key)).to.equal(String(LIMIT))
+      // Every worker was refused by Redis at least 25 times (at most 100 of its 125 were admitted),
+      // so each remembers the client as over its limit until the window ends. Forgotten in Redis
+      // behind their backs, it is still refused by every worker, and no decision reaches Redis.
+      await client.del(key)
+      const second = await fireAtOnce(workers, path, PER_WORKER)
+      expect(countStatuses(second)).to.deep.equal({ 429: WORKERS * PER_WORKER })
+      expect(await client.exists(key), 'key written by the second burst').to.equal(0)
+    })
+
+    for (const algorithm of ['fixed-window', 'sliding-log'] as const) {
+      it(`${algorithm}, mode 'shadow': all 500 at once get 200, exactly ${LIMIT} are counted`, async function () {
+        this.timeout(30_000)
+        const path = `/shadow/${algorithm}`
+        const statuses = await fireAtOnce(workers, path, PER_WORKER)
+        expect(countStatuses(statuses)).to.deep.equal({ 200: WORKERS * PER_WORKER })
+        expect(await countedIn(algorithm, `${prefixOf(path)}${KEY}`), 'counted').to.equal(LIMIT)
+      })
+    }
   })
 })

@@ -7,7 +7,8 @@ import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.j
 
 /*
  * Issue 2: one Redis round trip per request, one EVALSHA, with EVAL only after a NOSCRIPT
- * error. Counted on the server with `INFO commandstats` (summed over every Cluster master),
+ * error; issue 12: none for a client Redis already said is over its limit (the local block
+ * cache). Counted on the server with `INFO commandstats` (summed over every Cluster master),
  * read through separate connections.
  */
 describe('rateLimit Redis round trips', () => {
@@ -38,27 +39,33 @@ describe('rateLimit Redis round trips', () => {
 
   for (const algorithm of ALGORITHMS) {
     describe(algorithm, () => {
-      it('20 requests (10 allowed, 10 rejected) are exactly 20 EVALSHA and no EVAL', async () => {
-        const app = appWith(
-          rateLimit({
-            client,
-            algorithm,
-            prefix: uniquePrefix('trips'),
-            keyGenerator: () => 'k',
-            limit: 11,
-            windowMs: '1h',
-          }),
-        )
-        // The first request may load the script (EVAL after NOSCRIPT) on a fresh server.
-        expect((await request(app).get('/')).status).to.equal(200)
-        const statuses: number[] = []
-        const commands = await scriptCallsDuring(async () => {
-          for (let i = 0; i < 20; i++) statuses.push((await request(app).get('/')).status)
+      for (const [localBlockCache, evalsha, what] of [
+        [false, 20, 'localBlockCache false: every request asks Redis, 20 EVALSHA'],
+        [undefined, 11, 'by default: 11 EVALSHA (the first rejection asks Redis, the 9 after it are answered here)'],
+      ] as const) {
+        it(`20 requests (10 allowed, 10 rejected), no EVAL; ${what}`, async () => {
+          const app = appWith(
+            rateLimit({
+              client,
+              algorithm,
+              prefix: uniquePrefix('trips'),
+              keyGenerator: () => 'k',
+              limit: 11,
+              windowMs: '1h',
+              localBlockCache,
+            }),
+          )
+          // The first request may load the script (EVAL after NOSCRIPT) on a fresh server.
+          expect((await request(app).get('/')).status).to.equal(200)
+          const statuses: number[] = []
+          const commands = await scriptCallsDuring(async () => {
+            for (let i = 0; i < 20; i++) statuses.push((await request(app).get('/')).status)
+          })
+          expect(statuses.filter((status) => status === 200)).to.have.length(10)
+          expect(statuses.filter((status) => status === 429)).to.have.length(10)
+          expect(commands).to.deep.equal({ evalsha, eval: 0 })
         })
-        expect(statuses.filter((status) => status === 200)).to.have.length(10)
-        expect(statuses.filter((status) => status === 429)).to.have.length(10)
-        expect(commands).to.deep.equal({ evalsha: 20, eval: 0 })
-      })
+      }
 
       it('after SCRIPT FLUSH on every node, the next request falls back to EVAL once and counts once', async () => {
         const limiter = rateLimit({
