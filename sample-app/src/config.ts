@@ -50,8 +50,10 @@ const environment = z.object({
     .default('false')
     .transform((text) => text === 'true' || text === '1'),
   API_RATE_LIMIT: integer('API_RATE_LIMIT', 600, 1, 1_000_000),
-  LOGIN_RATE_LIMIT_PER_IP: integer('LOGIN_RATE_LIMIT_PER_IP', 20, 1, 1_000_000),
-  LOGIN_RATE_LIMIT_PER_EMAIL: integer('LOGIN_RATE_LIMIT_PER_EMAIL', 5, 1, 1_000_000),
+  LOGIN_FAILURES_PER_IP: integer('LOGIN_FAILURES_PER_IP', 20, 1, 1_000_000),
+  LOGIN_FAILURES_PER_ACCOUNT_AND_IP: integer('LOGIN_FAILURES_PER_ACCOUNT_AND_IP', 5, 1, 1_000_000),
+  LOGIN_FAILURES_PER_ACCOUNT: integer('LOGIN_FAILURES_PER_ACCOUNT', 50, 1, 1_000_000),
+  LOGIN_SLOWDOWN_MS: integer('LOGIN_SLOWDOWN_MS', 1000, 0, 60_000),
 })
 
 /** The app's settings, read from environment variables (each has a default that works on a development machine). */
@@ -68,10 +70,14 @@ export interface Config {
   trustProxy: boolean
   /** Requests per minute per client IP, on every route. */
   apiRateLimit: number
-  /** Login attempts per 15 minutes per client IP. */
-  loginRateLimitPerIp: number
-  /** Failed login attempts per 15 minutes per email address. */
-  loginRateLimitPerEmail: number
+  /** Failed sign-ins per 15 minutes from one client IP, all emails together; over it the IP is refused for 15 minutes. */
+  loginFailuresPerIp: number
+  /** Failed sign-ins per 15 minutes for one email from one client IP; over it that pair is refused for 15 minutes. */
+  loginFailuresPerAccountAndIp: number
+  /** Failed sign-ins per 15 minutes for one email from anywhere; over it every attempt on it waits `loginSlowdownMs`. */
+  loginFailuresPerAccount: number
+  /** The wait (ms) before the password is checked once an email is over `loginFailuresPerAccount` (0: none). */
+  loginSlowdownMs: number
 }
 
 /** Thrown for invalid settings; its message lists every problem, one per line. */
@@ -107,8 +113,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionSecrets: secrets.length > 0 ? secrets : [DEVELOPMENT_SECRET],
     trustProxy: values.TRUST_PROXY,
     apiRateLimit: values.API_RATE_LIMIT,
-    loginRateLimitPerIp: values.LOGIN_RATE_LIMIT_PER_IP,
-    loginRateLimitPerEmail: values.LOGIN_RATE_LIMIT_PER_EMAIL,
+    loginFailuresPerIp: values.LOGIN_FAILURES_PER_IP,
+    loginFailuresPerAccountAndIp: values.LOGIN_FAILURES_PER_ACCOUNT_AND_IP,
+    loginFailuresPerAccount: values.LOGIN_FAILURES_PER_ACCOUNT,
+    loginSlowdownMs: values.LOGIN_SLOWDOWN_MS,
   }
 }
 

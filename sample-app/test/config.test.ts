@@ -14,8 +14,10 @@ describe('loadConfig(env)', () => {
       redisPrefix: 'sample:',
       trustProxy: false,
       apiRateLimit: 600,
-      loginRateLimitPerIp: 20,
-      loginRateLimitPerEmail: 5,
+      loginFailuresPerIp: 20,
+      loginFailuresPerAccountAndIp: 5,
+      loginFailuresPerAccount: 50,
+      loginSlowdownMs: 1000,
     })
     expect(usesDevelopmentSecret(config)).to.equal(true)
   })
@@ -31,8 +33,10 @@ describe('loadConfig(env)', () => {
       SESSION_SECRETS: `${secret}new,${secret}old`,
       TRUST_PROXY: '1',
       API_RATE_LIMIT: '10',
-      LOGIN_RATE_LIMIT_PER_IP: '3',
-      LOGIN_RATE_LIMIT_PER_EMAIL: '2',
+      LOGIN_FAILURES_PER_IP: '3',
+      LOGIN_FAILURES_PER_ACCOUNT_AND_IP: '2',
+      LOGIN_FAILURES_PER_ACCOUNT: '40',
+      LOGIN_SLOWDOWN_MS: '0',
     })
     expect(config).to.deep.equal({
       production: true,
@@ -44,8 +48,10 @@ describe('loadConfig(env)', () => {
       sessionSecrets: [`${secret}new`, `${secret}old`],
       trustProxy: true,
       apiRateLimit: 10,
-      loginRateLimitPerIp: 3,
-      loginRateLimitPerEmail: 2,
+      loginFailuresPerIp: 3,
+      loginFailuresPerAccountAndIp: 2,
+      loginFailuresPerAccount: 40,
+      loginSlowdownMs: 0,
     })
     expect(usesDevelopmentSecret(config)).to.equal(false)
   })
@@ -57,8 +63,12 @@ describe('loadConfig(env)', () => {
     ['PORT', '3000.5'],
     ['PORT', ''],
     ['API_RATE_LIMIT', '0'],
-    ['LOGIN_RATE_LIMIT_PER_IP', 'many'],
-    ['LOGIN_RATE_LIMIT_PER_EMAIL', '1e3'],
+    ['LOGIN_FAILURES_PER_IP', 'many'],
+    ['LOGIN_FAILURES_PER_IP', '0'],
+    ['LOGIN_FAILURES_PER_ACCOUNT_AND_IP', '1e3'],
+    ['LOGIN_FAILURES_PER_ACCOUNT', '0'],
+    ['LOGIN_SLOWDOWN_MS', '-1'],
+    ['LOGIN_SLOWDOWN_MS', '60001'],
     ['DATABASE_URL', 'mysql://localhost/app'],
     ['DATABASE_URL', 'not a url'],
     ['REDIS_URL', 'http://127.0.0.1:6379'],

@@ -15,11 +15,11 @@ function expectRateLimited(res: Response): void {
 }
 
 describe('rate limits', () => {
-  describe('login, per email (LOGIN_RATE_LIMIT_PER_EMAIL=3, failed attempts only)', () => {
+  describe('login, per (email, IP) (LOGIN_FAILURES_PER_ACCOUNT_AND_IP=3, failed attempts only)', () => {
     let app: TestApp
     let user: CreatedUser
     before(async () => {
-      app = await startApp({ LOGIN_RATE_LIMIT_PER_EMAIL: '3' })
+      app = await startApp({ LOGIN_FAILURES_PER_ACCOUNT_AND_IP: '3' })
       user = await signUp(app)
     })
     after(async () => {
@@ -27,7 +27,7 @@ describe('rate limits', () => {
     })
     const attempt = (email: string, password: string) => app.http().post('/login').send({ email, password })
 
-    it('correct logins do not count; the 4th failed attempt is 429, even with the right password', async () => {
+    it('correct logins do not count; the 4th failed attempt is 429, then even the right password', async () => {
       expectError(await attempt(user.email, 'wrong password 1'), 401, 'invalid_credentials')
       expectError(await attempt(user.email, 'wrong password 2'), 401, 'invalid_credentials')
       // more successful logins than the limit: none is counted
@@ -39,41 +39,95 @@ describe('rate limits', () => {
       expect(right.headers['set-cookie']).to.equal(undefined)
     })
 
+    it('a lockout lasts 15 minutes (blockDuration), whatever the sliding window says', async () => {
+      const res = await attempt(user.email, user.password)
+      expectRateLimited(res)
+      expect(Number(res.headers['retry-after'])).to.be.within(14 * 60, 15 * 60)
+    })
+
     it('counts the email as normalized (case and spaces do not give more attempts)', async () => {
       expectRateLimited(await attempt(` ${user.email.toUpperCase()} `, user.password))
     })
 
-    it('does not limit other emails', async () => {
+    it('does not limit other emails from the same IP', async () => {
       const other = await signUp(app)
       expectError(await attempt(other.email, 'wrong password'), 401, 'invalid_credentials')
       await logIn(app, other)
     })
   })
 
-  describe('login, per IP (LOGIN_RATE_LIMIT_PER_IP=3)', () => {
+  describe('login, per IP (LOGIN_FAILURES_PER_IP=3, failed attempts only)', () => {
     let app: TestApp
     before(async () => {
-      app = await startApp({ LOGIN_RATE_LIMIT_PER_IP: '3' })
+      app = await startApp({ LOGIN_FAILURES_PER_IP: '3' })
+    })
+    after(async () => {
+      await app?.close()
+    })
+    const wrong = () => app.http().post('/login').send({ email: uniqueEmail(), password: 'whatever1' })
+
+    it('the 4th failure from the IP, whatever the emails, is 429; then successful logins are refused too', async () => {
+      const user = await signUp(app)
+      for (let i = 0; i < 4; i++) await logIn(app, user)
+      expectError(await wrong(), 401, 'invalid_credentials')
+      await logIn(app, user)
+      expectError(await wrong(), 401, 'invalid_credentials')
+      expectError(await wrong(), 401, 'invalid_credentials')
+      expectRateLimited(await wrong())
+      const right = await app.http().post('/login').send({ email: user.email, password: user.password })
+      expectRateLimited(right)
+      expect(Number(right.headers['retry-after'])).to.be.within(14 * 60, 15 * 60)
+    })
+
+    it('other routes are not limited by the login limit', async () => {
+      expect((await app.http().get('/healthz')).status).to.equal(200)
+    })
+  })
+
+  describe('login, only wrong passwords count (LOGIN_FAILURES_PER_IP=3, LOGIN_FAILURES_PER_ACCOUNT_AND_IP=1)', () => {
+    it("the (email, IP) lockout's 429s do not count against the IP", async () => {
+      const app = await startApp({ LOGIN_FAILURES_PER_IP: '3', LOGIN_FAILURES_PER_ACCOUNT_AND_IP: '1' })
+      try {
+        const attempt = (email: string) => app.http().post('/login').send({ email, password: 'whatever1' })
+        const target = uniqueEmail()
+        expectError(await attempt(target), 401, 'invalid_credentials')
+        for (let i = 0; i < 5; i++) expectRateLimited(await attempt(target))
+        expectError(await attempt(uniqueEmail()), 401, 'invalid_credentials')
+        expectError(await attempt(uniqueEmail()), 401, 'invalid_credentials')
+        expectRateLimited(await attempt(uniqueEmail()))
+      } finally {
+        await app.close()
+      }
+    })
+  })
+
+  describe('login, per account (LOGIN_FAILURES_PER_ACCOUNT=2): slowed down, never refused, no headers', () => {
+    let app: TestApp
+    before(async () => {
+      app = await startApp({ LOGIN_FAILURES_PER_ACCOUNT: '2', LOGIN_SLOWDOWN_MS: '300' })
     })
     after(async () => {
       await app?.close()
     })
 
-    it('the 4th attempt from the IP is 429 whatever the email, successful logins included', async () => {
+    it('over the limit, attempts wait LOGIN_SLOWDOWN_MS and are answered as usual', async () => {
       const user = await signUp(app)
-      await logIn(app, user)
-      expectError(
-        await app.http().post('/login').send({ email: uniqueEmail(), password: 'whatever1' }),
-        401,
-        'invalid_credentials',
-      )
-      await logIn(app, user)
-      expectRateLimited(await app.http().post('/login').send({ email: uniqueEmail(), password: 'whatever1' }))
-      expectRateLimited(await app.http().post('/login').send({ email: user.email, password: user.password }))
-    })
-
-    it('other routes are not limited by the login limit', async () => {
-      expect((await app.http().get('/healthz')).status).to.equal(200)
+      const timed = async (password: string) => {
+        const started = performance.now()
+        const res = await app.http().post('/login').send({ email: user.email, password })
+        return { res, ms: performance.now() - started }
+      }
+      for (let i = 0; i < 2; i++) expectError((await timed('wrong password')).res, 401, 'invalid_credentials')
+      const over = await timed('wrong password')
+      expectError(over.res, 401, 'invalid_credentials')
+      expect(over.ms).to.be.at.least(300)
+      const right = await timed(user.password)
+      expect(right.res.status, right.res.text).to.equal(200)
+      expect(right.ms).to.be.at.least(300)
+      // only the lockouts' headers: nothing tells a client how many failures an account has
+      const policies = String(right.res.headers['ratelimit-policy'])
+      expect(policies).to.include('"login-ip"').and.include('"login-account-ip"')
+      expect(policies.match(/"login-/g)).to.have.length(2)
     })
   })
 
@@ -110,7 +164,7 @@ describe('rate limits', () => {
       app.http().post('/login').set('X-Forwarded-For', ip).send({ email: uniqueEmail(), password: 'whatever1' })
 
     it('TRUST_PROXY=false: a forged X-Forwarded-For does not get around the per-IP limit', async () => {
-      const app = await startApp({ LOGIN_RATE_LIMIT_PER_IP: '2' })
+      const app = await startApp({ LOGIN_FAILURES_PER_IP: '2' })
       try {
         expect((await attempt(app, '10.0.0.1')).status).to.equal(401)
         expect((await attempt(app, '10.0.0.2')).status).to.equal(401)
@@ -121,7 +175,7 @@ describe('rate limits', () => {
     })
 
     it('TRUST_PROXY=true: each client IP from X-Forwarded-For has its own limit', async () => {
-      const app = await startApp({ LOGIN_RATE_LIMIT_PER_IP: '2', TRUST_PROXY: 'true' })
+      const app = await startApp({ LOGIN_FAILURES_PER_IP: '2', TRUST_PROXY: 'true' })
       try {
         expect((await attempt(app, '10.0.0.1')).status).to.equal(401)
         expect((await attempt(app, '10.0.0.1')).status).to.equal(401)

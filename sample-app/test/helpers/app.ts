@@ -32,8 +32,9 @@ export function testEnv(overrides: Record<string, string> = {}): NodeJS.ProcessE
     REDIS_PREFIX: uniquePrefix(),
     SESSION_SECRETS: sessionSecret,
     API_RATE_LIMIT: '1000000',
-    LOGIN_RATE_LIMIT_PER_IP: '1000000',
-    LOGIN_RATE_LIMIT_PER_EMAIL: '1000000',
+    LOGIN_FAILURES_PER_IP: '1000000',
+    LOGIN_FAILURES_PER_ACCOUNT_AND_IP: '1000000',
+    LOGIN_FAILURES_PER_ACCOUNT: '1000000',
     ...overrides,
   }
 }
