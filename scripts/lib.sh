@@ -51,3 +51,25 @@ ensure_database() {
   ensure_postgres
   pnpm --filter sample-app run --silent db:migrate
 }
+
+# Debian's Chromium for the sample app's browser test (sample-app/test/browser.test.ts drives it
+# with playwright-core; no browser is ever downloaded). Installed with apt-get as root; without
+# root, a missing Chromium is an error that says what to run. CHROMIUM_PATH names another binary.
+ensure_chromium() {
+  local chromium=${CHROMIUM_PATH:-/usr/bin/chromium}
+  if [ -x "$chromium" ]; then return; fi
+  if [ -n "${CHROMIUM_PATH:-}" ]; then
+    echo "CHROMIUM_PATH=$CHROMIUM_PATH is not an executable" >&2
+    return 1
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "Chromium is missing: run 'sudo apt-get install -y chromium' (the sample app's browser test needs it)" >&2
+    return 1
+  fi
+  echo "› installing Chromium (apt-get install chromium)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/tmp/apt-chromium.log 2>&1; then
+    tail -20 /tmp/apt-chromium.log >&2
+    echo "installing Chromium failed (log: /tmp/apt-chromium.log)" >&2
+    return 1
+  fi
+}

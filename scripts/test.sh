@@ -56,6 +56,8 @@ gate "lint (biome check)" pnpm run --silent lint
 suite "express-redis-kit on a single Redis" packages/express-redis-kit REDIS_MODE=single
 suite "express-redis-kit on a Redis Cluster" packages/express-redis-kit REDIS_MODE=cluster CLUSTER_NODES=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
 if [ -d sample-app/test ]; then
+  # its browser test drives Debian's Chromium (without it, that test fails and says why)
+  ensure_chromium || echo "✗ no Chromium: the sample app's browser test will fail"
   suite "sample app" sample-app
 fi
 # The packed package in fresh projects (ESM, CommonJS, TypeScript; express and redis at the floor

@@ -6,7 +6,9 @@ import type { EventStream } from './events.js'
 import type { PrismaClient } from './generated/prisma/client.js'
 import { tooMany } from './http.js'
 import { authRoutes } from './routes/auth.js'
+import { sessionRoutes } from './routes/sessions.js'
 import { systemRoutes } from './routes/system.js'
+import { uiRoutes } from './routes/ui.js'
 import { userRoutes } from './routes/users.js'
 import type { Redis } from './services.js'
 
@@ -52,6 +54,8 @@ export function createApp(deps: AppDependencies): express.Express {
     absoluteTimeout: '7d',
     // Redis down: requests go on signed out (reads keep working); routes that need a user answer 503 (requireUser)
     onRedisError: 'anonymous',
+    // stored with each session when it is created: GET /sessions shows it ("which device")
+    meta: (req) => ({ agent: req.get('user-agent')?.slice(0, 200) ?? '' }),
     logger,
   })
   app.use(sessions)
@@ -60,6 +64,8 @@ export function createApp(deps: AppDependencies): express.Express {
   const cachePrefix = `${prefix}cache:`
   app.use(authRoutes({ config, prisma, redis, sessions, cachePrefix, logger }))
   app.use(userRoutes({ prisma, redis, notifier, sessions, cachePrefix, logger }))
+  app.use(sessionRoutes({ sessions }))
+  app.use(uiRoutes()) // GET / and the UI's files (sample-app/public)
 
   app.use(notFound)
   app.use(errorHandler(logger))
