@@ -4,7 +4,11 @@ import type { Logger } from '../shared/logger.js'
 
 /** What travels through Redis: the payload wrapped with its identity. */
 export interface Envelope {
-  /** A random UUID given at `publish`; the same on every delivery of this message. */
+  /**
+   * A random UUID given at `publish`; the same on every delivery of this message. A received
+   * message whose id is not 1 to 200 characters of `A-Z a-z 0-9 . _ : -` is dropped
+   * ({@link ENVELOPE_ID}), so an id is always safe to write into a header, a log line or an SSE `id:` field.
+   */
   id: string
   /** The channel it was published on, without the prefix. */
   channel: string
@@ -55,6 +59,9 @@ function invalid(reason: string): RedisKitError {
   return new RedisKitError('ERK_INVALID_MESSAGE', `express-redis-kit: cannot publish: ${reason}`, { status: 400 })
 }
 
+/** What a received envelope's id must be: no spaces, quotes or control characters (CR, LF) in it. */
+export const ENVELOPE_ID = /^[A-Za-z0-9._:-]{1,200}$/
+
 /** Parses a received message; returns why it is unusable instead of throwing. */
 export function decodeEnvelope(text: string, channel: string, maxBytes: number): Envelope | string {
   if (Buffer.byteLength(text) > maxBytes) return `it is larger than maxMessageBytes (${maxBytes})`
@@ -74,6 +81,9 @@ export function decodeEnvelope(text: string, channel: string, maxBytes: number):
     !('payload' in envelope)
   ) {
     return 'it is not an express-redis-kit envelope ({ id, channel, time, payload }) for this channel'
+  }
+  if (!ENVELOPE_ID.test(envelope.id)) {
+    return 'its id is not 1 to 200 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"'
   }
   return envelope as Envelope
 }

@@ -46,8 +46,14 @@ export function setDraft7Headers(res: Response, values: HeaderValues): void {
  */
 export function setDraft8Headers(res: Response, values: HeaderValues, name: string, key: string): void {
   const windowSeconds = Math.ceil(values.windowMs / 1000)
-  res.append('RateLimit-Policy', `"${name}"; q=${values.limit}; w=${windowSeconds}; pk=:${partitionKey(key)}:`)
-  res.append('RateLimit', `"${name}"; r=${values.remaining}; t=${resetSeconds(values)}`)
+  appendHeader(res, 'RateLimit-Policy', `"${name}"; q=${values.limit}; w=${windowSeconds}; pk=:${partitionKey(key)}:`)
+  appendHeader(res, 'RateLimit', `"${name}"; r=${values.remaining}; t=${resetSeconds(values)}`)
+}
+
+/** Sets a header, or adds to it when another limiter set it already (as `res.append`, without its cost on the common path). */
+function appendHeader(res: Response, name: string, value: string): void {
+  if (res.hasHeader(name)) res.append(name, value)
+  else res.setHeader(name, value)
 }
 
 const partitionKeys = new Map<string, string>()

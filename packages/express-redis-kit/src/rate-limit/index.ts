@@ -87,7 +87,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       block: `${base}:block`,
     }
   }
-  const windowsOf = (limit: number): Window[] => config.limits ?? [{ limit, windowMs }]
+  // With a fixed limit (the common case) the windows never change.
+  const fixedWindows =
+    config.limits ?? (typeof config.limit === 'number' ? [{ limit: config.limit, windowMs }] : undefined)
+  const windowsOf = (limit: number): Window[] => fixedWindows ?? [{ limit, windowMs }]
   const refunds = config.skipSuccessfulRequests || config.skipFailedRequests
   const scriptArgs = (windows: Window[], cost: number, consume: boolean, deadline: string): string[] => [
     String(cost),
@@ -382,6 +385,7 @@ function parseDecision(reply: (number | string)[], blockAt: number): Decision {
  * reset among equals); of a refused one, the refusing window that lets it in last.
  */
 function bindingWindow({ allowed, windows }: Decision): number {
+  if (windows.length === 1) return 0
   const refusedBy = allowed ? [] : windows.flatMap((window, i) => (window.fits ? [] : [i]))
   if (refusedBy.length > 0)
     return refusedBy.reduce((best, i) => (windows[i]!.resetMs > windows[best]!.resetMs ? i : best))
@@ -395,6 +399,7 @@ function bindingWindow({ allowed, windows }: Decision): number {
 
 /** How long a refused request has to wait: its block, or until every window lets it in. */
 function waitOf(decision: Decision): number {
+  if (decision.windows.length === 1) return Math.max(decision.blockMs, decision.windows[0]!.resetMs)
   const refusing = decision.windows.filter((window) => !window.fits).map((window) => window.resetMs)
   return Math.max(decision.blockMs, ...refusing, 0)
 }

@@ -29,15 +29,15 @@ import { Script } from '../shared/redis.js'
  *   refundToken  what the refund script needs to give this request back to this window.
  * A read on a client with nothing counted in any window replies nil.
  *
- * Each algorithm is a Lua function `evaluate(key, limit, window)` that reads one window and
- * returns what it holds and whether the request fits, with `apply()` that counts it: the
- * wrapper counts in no window unless the request fits in all. Time always comes from Redis
+ * Each algorithm is two Lua functions: `evaluate(key, limit, window)` reads one window and
+ * returns what it holds and whether the request fits, `apply(key, limit, window, evaluation)`
+ * counts it there: the wrapper counts in no window unless the request fits in all. Time always comes from Redis
  * (TIME, read once by the wrapper as nowMs / nowUs, or the key's own TTL), never from the app
  * host, and a refused request writes nothing (but the block key, with blockDuration).
  */
 
-/** Wraps an algorithm's `evaluate` with the deadline, the block, the windows and the reply. */
-function decision(evaluate: string): Script {
+/** Wraps an algorithm's `evaluate` and `apply` with the deadline, the block, the windows and the reply. */
+function decision(algorithm: string): Script {
   return new Script(`
 local clock = redis.call('TIME')
 local nowMs = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -45,8 +45,27 @@ local nowUs = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local cost, consume, burstArg, refunds = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3], ARGV[4] == '1'
 local deadline, blockMs = ARGV[5], tonumber(ARGV[6])
 if consume and deadline ~= '' and nowMs > tonumber(deadline) then return { -1, nowMs } end
-${evaluate}
+${algorithm}
 local windows = (#ARGV - 6) / 2
+local blocked = 0
+if blockMs > 0 then blocked = math.max(0, redis.call('PTTL', KEYS[windows + 1])) end
+if windows == 1 then
+  -- one window (the common case): no table of results
+  local r = evaluate(KEYS[1], tonumber(ARGV[7]), tonumber(ARGV[8]))
+  if not consume then
+    if not r.exists and blocked == 0 then return nil end
+    return { 1, nowMs, blocked, r.used, r.remaining, r.reset, '', r.ok and 1 or 0 }
+  end
+  if r.ok and blocked == 0 then
+    local used, remaining, reset, token = apply(KEYS[1], tonumber(ARGV[7]), tonumber(ARGV[8]), r)
+    return { 1, nowMs, 0, used, remaining, reset, token, 1 }
+  end
+  if blocked == 0 and blockMs > 0 then
+    redis.call('SET', KEYS[2], '1', 'PX', blockMs)
+    blocked = blockMs
+  end
+  return { 0, nowMs, blocked, r.used, r.remaining, r.reset, '', r.ok and 1 or 0 }
+end
 local results, counted, fits = {}, false, true
 for i = 1, windows do
   local r = evaluate(KEYS[i], tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i]))
@@ -54,8 +73,6 @@ for i = 1, windows do
   counted = counted or r.exists
   fits = fits and r.ok
 end
-local blocked = 0
-if blockMs > 0 then blocked = math.max(0, redis.call('PTTL', KEYS[windows + 1])) end
 if not consume and not counted and blocked == 0 then return nil end
 local allowed = consume and fits and blocked == 0
 if consume and not allowed and blocked == 0 and blockMs > 0 then
@@ -67,8 +84,9 @@ if not consume then reply[1] = 1 end
 for i = 1, windows do
   local r = results[i]
   local used, remaining, reset, token = r.used, r.remaining, r.reset, ''
-  if allowed then used, remaining, reset, token = r.apply() end
-  for _, value in ipairs({ used, remaining, reset, token, r.ok and 1 or 0 }) do reply[#reply + 1] = value end
+  if allowed then used, remaining, reset, token = apply(KEYS[i], tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i]), r) end
+  local n = #reply
+  reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4], reply[n + 5] = used, remaining, reset, token, r.ok and 1 or 0
 end
 return reply
 `)
@@ -81,44 +99,39 @@ local function evaluate(key, limit, window)
   local fresh = ttl <= 0
   local used = 0
   if fresh then ttl = window else used = tonumber(redis.call('GET', key)) or 0 end
-  local r = { exists = used > 0, used = used, remaining = math.max(limit - used, 0), reset = ttl }
-  r.ok = used + cost <= limit
-  r.apply = function()
-    if fresh then
-      redis.call('SET', key, cost, 'PX', window)
-    else
-      -- the window in progress keeps its end, even when a refund brought its count to 0
-      redis.call('INCRBY', key, cost)
-    end
-    -- the window's absolute end identifies it for a later refund
-    local token = ''
-    if refunds then token = tostring(nowMs + ttl) end
-    return used + cost, limit - used - cost, ttl, token
+  return { exists = used > 0, used = used, remaining = math.max(limit - used, 0), reset = ttl, ok = used + cost <= limit, fresh = fresh }
+end
+local function apply(key, limit, window, r)
+  if r.fresh then
+    redis.call('SET', key, cost, 'PX', window)
+  else
+    -- the window in progress keeps its end, even when a refund brought its count to 0
+    redis.call('INCRBY', key, cost)
   end
-  return r
+  -- the window's absolute end identifies it for a later refund
+  local token = ''
+  if refunds then token = tostring(nowMs + r.reset) end
+  return r.used + cost, limit - r.used - cost, r.reset, token
 end
 `
 
 const SLIDING_WINDOW = `
 -- each window's key is a hash: s = start of the current window (ms), c = its count, p = the previous window's count
 local function evaluate(key, limit, window)
-  local now = nowMs
-  local start = now - (now % window)
+  local start = nowMs - (nowMs % window)
   local stored = redis.call('HMGET', key, 's', 'c', 'p')
   local s, c, p = tonumber(stored[1]), tonumber(stored[2]) or 0, tonumber(stored[3]) or 0
-  local r = { exists = s ~= nil }
+  local exists = s ~= nil
   if s ~= start then
     if s == start - window then p = c else p = 0 end
     c = 0
   end
-  local elapsed = now - start
-  local weight = (window - elapsed) / window
-  local estimate = p * weight + c
+  local elapsed = nowMs - start
+  local estimate = p * (window - elapsed) / window + c
   local toWindowEnd = window - elapsed
-  r.used = math.ceil(estimate)
-  r.remaining = math.max(limit - r.used, 0)
-  r.reset = toWindowEnd
-  r.ok = estimate + cost <= limit
+  local used = math.ceil(estimate)
+  local r = { exists = exists, used = used, remaining = math.max(limit - used, 0), reset = toWindowEnd,
+    ok = estimate + cost <= limit, start = start, newWindow = s ~= start, c = c, p = p }
   if consume and not r.ok then
     local wait
     if cost > limit then
@@ -132,84 +145,84 @@ local function evaluate(key, limit, window)
     end
     r.reset = math.max(wait, 1)
   end
-  r.apply = function()
-    c = c + cost
-    redis.call('HSET', key, 's', start, 'c', c, 'p', p)
-    -- the expiry (the end of the next window) only moves when a new window starts
-    if s ~= start then redis.call('PEXPIRE', key, window + toWindowEnd) end
-    local used = math.ceil(p * weight + c - 1e-9)
-    return used, math.max(limit - used, 0), toWindowEnd, tostring(start)
-  end
   return r
+end
+local function apply(key, limit, window, r)
+  local c = r.c + cost
+  redis.call('HSET', key, 's', r.start, 'c', c, 'p', r.p)
+  local toWindowEnd = r.reset
+  -- the expiry (the end of the next window) only moves when a new window starts
+  if r.newWindow then redis.call('PEXPIRE', key, window + toWindowEnd) end
+  local used = math.ceil(r.p * toWindowEnd / window + c - 1e-9)
+  return used, math.max(limit - used, 0), toWindowEnd, tostring(r.start)
 end
 `
 
 const SLIDING_LOG = `
 -- each window's key is a sorted set of admitted requests scored by Redis time in
 -- microseconds; members are '<time>:<n>' so that requests in the same microsecond stay distinct.
+local function untilExpired(key, index, windowUs)
+  local entry = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+  return math.max(1, math.ceil((tonumber(entry[2]) + windowUs - nowUs) / 1000))
+end
 local function evaluate(key, limit, window)
   local windowUs = window * 1000
-  local now = nowUs
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - windowUs)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', nowUs - windowUs)
   local count = redis.call('ZCARD', key)
-  local function untilExpired(index)
-    local entry = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
-    return math.max(1, math.ceil((tonumber(entry[2]) + windowUs - now) / 1000))
-  end
-  local r = { exists = count > 0, used = count, remaining = math.max(limit - count, 0), reset = window }
-  r.ok = count + cost <= limit
+  local r = { exists = count > 0, used = count, remaining = math.max(limit - count, 0), reset = window, ok = count + cost <= limit }
   if not consume then
-    if count > 0 then r.reset = untilExpired(0) end
+    if count > 0 then r.reset = untilExpired(key, 0, windowUs) end
   elseif not r.ok and cost <= limit then
-    r.reset = untilExpired(count + cost - limit - 1)
-  end
-  r.apply = function()
-    local members = {}
-    local seq = count
-    for _ = 1, cost do
-      local member
-      repeat
-        seq = seq + 1
-        member = string.format('%d:%d', now, seq)
-      until redis.call('ZADD', key, 'NX', now, member) == 1
-      members[#members + 1] = member
-    end
-    redis.call('PEXPIRE', key, window)
-    local total = count + cost
-    -- an empty log before this request: its own entries are the oldest, a full window away
-    local reset = window
-    if total > cost then reset = untilExpired(0) end
-    return total, limit - total, reset, table.concat(members, ',')
+    r.reset = untilExpired(key, count + cost - limit - 1, windowUs)
   end
   return r
+end
+local function apply(key, limit, window, r)
+  local members = {}
+  local seq = r.used
+  for _ = 1, cost do
+    local member
+    repeat
+      seq = seq + 1
+      member = string.format('%d:%d', nowUs, seq)
+    until redis.call('ZADD', key, 'NX', nowUs, member) == 1
+    members[#members + 1] = member
+  end
+  redis.call('PEXPIRE', key, window)
+  local total = r.used + cost
+  -- an empty log before this request: its own entries are the oldest, a full window away
+  local reset = window
+  if total > cost then reset = untilExpired(key, 0, window * 1000) end
+  return total, limit - total, reset, table.concat(members, ',')
 end
 `
 
 const TOKEN_BUCKET = `
 -- GCRA. Each window's key holds the theoretical arrival time (TAT) in Redis microseconds:
 -- the bucket is full when TAT <= now, and each token pushes TAT one interval later.
+local function remainingAt(t, capacity, interval)
+  return math.max(0, math.floor((capacity - (t - nowUs)) / interval + 1e-9))
+end
 local function evaluate(key, limit, window)
   local burst = tonumber(burstArg) or limit
   local interval = window * 1000 / limit
   local capacity = interval * burst
-  local now = nowUs
   local stored = tonumber(redis.call('GET', key))
-  local tat = math.max(stored or now, now)
-  local function remainingAt(t) return math.max(0, math.floor((capacity - (t - now)) / interval + 1e-9)) end
-  local remaining = remainingAt(tat)
-  local r = { exists = stored ~= nil, used = burst - remaining, remaining = remaining }
-  r.reset = math.ceil((tat - now) / 1000)
+  local tat = math.max(stored or nowUs, nowUs)
+  local remaining = remainingAt(tat, capacity, interval)
   local newTat = tat + interval * cost
   local allowAt = newTat - capacity
-  r.ok = now >= allowAt
-  if consume and not r.ok then r.reset = math.max(1, math.ceil((allowAt - now) / 1000)) end
-  r.apply = function()
-    local untilFull = math.max(1, math.ceil((newTat - now) / 1000))
-    redis.call('SET', key, string.format('%d', math.floor(newTat)), 'PX', untilFull)
-    local left = remainingAt(newTat)
-    return burst - left, left, untilFull, ''
-  end
+  local r = { exists = stored ~= nil, used = burst - remaining, remaining = remaining,
+    reset = math.ceil((tat - nowUs) / 1000), ok = nowUs >= allowAt, newTat = newTat, burst = burst,
+    capacity = capacity, interval = interval }
+  if consume and not r.ok then r.reset = math.max(1, math.ceil((allowAt - nowUs) / 1000)) end
   return r
+end
+local function apply(key, limit, window, r)
+  local untilFull = math.max(1, math.ceil((r.newTat - nowUs) / 1000))
+  redis.call('SET', key, string.format('%d', math.floor(r.newTat)), 'PX', untilFull)
+  local left = remainingAt(r.newTat, r.capacity, r.interval)
+  return r.burst - left, left, untilFull, ''
 end
 `
 
