@@ -1,6 +1,8 @@
 import express from 'express'
 import { type Notifier, rateLimit, session } from 'express-redis-kit'
 import type { Config } from './config.js'
+import { accountCheck } from './credentials.js'
+import { csrfProtection } from './csrf.js'
 import { errorHandler, notFound } from './errors.js'
 import type { EventStream } from './events.js'
 import type { PrismaClient } from './generated/prisma/client.js'
@@ -10,13 +12,15 @@ import { sessionRoutes } from './routes/sessions.js'
 import { systemRoutes } from './routes/system.js'
 import { uiRoutes } from './routes/ui.js'
 import { userRoutes } from './routes/users.js'
+import { securityHeaders } from './security-headers.js'
 import type { Redis } from './services.js'
+import { trustProxyWarning } from './trust-proxy.js'
 
 /** What the app needs from outside; the server builds them from the configuration, tests inject their own. */
 export interface AppDependencies {
   config: Config
   prisma: PrismaClient
-  /** A node-redis client created with `disableOfflineQueue: true`, connected or connecting. */
+  /** A node-redis client or cluster client (src/redis.ts) created with `disableOfflineQueue: true`, connected or connecting. */
   redis: Redis
   notifier: Notifier
   events: EventStream
@@ -30,6 +34,10 @@ export function createApp(deps: AppDependencies): express.Express {
   const app = express()
   app.disable('x-powered-by')
   app.set('trust proxy', config.trustProxy)
+  const proxyWarning = trustProxyWarning(config.trustProxy)
+  if (proxyWarning) logger.warn(proxyWarning)
+  // helmet's headers (one CSP, nosniff, no framing...) on every response, errors and 429s included
+  app.use(securityHeaders())
 
   // A general limit on every route; it lets requests through when Redis is down (availability first)
   app.use(
@@ -43,6 +51,8 @@ export function createApp(deps: AppDependencies): express.Express {
       logger,
     }),
   )
+  // unsafe methods from another site (Sec-Fetch-Site, else Origin): 403 before the body or the session is read
+  app.use(csrfProtection())
   app.use(express.json({ limit: '10kb' }))
   const sessions = session({
     client: redis,
@@ -59,11 +69,16 @@ export function createApp(deps: AppDependencies): express.Express {
     logger,
   })
   app.use(sessions)
-
-  app.use(systemRoutes({ prisma, redis, events }))
   const cachePrefix = `${prefix}cache:`
+  // lets requireUser() refuse a session from before its user's last password or email change
+  // (credentials.ts); reads nothing until a route asks for the user
+  app.use(accountCheck({ prisma, redis, cachePrefix, logger }))
+
+  app.use(
+    systemRoutes({ prisma, redis, events, streamLimits: { perIp: config.sseMaxPerIp, total: config.sseMaxTotal } }),
+  )
   app.use(authRoutes({ config, prisma, redis, sessions, cachePrefix, logger }))
-  app.use(userRoutes({ prisma, redis, notifier, sessions, cachePrefix, logger }))
+  app.use(userRoutes({ config, prisma, redis, notifier, sessions, cachePrefix, logger }))
   app.use(sessionRoutes({ sessions }))
   app.use(uiRoutes()) // GET / and the UI's files (sample-app/public)
 

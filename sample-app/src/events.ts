@@ -10,6 +10,18 @@ export type UserEventName = (typeof USER_EVENTS)[number]
 export const UserEvent = z.object({ id: z.number().int().positive() }).strict()
 export type UserEvent = z.infer<typeof UserEvent>
 
+/**
+ * One Server-Sent Events message. What comes from elsewhere (the id of a message received from
+ * Redis, the event name) loses CR, LF and NUL: a line break would end the field and let the
+ * rest forge fields or whole events (the notifier refuses such ids already; this does not rely on
+ * it). `data` is JSON.stringify's output, which escapes every control character: one line.
+ */
+export function sseMessage(fields: { id?: string; event: string; data: unknown }): string {
+  const line = (text: string) => text.replace(/[\r\n\0]/g, '')
+  const id = fields.id === undefined ? '' : `id: ${line(fields.id)}\n`
+  return `${id}event: ${line(fields.event)}\ndata: ${JSON.stringify(fields.data)}\n\n`
+}
+
 const HEARTBEAT_MS = 15_000
 /** Unsent bytes a client may have queued before it is disconnected. */
 const MAX_BUFFERED_BYTES = 1024 * 1024
@@ -76,7 +88,7 @@ export class EventStream {
   }
 
   #broadcast(name: UserEventName, event: UserEvent, meta: EventMeta): void {
-    this.#write(`id: ${meta.id}\nevent: ${name}\ndata: ${JSON.stringify({ ...event, time: meta.time })}\n\n`)
+    this.#write(sseMessage({ id: meta.id, event: name, data: { ...event, time: meta.time } }))
   }
 
   #write(chunk: string): void {

@@ -1,11 +1,14 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import type { RateLimitInfo } from 'express-redis-kit'
 import { z } from 'zod'
+import { checkSession } from './credentials.js'
 import { HttpError, unauthorized } from './errors.js'
 
 declare module 'express-redis-kit' {
   interface SessionData {
     userId: number
+    /** The user's credentialVersion when this session signed in (credentials.ts). */
+    credentialVersion: number
   }
 }
 
@@ -43,10 +46,13 @@ export function userId(req: Request): number {
   return id
 }
 
-/** The signed-in user's id; 401 when signed out, 503 when the session could not be loaded (Redis failing). */
-export function requireUser(req: Request): number {
+/**
+ * The signed-in user's id; 401 when signed out or when the session predates its user's last password
+ * or email change (it is then ended: credentials.ts), 503 when the session could not be loaded (Redis failing).
+ */
+export async function requireUser(req: Request): Promise<number> {
   const id = req.session.userId
-  if (typeof id === 'number') return id
+  if (typeof id === 'number') return (await checkSession(req, id)).id
   if (req.session.storeUnavailable) {
     throw new HttpError(503, 'service_unavailable', 'Sessions are unavailable; try again shortly.')
   }

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import { createApp } from './app.js'
 import { ConfigError, loadConfig, usesDevelopmentSecret } from './config.js'
+import { redisLocation } from './redis.js'
 import { createServices } from './services.js'
 
 let config: ReturnType<typeof loadConfig>
@@ -17,8 +18,7 @@ if (usesDevelopmentSecret(config)) {
 
 const services = createServices(config)
 // a fresh instance serves with Redis from its first request when Redis is there; without it, it starts anyway
-if (!(await services.redisReady(3_000)))
-  console.warn(`Redis at ${config.redisUrl} is not answering: starting without it`)
+if (!(await services.redisReady(3_000))) console.warn(`${redisLocation(config)} is not answering: starting without it`)
 const server = createApp({ config, ...services }).listen(config.port, config.host, () => {
   const { port } = server.address() as AddressInfo
   console.log(`sample app listening on http://${config.host}:${port}`)

@@ -1,22 +1,13 @@
 import { PrismaPg } from '@prisma/adapter-pg'
 import { createNotifier, type Notifier } from 'express-redis-kit'
-import { createClient } from 'redis'
 import type { Config } from './config.js'
 import { EventStream } from './events.js'
 import { PrismaClient } from './generated/prisma/client.js'
+import { connectRedis, type Redis } from './redis.js'
+
+export type { Redis } from './redis.js'
 
 /** The app's connections, built from the configuration. */
-/**
- * The app's Redis client (node-redis), not connected yet. Commands issued while it is
- * disconnected fail at once instead of waiting in the offline queue.
- */
-function newRedisClient(url: string) {
-  return createClient({ url, disableOfflineQueue: true })
-}
-
-/** The app's Redis connection: what the kit's middleware and the routes use. */
-export type Redis = ReturnType<typeof newRedisClient>
-
 export interface Services {
   prisma: PrismaClient
   redis: Redis
@@ -43,18 +34,9 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
       max: 10,
     }),
   })
-  const client = newRedisClient(config.redisUrl)
-  let lastError = ''
-  client.on('error', (error: Error) => {
-    // node-redis reconnects by itself; say so once per distinct error, not on every retry
-    if (error.message !== lastError) logger.warn(`Redis: ${error.message} (reconnecting)`)
-    lastError = error.message
-  })
-  client.on('ready', () => {
-    lastError = ''
-  })
-  client.connect().catch(() => {}) // rejected only when closed before it connected
-  const redis = client
+  // a single Redis, or a Redis Cluster with REDIS_CLUSTER_NODES (the notifier then uses sharded pub/sub)
+  const connection = connectRedis(config, logger)
+  const redis = connection.redis
   let events: EventStream | undefined
   const notifier = createNotifier({
     client: redis,
@@ -70,24 +52,11 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
     redis,
     notifier,
     events: stream,
-    redisReady(ms) {
-      if (client.isReady) return Promise.resolve(true)
-      return new Promise((resolve) => {
-        const timer = setTimeout(() => {
-          client.off('ready', onReady)
-          resolve(false)
-        }, ms)
-        const onReady = () => {
-          clearTimeout(timer)
-          resolve(true)
-        }
-        client.once('ready', onReady)
-      })
-    },
+    redisReady: (ms) => connection.ready(ms),
     async close() {
       await stream.close()
       await notifier.close()
-      client.destroy()
+      connection.destroy()
       await prisma.$disconnect()
     },
   }

@@ -63,7 +63,10 @@ describe('own account: PATCH and DELETE /users/:id', () => {
     it('own email to a new one: stored normalized; login works with the new email only', async () => {
       const user = await signedInUser(app)
       const email = `Changed-${user.email}`
-      const res = await patch(user.id, user.cookie, { email: ` ${email.toUpperCase()} ` })
+      const res = await patch(user.id, user.cookie, {
+        email: ` ${email.toUpperCase()} `,
+        currentPassword: user.password,
+      })
       expect(res.status, res.text).to.equal(200)
       expect(res.body.email).to.equal(email.toLowerCase())
       await logIn(app, { email, password: user.password })
@@ -79,12 +82,17 @@ describe('own account: PATCH and DELETE /users/:id', () => {
       const user = await signedInUser(app, { name: 'Keeps Name' })
       const before = await userRow(user.id)
       const count = await countUsers()
-      expectError(await patch(user.id, user.cookie, { email: other.email }), 409, 'email_taken')
+      expectError(
+        await patch(user.id, user.cookie, { email: other.email, currentPassword: user.password }),
+        409,
+        'email_taken',
+      )
       expectError(
         await patch(user.id, user.cookie, {
           email: other.email.toUpperCase(),
           name: 'Changed',
           password: 'other pass 1',
+          currentPassword: user.password,
         }),
         409,
         'email_taken',
@@ -105,10 +113,10 @@ describe('own account: PATCH and DELETE /users/:id', () => {
       const user = await signedInUser(app)
       const otherDevice = await logIn(app, user)
       const newPassword = 'a brand new password'
-      const res = await patch(user.id, user.cookie, { password: newPassword })
+      const res = await patch(user.id, user.cookie, { password: newPassword, currentPassword: user.password })
       expect(res.status, res.text).to.equal(200)
       expect(res.text).not.to.include(newPassword)
-      expect((await userRow(user.id))?.passwordHash).to.match(/^scrypt\$/)
+      expect((await userRow(user.id))?.passwordHash).to.match(/^\$argon2id\$/)
       expect((await me(user.cookie)).status, 'the current session stays').to.equal(200)
       expectError(await me(otherDevice), 401, 'unauthorized')
       expectError(

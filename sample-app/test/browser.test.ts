@@ -14,7 +14,9 @@ import { appDir, type ServerProcess, startServer } from './helpers/processes.js'
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 /** Where each screen's screenshot goes (the README shows one), overwritten on every run. */
 const SCREENSHOTS = path.resolve(appDir, '..', 'docs', 'screenshots')
-const CSP = "default-src 'self'; img-src 'self' data:"
+/** The app-wide CSP (helmet, src/security-headers.ts). */
+const CSP =
+  "default-src 'self';img-src 'self' data:;object-src 'none';base-uri 'none';frame-ancestors 'none';form-action 'self'"
 const IPHONE =
   'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1'
 

@@ -46,6 +46,7 @@ describe('cached reads', () => {
       for (const user of users) expect(user).to.have.all.keys('id', 'name', 'createdAt')
       expect(res.text).not.to.include('@')
       expect(res.text).not.to.include('scrypt')
+      expect(res.text).not.to.include('argon2')
     })
 
     it('a sign-up through the API shows at once (MISS)', async () => {

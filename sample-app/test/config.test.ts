@@ -18,6 +18,9 @@ describe('loadConfig(env)', () => {
       loginFailuresPerAccountAndIp: 5,
       loginFailuresPerAccount: 50,
       loginSlowdownMs: 1000,
+      signupRateLimit: 10,
+      sseMaxPerIp: 10,
+      sseMaxTotal: 1000,
     })
     expect(usesDevelopmentSecret(config)).to.equal(true)
   })
@@ -29,6 +32,7 @@ describe('loadConfig(env)', () => {
       PORT: '0',
       DATABASE_URL: 'postgres://u@db:5432/app',
       REDIS_URL: 'rediss://cache:6380',
+      REDIS_CLUSTER_NODES: '10.0.0.1:7000,10.0.0.2:7000',
       REDIS_PREFIX: 'app:',
       SESSION_SECRETS: `${secret}new,${secret}old`,
       TRUST_PROXY: '1',
@@ -37,6 +41,9 @@ describe('loadConfig(env)', () => {
       LOGIN_FAILURES_PER_ACCOUNT_AND_IP: '2',
       LOGIN_FAILURES_PER_ACCOUNT: '40',
       LOGIN_SLOWDOWN_MS: '0',
+      SIGNUP_RATE_LIMIT: '5',
+      SSE_MAX_PER_IP: '3',
+      SSE_MAX_TOTAL: '50',
     })
     expect(config).to.deep.equal({
       production: true,
@@ -44,14 +51,18 @@ describe('loadConfig(env)', () => {
       port: 0,
       databaseUrl: 'postgres://u@db:5432/app',
       redisUrl: 'rediss://cache:6380',
+      redisClusterNodes: ['10.0.0.1:7000', '10.0.0.2:7000'],
       redisPrefix: 'app:',
       sessionSecrets: [`${secret}new`, `${secret}old`],
-      trustProxy: true,
+      trustProxy: 1,
       apiRateLimit: 10,
       loginFailuresPerIp: 3,
       loginFailuresPerAccountAndIp: 2,
       loginFailuresPerAccount: 40,
       loginSlowdownMs: 0,
+      signupRateLimit: 5,
+      sseMaxPerIp: 3,
+      sseMaxTotal: 50,
     })
     expect(usesDevelopmentSecret(config)).to.equal(false)
   })
@@ -69,12 +80,29 @@ describe('loadConfig(env)', () => {
     ['LOGIN_FAILURES_PER_ACCOUNT', '0'],
     ['LOGIN_SLOWDOWN_MS', '-1'],
     ['LOGIN_SLOWDOWN_MS', '60001'],
+    ['SIGNUP_RATE_LIMIT', '0'],
     ['DATABASE_URL', 'mysql://localhost/app'],
     ['DATABASE_URL', 'not a url'],
     ['REDIS_URL', 'http://127.0.0.1:6379'],
+    ['REDIS_CLUSTER_NODES', '127.0.0.1'],
+    ['REDIS_CLUSTER_NODES', 'redis://127.0.0.1:7000'],
+    ['REDIS_CLUSTER_NODES', '127.0.0.1:7000,'],
+    ['REDIS_CLUSTER_NODES', '127.0.0.1:7000;127.0.0.1:7001'],
+    ['REDIS_CLUSTER_NODES', '127.0.0.1:70000'],
+    ['REDIS_CLUSTER_NODES', '::1:7000'],
     ['REDIS_PREFIX', 'has space:'],
     ['REDIS_PREFIX', '{tag}:'],
     ['TRUST_PROXY', 'yes'],
+    ['TRUST_PROXY', ''],
+    ['TRUST_PROXY', '101'],
+    ['TRUST_PROXY', '1.5'],
+    ['TRUST_PROXY', '-1'],
+    ['TRUST_PROXY', '10.0.0.0/33'],
+    ['TRUST_PROXY', '999.0.0.1'],
+    ['TRUST_PROXY', 'loopback,'],
+    ['TRUST_PROXY', 'proxy.example.com'],
+    ['SSE_MAX_PER_IP', '0'],
+    ['SSE_MAX_TOTAL', 'lots'],
     ['SESSION_SECRETS', 'short'],
     ['SESSION_SECRETS', `${secret},short`],
   ] as const) {
@@ -85,6 +113,43 @@ describe('loadConfig(env)', () => {
         .that.includes(variable)
     })
   }
+
+  it("takes TRUST_PROXY in Express's trust proxy forms: false, a hop count, addresses and subnets, true", () => {
+    for (const [value, expected] of [
+      ['false', false],
+      ['0', false],
+      ['1', 1],
+      ['2', 2],
+      ['loopback', ['loopback']],
+      ['10.0.0.0/8,127.0.0.1', ['10.0.0.0/8', '127.0.0.1']],
+      [
+        'loopback, uniquelocal, 192.168.1.10/32, fd00::/8, ::1',
+        ['loopback', 'uniquelocal', '192.168.1.10/32', 'fd00::/8', '::1'],
+      ],
+      ['true', true],
+    ] as const) {
+      expect(loadConfig({ TRUST_PROXY: value }).trustProxy, value).to.deep.equal(expected)
+    }
+  })
+
+  it('takes REDIS_CLUSTER_NODES as a comma-separated list of host:port; unset or empty: a single Redis', () => {
+    expect(loadConfig({}).redisClusterNodes).to.deep.equal([])
+    expect(loadConfig({ REDIS_CLUSTER_NODES: ' ' }).redisClusterNodes).to.deep.equal([])
+    expect(loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000' }).redisClusterNodes).to.deep.equal(['127.0.0.1:7000'])
+    expect(
+      loadConfig({ REDIS_CLUSTER_NODES: 'redis-1:6379, redis-2.internal:6380 ,[::1]:7000,[fd00::2]:7001' })
+        .redisClusterNodes,
+    ).to.deep.equal(['redis-1:6379', 'redis-2.internal:6380', '[::1]:7000', '[fd00::2]:7001'])
+  })
+
+  it('names the REDIS_CLUSTER_NODES entry that is not host:port', () => {
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: '10.0.0.1:7000,10.0.0.2' }))
+      .to.throw(ConfigError)
+      .with.property('message')
+      .that.matches(
+        /REDIS_CLUSTER_NODES: REDIS_CLUSTER_NODES must be a comma-separated list of host:port .*"10\.0\.0\.2"/,
+      )
+  })
 
   it('lists every invalid variable at once', () => {
     expect(() => loadConfig({ PORT: 'abc', REDIS_URL: 'x', TRUST_PROXY: 'maybe' }))

@@ -1,6 +1,17 @@
 import { expect } from 'chai'
 import request from 'supertest'
-import { deleteKeys, expectError, PASSWORD, sidCookie, testEnv, uniqueEmail, uniquePrefix } from './helpers/app.js'
+import {
+  clusterNodes,
+  deleteKeys,
+  expectClusterUp,
+  expectError,
+  keysUnder,
+  PASSWORD,
+  sidCookie,
+  testEnv,
+  uniqueEmail,
+  uniquePrefix,
+} from './helpers/app.js'
 import { prepareDatabase } from './helpers/db.js'
 import { runUntilExit, type ServerProcess, startServer } from './helpers/processes.js'
 import { openSse, type SseClient } from './helpers/sse.js'
@@ -17,8 +28,25 @@ interface Account {
   cookie: string
 }
 
-describe('end to end: two server processes sharing Redis and the database', function () {
+/** The suite runs twice: on the single Redis, and on the Redis Cluster that `npm test` starts (scripts/cluster.sh). */
+interface Mode {
+  name: string
+  /** The servers' environment for this mode. */
+  env: { REDIS_CLUSTER_NODES?: string }
+}
+const modes: Mode[] = [
+  { name: 'a single Redis', env: {} },
+  { name: 'a Redis Cluster', env: { REDIS_CLUSTER_NODES: clusterNodes } },
+]
+for (const mode of modes) {
+  describe(`end to end on ${mode.name}: two server processes sharing Redis and the database`, function () {
+    endToEnd.call(this, mode)
+  })
+}
+
+function endToEnd(this: Mocha.Suite, mode: Mode) {
   this.timeout(60_000)
+  const nodes = mode.env.REDIS_CLUSTER_NODES?.split(',') ?? []
   let a: ServerProcess
   let b: ServerProcess
   const streams: SseClient[] = []
@@ -30,9 +58,13 @@ describe('end to end: two server processes sharing Redis and the database', func
   }
 
   before(async () => {
+    if (mode.env.REDIS_CLUSTER_NODES) await expectClusterUp(mode.env.REDIS_CLUSTER_NODES)
     await prepareDatabase()
     const prefix = newPrefix('e2e')
-    const started = await Promise.allSettled([startServer(serverEnv(prefix)), startServer(serverEnv(prefix))])
+    const started = await Promise.allSettled([
+      startServer(serverEnv(prefix, mode.env)),
+      startServer(serverEnv(prefix, mode.env)),
+    ])
     const [first, second] = started
     if (first?.status === 'fulfilled') a = first.value
     if (second?.status === 'fulfilled') b = second.value
@@ -42,7 +74,7 @@ describe('end to end: two server processes sharing Redis and the database', func
   after(async () => {
     for (const stream of streams) stream.close()
     await Promise.all([a?.stop(), b?.stop()])
-    for (const prefix of prefixes) await deleteKeys(prefix)
+    for (const prefix of prefixes) await deleteKeys(prefix, nodes)
   })
 
   /**
@@ -103,6 +135,12 @@ describe('end to end: two server processes sharing Redis and the database', func
     expect(after.body.users[0]).to.include({ id: user.id, name: 'After Update' })
   })
 
+  it(`keeps its keys in ${mode.name}`, async () => {
+    const prefix = prefixes[0]!
+    expect(await keysUnder(prefix, nodes), 'rate-limit, session and cache keys').not.to.be.empty
+    if (nodes.length > 0) expect(await keysUnder(prefix), 'none on the single Redis').to.be.empty
+  })
+
   it("a sign-up and a delete through A are visible at once through B's cached routes", async () => {
     const first = await account(a, 'First Of Two')
     const list = `/users?after=${first.id - 1}`
@@ -151,7 +189,10 @@ describe('end to end: two server processes sharing Redis and the database', func
     const user = await account(a, 'Changes Password')
     const onB = await on(b).post('/login').send({ email: user.email, password: PASSWORD })
     const cookieB = sidCookie(onB)!
-    const res = await on(b).patch(`/users/${user.id}`).set('Cookie', cookieB).send({ password: 'another password 1' })
+    const res = await on(b)
+      .patch(`/users/${user.id}`)
+      .set('Cookie', cookieB)
+      .send({ password: 'another password 1', currentPassword: PASSWORD })
     expect(res.status, res.text).to.equal(200)
     expectError(await on(a).get('/me').set('Cookie', user.cookie), 401, 'unauthorized')
     expect((await on(a).get('/me').set('Cookie', cookieB)).status).to.equal(200)
@@ -159,7 +200,7 @@ describe('end to end: two server processes sharing Redis and the database', func
 
   it('exits with status 0 on SIGTERM, even with an SSE client connected', async () => {
     const prefix = newPrefix('e2e-stop')
-    const server = await startServer(serverEnv(prefix))
+    const server = await startServer(serverEnv(prefix, mode.env))
     try {
       const stream = await openSse(`${server.url}/events`)
       streams.push(stream)
@@ -170,30 +211,34 @@ describe('end to end: two server processes sharing Redis and the database', func
     }
   })
 
-  describe('invalid configuration', () => {
-    for (const [variable, value] of [
-      ['PORT', 'abc'],
-      ['PORT', '70000'],
-      ['SESSION_SECRETS', 'too-short'],
-      ['REDIS_URL', 'http://127.0.0.1:6379'],
-    ] as const) {
-      it(`${variable}=${value}: exits with status 1 and a message naming ${variable}`, async () => {
-        const result = await runUntilExit(serverEnv(uniquePrefix('e2e-bad'), { [variable]: value }))
-        expect(result.timedOut, `the server kept running; stdout:\n${result.stdout}`).to.equal(false)
-        expect(result.code).to.equal(1)
-        expect(result.stderr).to.include(variable)
-        expect(result.stderr).to.match(/Invalid configuration/)
-        expect(result.stderr, 'no stack trace').not.to.match(/\n\s+at /)
-        expect(result.stdout).not.to.include('listening')
-      })
-    }
+  // checked before Redis is used, whatever it is: once is enough
+  if (mode === modes[0]) {
+    describe('invalid configuration', () => {
+      for (const [variable, value] of [
+        ['PORT', 'abc'],
+        ['PORT', '70000'],
+        ['SESSION_SECRETS', 'too-short'],
+        ['REDIS_URL', 'http://127.0.0.1:6379'],
+        ['REDIS_CLUSTER_NODES', '127.0.0.1'],
+      ] as const) {
+        it(`${variable}=${value}: exits with status 1 and a message naming ${variable}`, async () => {
+          const result = await runUntilExit(serverEnv(uniquePrefix('e2e-bad'), { [variable]: value }))
+          expect(result.timedOut, `the server kept running; stdout:\n${result.stdout}`).to.equal(false)
+          expect(result.code).to.equal(1)
+          expect(result.stderr).to.include(variable)
+          expect(result.stderr).to.match(/Invalid configuration/)
+          expect(result.stderr, 'no stack trace').not.to.match(/\n\s+at /)
+          expect(result.stdout).not.to.include('listening')
+        })
+      }
 
-    it('NODE_ENV=production without SESSION_SECRETS: exits with status 1 naming SESSION_SECRETS', async () => {
-      const env = serverEnv(uniquePrefix('e2e-bad'), { NODE_ENV: 'production' })
-      delete env.SESSION_SECRETS
-      const result = await runUntilExit(env)
-      expect(result.code).to.equal(1)
-      expect(result.stderr).to.include('SESSION_SECRETS')
+      it('NODE_ENV=production without SESSION_SECRETS: exits with status 1 naming SESSION_SECRETS', async () => {
+        const env = serverEnv(uniquePrefix('e2e-bad'), { NODE_ENV: 'production' })
+        delete env.SESSION_SECRETS
+        const result = await runUntilExit(env)
+        expect(result.code).to.equal(1)
+        expect(result.stderr).to.include('SESSION_SECRETS')
+      })
     })
-  })
-})
+  }
+}

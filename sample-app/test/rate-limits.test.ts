@@ -174,13 +174,71 @@ describe('rate limits', () => {
       }
     })
 
-    it('TRUST_PROXY=true: each client IP from X-Forwarded-For has its own limit', async () => {
+    // Behind one proxy, X-Forwarded-For is what the client sent (anything) followed by the address the
+    // proxy saw: `<client-written>, <proxy-added>`. These requests come from loopback, as from that proxy.
+    const viaProxy = (spoofed: string, client: string) => `${spoofed}, ${client}`
+
+    it('TRUST_PROXY=1: the client IP is the right-most address (added by the one proxy); 22 failures whatever the client writes before it hit the per-IP limit', async () => {
+      const app = await startApp({ LOGIN_FAILURES_PER_IP: '20', TRUST_PROXY: '1' })
+      try {
+        const statuses: number[] = []
+        for (let i = 1; i <= 22; i++) statuses.push((await attempt(app, viaProxy(`10.0.${i}.1`, '203.0.113.7'))).status)
+        expect(statuses).to.deep.equal([...Array(20).fill(401), 429, 429])
+        expectRateLimited(await attempt(app, viaProxy('10.0.99.1, 10.0.99.2', '203.0.113.7')))
+        // another client behind the same proxy has its own limit
+        expect((await attempt(app, viaProxy('10.0.1.1', '203.0.113.8'))).status).to.equal(401)
+        expect(app.logger.warnings, 'no warning for a hop count').to.deep.equal([])
+      } finally {
+        await app.close()
+      }
+    })
+
+    it('TRUST_PROXY=1: the general API limit counts the proxy-added address too', async () => {
+      const app = await startApp({ API_RATE_LIMIT: '5', TRUST_PROXY: '1' })
+      try {
+        const get = (xff: string) => app.http().get('/healthz').set('X-Forwarded-For', xff)
+        for (let i = 1; i <= 5; i++) expect((await get(viaProxy(`10.1.${i}.1`, '203.0.113.7'))).status).to.equal(200)
+        expectRateLimited(await get(viaProxy('10.1.6.1', '203.0.113.7')))
+        expect((await get(viaProxy('10.1.6.1', '203.0.113.8'))).status).to.equal(200)
+      } finally {
+        await app.close()
+      }
+    })
+
+    it('TRUST_PROXY=2 and TRUST_PROXY=loopback (an address list) take the address their proxies added', async () => {
+      // two proxies: the outer one adds the client's address, the inner one the outer one's
+      const two = await startApp({ LOGIN_FAILURES_PER_IP: '2', TRUST_PROXY: '2' })
+      try {
+        expect((await attempt(two, '10.0.0.1, 198.51.100.9, 10.10.0.1')).status).to.equal(401)
+        expect((await attempt(two, '10.0.0.2, 198.51.100.9, 10.10.0.1')).status).to.equal(401)
+        expectRateLimited(await attempt(two, '10.0.0.3, 198.51.100.9, 10.10.0.2'))
+        expect((await attempt(two, '10.0.0.3, 198.51.100.10, 10.10.0.1')).status).to.equal(401)
+      } finally {
+        await two.close()
+      }
+      // trusted: the loopback proxy (the connecting address); 203.0.113.7 is not trusted, so it is the client
+      const listed = await startApp({ LOGIN_FAILURES_PER_IP: '2', TRUST_PROXY: 'loopback, 10.0.0.0/8' })
+      try {
+        expect((await attempt(listed, viaProxy('192.0.2.1', '203.0.113.7'))).status).to.equal(401)
+        expect((await attempt(listed, viaProxy('192.0.2.2', '203.0.113.7'))).status).to.equal(401)
+        expectRateLimited(await attempt(listed, viaProxy('192.0.2.3', '203.0.113.7')))
+        // a client behind a trusted 10.x proxy: the address that proxy added counts
+        expect((await attempt(listed, '192.0.2.4, 203.0.113.8, 10.1.2.3')).status).to.equal(401)
+      } finally {
+        await listed.close()
+      }
+    })
+
+    it('TRUST_PROXY=true still starts, with a warning: the left-most entry, which any client writes, becomes its IP', async () => {
       const app = await startApp({ LOGIN_FAILURES_PER_IP: '2', TRUST_PROXY: 'true' })
       try {
-        expect((await attempt(app, '10.0.0.1')).status).to.equal(401)
-        expect((await attempt(app, '10.0.0.1')).status).to.equal(401)
-        expectRateLimited(await attempt(app, '10.0.0.1'))
-        expect((await attempt(app, '10.0.0.2')).status).to.equal(401)
+        expect(app.logger.warnings.map((args) => String(args[0]))).to.satisfy((warnings: string[]) =>
+          warnings.some((warning) => warning.includes('TRUST_PROXY=true') && warning.includes('TRUST_PROXY=1')),
+        )
+        // spoofable: each made-up left-most address has a limit of its own
+        for (let i = 1; i <= 4; i++) {
+          expect((await attempt(app, viaProxy(`10.0.0.${i}`, '203.0.113.7'))).status).to.equal(401)
+        }
       } finally {
         await app.close()
       }

@@ -124,7 +124,9 @@ describe('sessions: GET /sessions and DELETE /sessions/:handle', () => {
 
 describe('the UI: GET / and its files', () => {
   let app: TestApp
-  const CSP = "default-src 'self'; img-src 'self' data:"
+  // the app-wide CSP (helmet, security-headers.ts)
+  const CSP =
+    "default-src 'self';img-src 'self' data:;object-src 'none';base-uri 'none';frame-ancestors 'none';form-action 'self'"
 
   before(async () => {
     app = await startApp()
@@ -157,11 +159,11 @@ describe('the UI: GET / and its files', () => {
     }
   })
 
-  it('an unknown path is still the JSON 404, and the API routes are untouched', async () => {
+  it('an unknown path is still the JSON 404, and the API routes carry the same (one) CSP', async () => {
     expectError(await app.http().get('/nothing-here.js'), 404, 'not_found')
     expectError(await app.http().post('/'), 404, 'not_found')
     const users = await app.http().get('/users')
     expect(users.headers['content-type']).to.match(/^application\/json/)
-    expect(users.headers['content-security-policy']).to.equal(undefined)
+    expect(users.headers['content-security-policy']).to.equal(CSP)
   })
 })

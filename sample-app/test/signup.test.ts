@@ -6,6 +6,7 @@ import { allUsers, countUsers, userByEmail, userRow } from './helpers/db.js'
 function expectNoSecrets(text: string, password = PASSWORD): void {
   expect(text).not.to.include(password)
   expect(text).not.to.include('scrypt$')
+  expect(text).not.to.include('$argon2')
   expect(text.toLowerCase()).not.to.include('passwordhash')
 }
 
@@ -18,7 +19,7 @@ describe('sign up (POST /users)', () => {
     await app?.close()
   })
 
-  it('creates the user: 201, Location, own fields only, email trimmed and lowercased, scrypt hash stored', async () => {
+  it('creates the user: 201, Location, own fields only, email trimmed and lowercased, Argon2id hash stored', async () => {
     const raw = uniqueEmail('MixedCase').toUpperCase()
     const before = await countUsers()
     const res = await app
@@ -34,7 +35,7 @@ describe('sign up (POST /users)', () => {
     expect(await countUsers()).to.equal(before + 1)
     const row = await userRow(res.body.id)
     expect(row?.email).to.equal(raw.toLowerCase())
-    expect(row?.passwordHash).to.match(/^scrypt\$/)
+    expect(row?.passwordHash).to.match(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/)
     expect(row?.passwordHash).not.to.include(PASSWORD)
   })
 

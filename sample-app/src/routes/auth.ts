@@ -1,12 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type Request, type Response, Router } from 'express'
-import { cached, ipKeyGenerator, rateLimit, type SessionMiddleware } from 'express-redis-kit'
+import { ipKeyGenerator, rateLimit, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
 import type { Config } from '../config.js'
-import { HttpError, unauthorized } from '../errors.js'
+import { checkSession } from '../credentials.js'
+import { HttpError } from '../errors.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
-import { body, email, ownUser, requireUser, tooMany } from '../http.js'
-import { verifyAgainstDummy, verifyPassword } from '../passwords.js'
+import { body, email, requireUser, tooMany } from '../http.js'
+import { hashPassword, needsRehash, verifyAgainstDummy, verifyPassword } from '../passwords.js'
 import type { Redis } from '../services.js'
 
 const Login = z.object({ email, password: z.string().min(1).max(200) }).strict()
@@ -34,7 +35,7 @@ export function authRoutes(deps: {
   cachePrefix: string
   logger: Pick<Console, 'warn' | 'error'>
 }): Router {
-  const { config, prisma, redis, sessions, cachePrefix, logger } = deps
+  const { config, prisma, redis, sessions, logger } = deps
   const router = Router()
 
   // Login protection (README, "Login protection"). Only wrong passwords (401, the answer of a
@@ -103,9 +104,26 @@ export function authRoutes(deps: {
       if (!user || !valid) throw new HttpError(401, 'invalid_credentials', 'Wrong email or password.')
       await req.session.regenerate() // a new session id at sign-in: no session fixation
       req.session.userId = user.id
+      // a later password or email change raises the user's version: this session is refused from then on
+      req.session.credentialVersion = user.credentialVersion
+      if (needsRehash(user.passwordHash)) await rehash(user.id, password, user.passwordHash)
       res.json({ id: user.id, email: user.email, name: user.name })
     },
   )
+
+  /**
+   * Replaces a hash of an older scheme (scrypt) or weaker parameters with an Argon2id one, once the
+   * password was verified: the same password, so the credential version stays. Only if the hash is
+   * still the one verified (a password change meanwhile wins); updatedAt kept. Failing only logs.
+   */
+  async function rehash(id: number, password: string, verified: string): Promise<void> {
+    try {
+      const passwordHash = await hashPassword(password)
+      await prisma.$executeRaw`UPDATE "User" SET "passwordHash" = ${passwordHash} WHERE "id" = ${id} AND "passwordHash" = ${verified}`
+    } catch (error) {
+      logger.warn(`login: rehashing the password of user ${id} failed; it is kept as it was`, error)
+    }
+  }
 
   router.post('/logout', async (req, res) => {
     await req.session.destroy()
@@ -113,26 +131,16 @@ export function authRoutes(deps: {
   })
 
   router.post('/logout-everywhere', async (req, res) => {
-    const id = requireUser(req)
+    const id = await requireUser(req)
     const ended = await sessions.destroyUserSessions(id)
     await req.session.destroy()
     res.json({ sessionsEnded: ended })
   })
 
   router.get('/me', async (req, res) => {
-    const id = requireUser(req)
-    // the seed's get_user: a read-through cache in front of the database (every write to the
-    // user invalidates the tag, see users.ts)
-    const user = await cached(
-      redis,
-      `user:${id}`,
-      { prefix: cachePrefix, ttl: '5m', tags: [`user:${id}`], logger },
-      () => prisma.user.findUnique({ where: { id }, select: ownUser }),
-    )
-    if (!user) {
-      await req.session.destroy()
-      throw unauthorized()
-    }
+    // the seed's get_user: the record requireUser checked the session against, read through the
+    // cache in front of the database (every write to the user invalidates its tag, see users.ts)
+    const { credentialVersion: _, ...user } = await checkSession(req, await requireUser(req))
     res.set('Cache-Control', 'private, no-store').json(user)
   })
 

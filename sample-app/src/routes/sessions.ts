@@ -18,7 +18,7 @@ export function sessionRoutes(deps: { sessions: SessionMiddleware }): Router {
   const router = Router()
 
   router.get('/sessions', async (req, res) => {
-    const id = requireUser(req)
+    const id = await requireUser(req)
     const current = req.session.handle
     const listed = await sessions.listUserSessions(id)
     res.set('Cache-Control', 'private, no-store').json({
@@ -33,7 +33,7 @@ export function sessionRoutes(deps: { sessions: SessionMiddleware }): Router {
   })
 
   router.delete('/sessions/:handle', async (req, res) => {
-    const id = requireUser(req)
+    const id = await requireUser(req)
     const handle = String(req.params.handle)
     if (!HANDLE.test(handle)) {
       throw new HttpError(400, 'invalid_handle', 'A session handle is 22 characters of A-Z, a-z, 0-9, - and _.')

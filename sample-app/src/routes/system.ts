@@ -3,6 +3,7 @@ import { HttpError } from '../errors.js'
 import type { EventStream } from '../events.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
 import type { Redis } from '../services.js'
+import { limitStreams, type StreamLimitOptions } from '../stream-limits.js'
 
 /** Settles with whether `promise` resolved within `ms`. */
 async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
@@ -23,9 +24,17 @@ async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
   }
 }
 
-/** GET /healthz (Redis and database status) and GET /events (Server-Sent Events of user events). */
-export function systemRoutes(deps: { prisma: PrismaClient; redis: Redis; events: EventStream }): Router {
-  const { prisma, redis, events } = deps
+/**
+ * GET /healthz (Redis and database status) and GET /events (Server-Sent Events of user events;
+ * open streams capped per client IP and in all, see stream-limits.ts).
+ */
+export function systemRoutes(deps: {
+  prisma: PrismaClient
+  redis: Redis
+  events: EventStream
+  streamLimits: StreamLimitOptions
+}): Router {
+  const { prisma, redis, events, streamLimits } = deps
   const router = Router()
 
   router.get('/healthz', async (_req, res) => {
@@ -40,7 +49,7 @@ export function systemRoutes(deps: { prisma: PrismaClient; redis: Redis; events:
       .json({ status, redis: redisUp ? 'up' : 'down', database: databaseUp ? 'up' : 'down' })
   })
 
-  router.get('/events', async (req, res) => {
+  router.get('/events', limitStreams(streamLimits), async (req, res) => {
     // the subscriptions wait while Redis is unreachable; a client is not left hanging meanwhile
     if (!(await within(events.ready(), 2_000))) {
       throw new HttpError(503, 'service_unavailable', 'Live events are unavailable; try again shortly.')

@@ -1,19 +1,24 @@
 import { type Request, Router } from 'express'
-import { cacheResponse, invalidateTags, type Notifier, type SessionMiddleware } from 'express-redis-kit'
+import { cacheResponse, invalidateTags, type Notifier, rateLimit, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
+import type { Config } from '../config.js'
+import { userTag } from '../credentials.js'
 import { HttpError } from '../errors.js'
 import type { UserEventName } from '../events.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
-import { body, email, name, ownUser, password, publicUser, requireUser, uniqueEmail, userId } from '../http.js'
-import { hashPassword } from '../passwords.js'
+import { body, email, name, ownUser, password, publicUser, requireUser, tooMany, uniqueEmail, userId } from '../http.js'
+import { hashPassword, verifyPassword } from '../passwords.js'
 import type { Redis } from '../services.js'
 
 const SignUp = z.object({ email, name, password }).strict()
 const UserChanges = z
-  .object({ email, name, password })
+  .object({ email, name, password, currentPassword: z.string().min(1).max(200) })
   .partial()
   .strict()
-  .refine((changes) => Object.keys(changes).length > 0, 'give at least one of email, name, password')
+  .refine(
+    (changes) => Object.keys(changes).some((key) => key !== 'currentPassword'),
+    'give at least one of email, name, password',
+  )
 const ListQuery = z
   .object({
     limit: z.coerce.number().int().min(1).max(100).default(20),
@@ -22,11 +27,14 @@ const ListQuery = z
   .strict()
 
 /** The only user a request may change: the signed-in user themself. */
-function ownAccount(req: Request): number {
+async function ownAccount(req: Request): Promise<number> {
   const id = userId(req)
-  if (requireUser(req) !== id) throw new HttpError(403, 'forbidden', 'You can only change your own account.')
+  if ((await requireUser(req)) !== id) throw new HttpError(403, 'forbidden', 'You can only change your own account.')
   return id
 }
+
+/** The window of the wrong-current-password limit, and how long its lockout lasts (as for login). */
+const PASSWORD_CHECK_WINDOW = '15m'
 
 /**
  * POST /users, GET /users (a cached response, tag `users`), GET /users/:id (a cached response,
@@ -37,6 +45,7 @@ function ownAccount(req: Request): number {
  * and the user's record that GET /me reads through cached()) and publishes a user event.
  */
 export function userRoutes(deps: {
+  config: Config
   prisma: PrismaClient
   redis: Redis
   notifier: Notifier
@@ -44,13 +53,13 @@ export function userRoutes(deps: {
   cachePrefix: string
   logger: Pick<Console, 'warn' | 'error'>
 }): Router {
-  const { prisma, redis, notifier, sessions, cachePrefix, logger } = deps
+  const { config, prisma, redis, notifier, sessions, cachePrefix, logger } = deps
   const router = Router()
 
   /** After a write: drop the cached copies everywhere, tell every instance. Redis failing here only logs. */
   async function announce(event: UserEventName, id: number): Promise<void> {
     await Promise.all([
-      invalidateTags(redis, ['users', `user:${id}`], { prefix: cachePrefix }).catch((error: unknown) =>
+      invalidateTags(redis, ['users', userTag(id)], { prefix: cachePrefix }).catch((error: unknown) =>
         logger.warn(`cache: invalidating user ${id} failed; cached copies expire with their ttl`, error),
       ),
       notifier
@@ -62,7 +71,20 @@ export function userRoutes(deps: {
   // One user's public page: its writes below go through it too, and invalidate it (RFC 9111 4.4).
   const userPage = cacheResponse({ client: redis, prefix: cachePrefix, ttl: '5m', statuses: [200, 404], logger })
 
-  router.post('/users', userPage, body(SignUp), async (req, res) => {
+  // Sign-ups per client IP (each costs an Argon2id hash, and makes an account): every attempt counts.
+  // With Redis failing, each instance goes on counting in its own memory ('local'): still bounded.
+  const signUps = rateLimit({
+    client: redis,
+    limit: config.signupRateLimit,
+    windowMs: '1h',
+    prefix: `${config.redisPrefix}rl:signup:`,
+    identifier: 'signup',
+    onRedisError: 'local',
+    handler: tooMany,
+    logger,
+  })
+
+  router.post('/users', userPage, signUps, body(SignUp), async (req, res) => {
     const { email, name, password } = req.body as z.infer<typeof SignUp>
     const passwordHash = await hashPassword(password)
     const user = await prisma.user.create({ data: { email, name, passwordHash }, select: ownUser }).catch(uniqueEmail)
@@ -94,19 +116,90 @@ export function userRoutes(deps: {
     res.json(user)
   })
 
-  router.patch('/users/:id', userPage, body(UserChanges), async (req, res) => {
-    const id = ownAccount(req)
-    const { password, ...changes } = req.body as z.infer<typeof UserChanges>
-    const data = password === undefined ? changes : { ...changes, passwordHash: await hashPassword(password) }
-    const user = await prisma.user.update({ where: { id }, data, select: ownUser }).catch(uniqueEmail)
-    // a new password ends the account's other sessions
-    if (password !== undefined) await sessions.destroyUserSessions(id, { except: req.session.handle })
+  // Wrong current passwords (403) per user, as login counts wrong passwords per account and IP:
+  // over the limit the account's credential changes are refused for 15 minutes, so that a stolen
+  // session cannot guess the password through PATCH.
+  const passwordChecks = rateLimit({
+    client: redis,
+    limit: config.loginFailuresPerAccountAndIp,
+    windowMs: PASSWORD_CHECK_WINDOW,
+    algorithm: 'sliding-log',
+    blockDuration: PASSWORD_CHECK_WINDOW,
+    prefix: `${config.redisPrefix}rl:current-password:`,
+    identifier: 'current-password',
+    keyGenerator: (req) => `user:${req.session.userId}`,
+    skip: (req) =>
+      typeof req.session.userId !== 'number' || (req.body as z.infer<typeof UserChanges>).currentPassword === undefined,
+    skipSuccessfulRequests: true,
+    requestWasSuccessful: (_req, res) => res.statusCode !== 403,
+    onRedisError: 'block',
+    handler: tooMany,
+    logger,
+  })
+
+  router.patch('/users/:id', userPage, body(UserChanges), passwordChecks, async (req, res) => {
+    const id = await ownAccount(req)
+    const { currentPassword, password, ...changes } = req.body as z.infer<typeof UserChanges>
+    // email and password are the credentials: changing either needs the current password
+    const stored =
+      password === undefined && changes.email === undefined
+        ? null
+        : await prisma.user.findUnique({ where: { id }, select: { email: true, passwordHash: true } })
+    if (!stored || (password === undefined && changes.email === stored.email)) {
+      const user = await prisma.user.update({ where: { id }, data: changes, select: ownUser }).catch(uniqueEmail)
+      await announce('user.updated', id)
+      res.json(user)
+      return
+    }
+    if (currentPassword === undefined) {
+      throw new HttpError(
+        400,
+        'current_password_required',
+        'Changing the email or the password needs the current password (currentPassword).',
+      )
+    }
+    if (!(await verifyPassword(currentPassword, stored.passwordHash))) {
+      throw new HttpError(403, 'wrong_password', 'The current password is wrong.')
+    }
+    const passwordHash = password === undefined ? undefined : await hashPassword(password)
+    const version = req.session.credentialVersion
+    const { credentialVersion: _, ...user } = await prisma
+      .$transaction(async (tx) => {
+        // The same UPDATE raises the credential version: from its commit on, every session signed in
+        // before is refused (credentials.ts), whatever happens to Redis afterwards.
+        const updated = await tx.user.update({
+          where: { id, passwordHash: stored.passwordHash }, // the hash just checked: a change meanwhile fails
+          data: { ...changes, ...(passwordHash && { passwordHash }), credentialVersion: { increment: 1 } },
+          select: { ...ownUser, credentialVersion: true },
+        })
+        // Before the commit, the row locked: no cached copy of the old version outlives the change
+        // (the check's loader waits for the row). Redis failing here rolls everything back (503).
+        await invalidateTags(redis, [userTag(id)], { prefix: cachePrefix })
+        // this session stays signed in: it carries the new version
+        req.session.credentialVersion = updated.credentialVersion
+        await req.session.save()
+        return updated
+      })
+      .catch((error: unknown) => {
+        if (version === undefined) delete req.session.credentialVersion
+        else req.session.credentialVersion = version
+        if ((error as { code?: string }).code === 'P2025') {
+          throw new HttpError(409, 'conflict', 'The account changed meanwhile; try again.')
+        }
+        return uniqueEmail(error)
+      })
+    // Ends the other sessions now; if Redis fails here, they are refused all the same.
+    await sessions
+      .destroyUserSessions(id, { except: req.session.handle })
+      .catch((error: unknown) =>
+        logger.warn(`sessions: ending the other sessions of user ${id} failed; they are refused anyway`, error),
+      )
     await announce('user.updated', id)
     res.json(user)
   })
 
   router.delete('/users/:id', userPage, async (req, res) => {
-    const id = ownAccount(req)
+    const id = await ownAccount(req)
     await prisma.user.delete({ where: { id } })
     await sessions.destroyUserSessions(id)
     await req.session.destroy()

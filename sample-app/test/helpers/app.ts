@@ -2,7 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import type { Server } from 'node:http'
 import { expect } from 'chai'
-import { createClient } from 'redis'
+import { createClient, createCluster } from 'redis'
 import request, { type Response } from 'supertest'
 import { createApp } from '../../src/app.js'
 import { type Config, loadConfig } from '../../src/config.js'
@@ -10,6 +10,8 @@ import { createServices, type Services } from '../../src/services.js'
 import { prepareDatabase, testDatabaseUrl } from './db.js'
 
 export const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
+/** The Redis Cluster that `npm test` starts (scripts/cluster.sh), as REDIS_CLUSTER_NODES: CLUSTER_NODES, else 127.0.0.1:7000-7002. */
+export const clusterNodes = process.env.CLUSTER_NODES || '127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002'
 export const sessionSecret = 'test-session-secret-0123456789-abcdefghijklmnop'
 export const PASSWORD = 'correct horse battery staple'
 
@@ -35,6 +37,7 @@ export function testEnv(overrides: Record<string, string> = {}): NodeJS.ProcessE
     LOGIN_FAILURES_PER_IP: '1000000',
     LOGIN_FAILURES_PER_ACCOUNT_AND_IP: '1000000',
     LOGIN_FAILURES_PER_ACCOUNT: '1000000',
+    SIGNUP_RATE_LIMIT: '1000000',
     ...overrides,
   }
 }
@@ -93,26 +96,88 @@ export async function startApp(overrides: Record<string, string> = {}, { waitFor
         server.closeAllConnections()
         await new Promise((resolve) => server.close(resolve))
         await services.close()
-        if (config.redisUrl === redisUrl) await deleteKeys(config.redisPrefix)
+        if (config.redisClusterNodes.length > 0) await deleteKeys(config.redisPrefix, config.redisClusterNodes)
+        else if (config.redisUrl === redisUrl) await deleteKeys(config.redisPrefix)
       })()
       return closed
     },
   }
 }
 
-/** Deletes every key under `prefix` from the suite's Redis (sessions would otherwise stay a day). */
-export async function deleteKeys(prefix: string): Promise<void> {
-  const client = createClient({ url: redisUrl })
-  client.on('error', () => {})
+/**
+ * Deletes every key under `prefix` from the suite's Redis (sessions would otherwise stay a day),
+ * or, given the nodes (`host:port`) of a Redis Cluster, from every master of that Cluster.
+ */
+export async function deleteKeys(prefix: string, clusterNodes: readonly string[] = []): Promise<void> {
   try {
-    await client.connect()
-    const keys: string[] = []
-    for await (const batch of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) keys.push(...batch)
-    for (let i = 0; i < keys.length; i += 500) await client.unlink(keys.slice(i, i + 500))
+    await onEachNode(clusterNodes, async (client) => {
+      for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+        // one at a time: on a Cluster one node's keys are in many slots, and a command takes keys of one
+        await Promise.all(keys.map((key) => client.unlink(key)))
+      }
+    })
   } catch {
     // only housekeeping: the keys expire anyway
+  }
+}
+
+/** The keys under `prefix` in the suite's Redis, or, given its nodes, on every master of a Redis Cluster. */
+export async function keysUnder(prefix: string, clusterNodes: readonly string[] = []): Promise<string[]> {
+  const found: string[] = []
+  await onEachNode(clusterNodes, async (client) => {
+    for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) found.push(...keys)
+  })
+  return found
+}
+
+interface NodeConnection {
+  scanIterator(options: { MATCH: string; COUNT: number }): AsyncIterable<string[]>
+  unlink(key: string): Promise<number>
+}
+
+/** Runs `task` on a connection to the suite's Redis, or to each master of the Redis Cluster at `clusterNodes`. */
+async function onEachNode(
+  clusterNodes: readonly string[],
+  task: (client: NodeConnection) => Promise<void>,
+): Promise<void> {
+  if (clusterNodes.length === 0) {
+    const client = createClient({ url: redisUrl })
+    client.on('error', () => {})
+    try {
+      await task(await client.connect())
+    } finally {
+      client.destroy()
+    }
+    return
+  }
+  const cluster = createCluster({ rootNodes: clusterNodes.map((node) => ({ url: `redis://${node}` })) })
+  cluster.on('error', () => {})
+  try {
+    await cluster.connect()
+    await Promise.all(cluster.masters.map(async (master) => task(await cluster.nodeClient(master))))
   } finally {
-    client.destroy()
+    cluster.destroy()
+  }
+}
+
+/** Throws, saying how to start one, unless a Redis Cluster at `nodes` (comma-separated) serves every slot. */
+export async function expectClusterUp(nodes: string): Promise<void> {
+  const cluster = createCluster({
+    rootNodes: nodes.split(',').map((node) => ({ url: `redis://${node}` })),
+    defaults: { socket: { connectTimeout: 1_000, reconnectStrategy: false } },
+  })
+  cluster.on('error', () => {})
+  try {
+    await cluster.connect()
+    const info = await cluster.sendCommand(undefined, true, ['CLUSTER', 'INFO'])
+    if (!String(info).includes('cluster_state:ok')) throw new Error(String(info))
+  } catch (error) {
+    throw new Error(
+      `no Redis Cluster serves every slot at ${nodes}: start one with \`bash scripts/cluster.sh start\` (npm test does)`,
+      { cause: error },
+    )
+  } finally {
+    cluster.destroy()
   }
 }
 

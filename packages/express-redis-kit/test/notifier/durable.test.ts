@@ -355,6 +355,14 @@ describe(`notifier durable (${mode} Redis)`, () => {
       ],
       ['no field m', (channel) => ({ other: JSON.stringify({ id: 'a', channel, time: 1, payload: 1 }) })],
       [
+        'an envelope whose id has CR/LF in it',
+        (channel) => ({ m: JSON.stringify({ id: 'a\r\nevent: forged\r\n', channel, time: 1, payload: 1 }) }),
+      ],
+      [
+        'an envelope with an id over 200 characters',
+        (channel) => ({ m: JSON.stringify({ id: 'a'.repeat(201), channel, time: 1, payload: 1 }) }),
+      ],
+      [
         'an envelope over maxMessageBytes',
         (channel) => ({ m: JSON.stringify({ id: 'a', channel, time: 1, payload: 'x'.repeat(2_000) }) }),
       ],

@@ -274,6 +274,16 @@ describe(`notifier pub/sub (${mode} Redis)`, () => {
       ['an envelope with a string time', (channel) => JSON.stringify({ id: 'a', channel, time: 'now', payload: 1 })],
       ['an envelope for another channel', () => JSON.stringify({ id: 'a', channel: 'other', time: 1, payload: 1 })],
       [
+        'an envelope whose id has CR/LF in it (it would forge lines wherever it is written)',
+        (channel) => JSON.stringify({ id: 'a\r\nevent: forged\r\ndata: {}\r\n', channel, time: 1, payload: 1 }),
+      ],
+      ['an envelope with an empty id', (channel) => JSON.stringify({ id: '', channel, time: 1, payload: 1 })],
+      ['an envelope with a space in its id', (channel) => JSON.stringify({ id: 'a b', channel, time: 1, payload: 1 })],
+      [
+        'an envelope with an id over 200 characters',
+        (channel) => JSON.stringify({ id: 'a'.repeat(201), channel, time: 1, payload: 1 }),
+      ],
+      [
         'an envelope larger than maxMessageBytes',
         (channel) => JSON.stringify({ id: 'a', channel, time: 1, payload: 'x'.repeat(2_000) }),
       ],
