@@ -1,4 +1,4 @@
-import { clusterSlot, type NodeClient, refreshTopology } from '../shared/cluster-health.js'
+import { clusterSlot, type NodeClient, rediscoverUnmapped, refreshTopology } from '../shared/cluster-health.js'
 import { RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection, isCluster, withTimeout } from '../shared/redis.js'
@@ -108,6 +108,8 @@ export class PubSubTransport {
         return
       } catch (error) {
         if (this.#closed) throw closedError()
+        // A connection made while the cluster was being created knows no master for the channel.
+        if (this.#sharded && this.#raw) rediscoverUnmapped(this.#raw, name)
         this.#warn(`express-redis-kit notifier: subscribing to ${name} failed; retrying`, error)
         await new Promise((resolve) => setTimeout(resolve, 500))
         if (this.#closed) throw closedError()

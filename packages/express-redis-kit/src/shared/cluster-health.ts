@@ -119,3 +119,16 @@ export function refreshTopology(redis: unknown, unhealthy: NodeClient): void {
   const excluded = new Set(address?.host && address.port ? [`${address.host}:${address.port}`] : [])
   rediscover.call(cluster._slots, startWith, excluded).catch(() => {})
 }
+
+/**
+ * Asks a cluster connection for its topology again when its slot map has no master for
+ * `key`'s slot: it connected while the cluster was still being created (no slots assigned
+ * yet), and node-redis would keep that map until a reconnect or a MOVED that never comes.
+ */
+export function rediscoverUnmapped(redis: unknown, key: string): void {
+  const cluster = redis as ClusterInternals
+  const rediscover = cluster._slots?.rediscover
+  if (typeof rediscover !== 'function' || !Array.isArray(cluster.slots)) return
+  if (cluster.slots[clusterSlot(key)]?.master) return
+  rediscover.call(cluster._slots).catch(() => {})
+}

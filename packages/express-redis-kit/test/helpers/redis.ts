@@ -171,9 +171,15 @@ export interface DisposableCluster {
   killMasterOf(key: string): Promise<number>
   /** Kills every node (SIGKILL); safe to call more than once. */
   stop(): Promise<void>
+  /** Creates the cluster (assigns the slots) when it was started with `created: false`. */
+  create(): Promise<void>
 }
 
-export async function startDisposableCluster(): Promise<DisposableCluster> {
+/**
+ * Three cluster-enabled masters on free ports, made a cluster at once, or (`created: false`)
+ * left without slots until `create()`: a cluster still being set up.
+ */
+export async function startDisposableCluster({ created = true } = {}): Promise<DisposableCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'erk-cluster-'))
   const ports = await clusterPorts(3)
   const servers = ports.map((port) =>
@@ -204,8 +210,7 @@ export async function startDisposableCluster(): Promise<DisposableCluster> {
     )
     return stopped
   }
-  try {
-    for (const port of ports) await waitFor(async () => (await cli(['-p', String(port), 'ping'])).includes('PONG'))
+  const create = async () => {
     await cli([
       '--cluster',
       'create',
@@ -217,6 +222,10 @@ export async function startDisposableCluster(): Promise<DisposableCluster> {
     for (const port of ports) {
       await waitFor(async () => (await cli(['-p', String(port), 'cluster', 'info'])).includes('cluster_state:ok'))
     }
+  }
+  try {
+    for (const port of ports) await waitFor(async () => (await cli(['-p', String(port), 'ping'])).includes('PONG'))
+    if (created) await create()
   } catch (error) {
     await stop()
     throw error
@@ -247,6 +256,7 @@ export async function startDisposableCluster(): Promise<DisposableCluster> {
       throw new Error(`no master owns slot ${slot}`)
     },
     stop,
+    create,
   }
 }
 

@@ -109,6 +109,38 @@ describe(`notifier on a Redis Cluster (${mode} Redis)`, () => {
     })
   })
 
+  describe('a cluster still being created (a disposable Cluster of our own)', function () {
+    this.timeout(60_000)
+    it('cluster only: pubsub: a subscription made before the slots are assigned works once they are', async function () {
+      if (mode !== 'cluster') this.skip()
+      const cluster = await startDisposableCluster({ created: false })
+      const clients: RedisClient[] = []
+      try {
+        // Connected while no node serves any slot: the client's slot map is empty.
+        const early = await cluster.connect()
+        clients.push(early)
+        const prefix = uniquePrefix('cluster-created-late')
+        const events = createNotifier({ client: early, prefix, logger: recordingLogger(), timeoutMs: 300 })
+        notifiers.push(events)
+        const received = inbox()
+        const subscribed = events.subscribe('news', received.handler)
+        await sleep(600)
+        await cluster.create()
+        await subscribed
+        const late = await cluster.connect()
+        clients.push(late)
+        const publisher = createNotifier({ client: late, prefix, timeoutMs: 2_000 })
+        notifiers.push(publisher)
+        await publisher.publish('news', 'hello')
+        await waitUntil(() => received.deliveries.length === 1, 10_000, 'the message')
+        expect(received.events()).to.deep.equal(['hello'])
+      } finally {
+        for (const client of clients) client.destroy()
+        await cluster.stop()
+      }
+    })
+  })
+
   describe('a master down (a disposable Cluster of our own)', function () {
     this.timeout(60_000)
     let cluster: DisposableCluster | undefined
