@@ -1,4 +1,4 @@
-import type { Decision } from './local.js'
+import { type Decision, waitOf } from './local.js'
 
 interface Block {
   /** Until when (monotonic ms) the client is refused. */
@@ -24,7 +24,7 @@ export class BlockCache {
 
   /** Remembers a refused request's decision, for as long as it says the client must wait. */
   set(key: string, cost: number, limit: number, decision: Decision): void {
-    const wait = Math.max(decision.blockMs, ...decision.windows.filter((window) => !window.fits).map((w) => w.resetMs))
+    const wait = waitOf(decision)
     if (!(wait > 0)) return
     const at = performance.now()
     this.blocks.delete(key)

@@ -11,7 +11,7 @@ import {
   setLegacyHeaders,
   setRetryAfterHeader,
 } from './headers.js'
-import { type Decision, LocalLimiter, type Window, type WindowResult } from './local.js'
+import { type Decision, LocalLimiter, type Window, type WindowResult, waitOf } from './local.js'
 import {
   parseRateLimitOptions,
   policyName,
@@ -130,7 +130,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     )
   }
 
-  /** Asks Redis; undefined (after logging) when it cannot answer. */
+  /** Asks Redis; the error when it cannot answer (the caller applies onRedisError). */
   async function decideInRedis(
     keys: { windows: string[]; block: string },
     windows: Window[],
@@ -395,13 +395,6 @@ function bindingWindow({ allowed, windows }: Decision): number {
     const tighter = window.remaining < current.remaining
     return tighter || (window.remaining === current.remaining && window.resetMs > current.resetMs) ? i : best
   }, 0)
-}
-
-/** How long a refused request has to wait: its block, or until every window lets it in. */
-function waitOf(decision: Decision): number {
-  if (decision.windows.length === 1) return Math.max(decision.blockMs, decision.windows[0]!.resetMs)
-  const refusing = decision.windows.filter((window) => !window.fits).map((window) => window.resetMs)
-  return Math.max(decision.blockMs, ...refusing, 0)
 }
 
 /** 'local' mode: after Redis failed, how long requests are limited in memory before Redis is tried again. */

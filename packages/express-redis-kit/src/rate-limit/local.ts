@@ -20,6 +20,12 @@ export interface Decision {
   windows: WindowResult[]
 }
 
+/** How long a refused request has to wait: its block, or until every window lets it in. */
+export function waitOf(decision: Decision): number {
+  const refusing = decision.windows.filter((window) => !window.fits).map((window) => window.resetMs)
+  return Math.max(decision.blockMs, ...refusing, 0)
+}
+
 /** A window's limit and length (ms). */
 export interface Window {
   limit: number
