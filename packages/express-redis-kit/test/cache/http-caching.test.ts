@@ -304,14 +304,17 @@ describe(`cacheResponse: HTTP caching (${mode} Redis)`, () => {
   describe('serving stale', () => {
     for (const directive of ['must-revalidate', 'proxy-revalidate', 's-maxage=0']) {
       it(`\`${directive}\` forbids serving stale: with staleIfError and staleWhileRevalidate, a 500 reaches the client`, async () => {
+        const prefix = uniquePrefix('strict')
         const { app, runs } = countingApp(
-          cacheFor({ ttl: '1h', staleIfError: '30s', staleWhileRevalidate: '30s' }),
+          cacheFor({ ttl: '1h', staleIfError: '30s', staleWhileRevalidate: '30s' }, prefix),
           (_req, res, run) => {
             if (run > 1) return void res.status(500).send('origin error')
             res.set('Cache-Control', `max-age=0, ${directive}`).send('good body')
           },
         )
         expect((await get(app, '/strict')).text).to.equal('good body')
+        // Once stored: a request arriving while the fill still holds the lock would get its answer.
+        await untilStored(client, responseEntryKey(prefix, '/strict'))
         const res = await get(app, '/strict')
         expect([res.status, res.text, res.xCache]).to.deep.equal([500, 'origin error', 'MISS'])
         expect(runs.count).to.equal(2)
@@ -321,11 +324,14 @@ describe(`cacheResponse: HTTP caching (${mode} Redis)`, () => {
     it('without them, the same stale entry is served by staleIfError (a 500) and by staleWhileRevalidate', async () => {
       const lenient: Partial<CacheResponseOptions>[] = [{ staleIfError: '30s' }, { staleWhileRevalidate: '30s' }]
       for (const options of lenient) {
-        const { app } = countingApp(cacheFor({ ttl: '1h', ...options }), (_req, res, run) => {
+        const prefix = uniquePrefix('lenient')
+        const { app } = countingApp(cacheFor({ ttl: '1h', ...options }, prefix), (_req, res, run) => {
           if (run > 1) return void res.status(500).send('origin error')
           res.set('Cache-Control', 'max-age=0').send('good body')
         })
         await get(app, '/lenient')
+        // Once stored: a request arriving while the fill still holds the lock would get its answer (a HIT).
+        await untilStored(client, responseEntryKey(prefix, '/lenient'))
         const res = await get(app, '/lenient')
         expect([res.status, res.text, res.xCache], JSON.stringify(options)).to.deep.equal([200, 'good body', 'STALE'])
       }
