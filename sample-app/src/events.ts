@@ -22,6 +22,19 @@ export function sseMessage(fields: { id?: string; event: string; data: unknown }
   return `${id}event: ${line(fields.event)}\ndata: ${JSON.stringify(fields.data)}\n\n`
 }
 
+/**
+ * Publishes a user event to every instance (and their /events clients). `messageId`, when given,
+ * is the message's id on every publication of this event, so that a repeat is recognised.
+ */
+export function publishUserEvent(
+  notifier: Notifier,
+  name: UserEventName,
+  event: UserEvent,
+  messageId?: string,
+): Promise<string> {
+  return notifier.publish(name, event, messageId === undefined ? {} : { id: messageId })
+}
+
 const HEARTBEAT_MS = 15_000
 /** Unsent bytes a client may have queued before it is disconnected. */
 const MAX_BUFFERED_BYTES = 1024 * 1024

@@ -16,6 +16,7 @@ export {
   type EventMeta,
   type Notifier,
   type NotifierOptions,
+  type PublishOptions,
   type SubscribeOptions,
   type Unsubscribe,
 } from './notifier/index.js'

@@ -4,7 +4,7 @@ import { z } from 'zod'
 import type { Config } from '../config.js'
 import { userTag } from '../credentials.js'
 import { HttpError } from '../errors.js'
-import type { UserEventName } from '../events.js'
+import { publishUserEvent, type UserEventName } from '../events.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
 import { body, email, name, ownUser, password, publicUser, requireUser, tooMany, uniqueEmail, userId } from '../http.js'
 import { hashPassword, verifyPassword } from '../passwords.js'
@@ -62,9 +62,9 @@ export function userRoutes(deps: {
       invalidateTags(redis, ['users', userTag(id)], { prefix: cachePrefix }).catch((error: unknown) =>
         logger.warn(`cache: invalidating user ${id} failed; cached copies expire with their ttl`, error),
       ),
-      notifier
-        .publish(event, { id })
-        .catch((error: unknown) => logger.warn(`events: publishing ${event} failed`, error)),
+      publishUserEvent(notifier, event, { id }).catch((error: unknown) =>
+        logger.warn(`events: publishing ${event} failed`, error),
+      ),
     ])
   }
 

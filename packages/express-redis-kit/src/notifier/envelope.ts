@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto'
-import { RedisKitError } from '../shared/errors.js'
+import { describe, RedisKitError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
 
 /** What travels through Redis: the payload wrapped with its identity. */
 export interface Envelope {
   /**
-   * A random UUID given at `publish`; the same on every delivery of this message. A received
+   * A random UUID given at `publish` (or the id `publish` was given); the same on every delivery of this message. A received
    * message whose id is not 1 to 200 characters of `A-Z a-z 0-9 . _ : -` is dropped
    * ({@link ENVELOPE_ID}), so an id is always safe to write into a header, a log line or an SSE `id:` field.
    */
@@ -34,8 +34,18 @@ export interface EventMeta {
 /** A subscriber's handler; a returned promise is awaited (and, in durable mode, acknowledged after). */
 export type EventHandler<T> = (event: T, meta: EventMeta) => void | Promise<void>
 
-/** Serializes a new message, or throws `ERK_INVALID_MESSAGE` naming what is wrong. */
-export function encodeEnvelope(channel: string, payload: unknown, maxBytes: number): { id: string; json: string } {
+/**
+ * Serializes a new message, or throws `ERK_INVALID_MESSAGE` naming what is wrong. `id` is the
+ * caller's (see `PublishOptions.id`), a random UUID when not given.
+ */
+export function encodeEnvelope(
+  channel: string,
+  payload: unknown,
+  maxBytes: number,
+  id: string = randomUUID(),
+): { id: string; json: string } {
+  if (typeof id !== 'string' || !ENVELOPE_ID.test(id))
+    throw invalid(`the id must be ${ENVELOPE_ID_EXPECTED}; it is ${describe(id)}`)
   let payloadJson: string | undefined
   try {
     payloadJson = JSON.stringify(payload)
@@ -47,7 +57,6 @@ export function encodeEnvelope(channel: string, payload: unknown, maxBytes: numb
       'the payload must be a JSON value (undefined, a function, a symbol or a toJSON() giving undefined is not)',
     )
   }
-  const id = randomUUID()
   // the envelope around the payload's JSON, without serializing the payload a second time
   const json = `{"id":"${id}","channel":${JSON.stringify(channel)},"time":${Date.now()},"payload":${payloadJson}}`
   const bytes = Buffer.byteLength(json)
@@ -61,6 +70,7 @@ function invalid(reason: string): RedisKitError {
 
 /** What a received envelope's id must be: no spaces, quotes or control characters (CR, LF) in it. */
 export const ENVELOPE_ID = /^[A-Za-z0-9._:-]{1,200}$/
+const ENVELOPE_ID_EXPECTED = '1 to 200 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"'
 
 /** Parses a received message; returns why it is unusable instead of throwing. */
 export function decodeEnvelope(text: string, channel: string, maxBytes: number): Envelope | string {
@@ -82,9 +92,7 @@ export function decodeEnvelope(text: string, channel: string, maxBytes: number):
   ) {
     return 'it is not an express-redis-kit envelope ({ id, channel, time, payload }) for this channel'
   }
-  if (!ENVELOPE_ID.test(envelope.id)) {
-    return 'its id is not 1 to 200 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"'
-  }
+  if (!ENVELOPE_ID.test(envelope.id)) return `its id is not ${ENVELOPE_ID_EXPECTED}`
   return envelope as Envelope
 }
 

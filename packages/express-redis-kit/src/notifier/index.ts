@@ -24,6 +24,17 @@ export interface SubscribeOptions<T> {
   group?: string
 }
 
+/** Options of one `publish` call. */
+export interface PublishOptions {
+  /**
+   * The message's id, instead of a random UUID: 1 to 200 characters of `A-Z a-z 0-9 . _ : -`.
+   * Give the same id to every publication of one event (a transactional outbox relaying a row
+   * again after a crash does), and subscribers recognise the repeat by `meta.id`.
+   * @default a random UUID
+   */
+  id?: string
+}
+
 /** Stops one subscription: no handler call starts after it resolves. */
 export type Unsubscribe = () => Promise<void>
 
@@ -37,7 +48,7 @@ export interface Notifier {
    * large, and with `ERK_REDIS_UNAVAILABLE` when Redis is down or did not answer within
    * `timeoutMs`; nothing is retried.
    */
-  publish(channel: string, payload: unknown): Promise<string>
+  publish(channel: string, payload: unknown, options?: PublishOptions): Promise<string>
   /**
    * Calls `handler` for each message on `channel`, one at a time and in order. Resolves
    * once the subscription is in place (it waits while Redis is unreachable). Handlers must
@@ -78,10 +89,10 @@ export function createNotifier(options: NotifierOptions): Notifier {
   return {
     mode,
 
-    async publish(channel, payload) {
+    async publish(channel, payload, publishOptions = {}) {
       checkChannel(channel)
       if (closed) throw closedError()
-      const { id, json } = encodeEnvelope(channel, payload, maxMessageBytes)
+      const { id, json } = encodeEnvelope(channel, payload, maxMessageBytes, publishOptions.id)
       const key = prefix + channel
       await runCommand<unknown>(
         client,

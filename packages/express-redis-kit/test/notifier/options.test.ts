@@ -238,6 +238,30 @@ describe(`notifier options and input (${redisMode} Redis)`, () => {
         expect(received.events()).to.deep.equal(['x'.repeat(100)])
       })
 
+      for (const id of ['', 'a b', 'line\nbreak', 'x'.repeat(201), 7]) {
+        it(`publish with id ${JSON.stringify(id).slice(0, 20)}: rejects with ERK_INVALID_MESSAGE naming the id, sends nothing`, async () => {
+          const created = notifier({ mode })
+          const received = inbox()
+          await created.subscribe('orders', received.handler)
+          const error = await failureOf(() => created.publish('orders', 'bad', { id: id as string }))
+          expect(error).to.have.property('code', 'ERK_INVALID_MESSAGE')
+          expect(error.message).to.include('the id must be')
+          await created.publish('orders', 'after')
+          await waitUntil(() => received.deliveries.length >= 1, 5_000, 'the valid message')
+          expect(received.events()).to.deep.equal(['after'])
+        })
+      }
+
+      it('publish with an id: resolves to it and every subscriber gets it as meta.id, the same on each publication', async () => {
+        const created = notifier({ mode })
+        const received = inbox()
+        await created.subscribe('orders', received.handler)
+        expect(await created.publish('orders', 'first', { id: 'outbox:42' })).to.equal('outbox:42')
+        await created.publish('orders', 'again', { id: 'outbox:42' })
+        await waitUntil(() => received.deliveries.length >= 2, 5_000, 'both publications')
+        expect(received.deliveries.map((delivery) => delivery.meta.id)).to.deep.equal(['outbox:42', 'outbox:42'])
+      })
+
       it('JSON values of every kind are sent as JSON gives them back', async () => {
         const created = notifier({ mode })
         const received = inbox()
