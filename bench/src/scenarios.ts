@@ -19,6 +19,7 @@ export const ALLOWED_SCENARIOS = [
   'erk-fixed-window',
   'erk-sliding-log',
   'erk-token-bucket',
+  'erk-no-headers',
   'express-rate-limit',
   'rate-limiter-flexible',
 ] as const
@@ -49,6 +50,7 @@ export const LABELS: Record<Scenario, string> = {
   'erk-fixed-window': "rateLimit 'fixed-window'",
   'erk-sliding-log': "rateLimit 'sliding-log'",
   'erk-token-bucket': "rateLimit 'token-bucket'",
+  'erk-no-headers': "rateLimit 'sliding-window', standardHeaders: false (no headers, as rate-limiter-flexible)",
   'express-rate-limit': 'express-rate-limit 8 + rate-limit-redis 6',
   'rate-limiter-flexible': 'rate-limiter-flexible 11 (RateLimiterRedis)',
   'erk-blocked': 'rateLimit (defaults)',
@@ -77,6 +79,7 @@ const ALGORITHM_OF: Partial<Record<Scenario, Algorithm>> = {
   'erk-fixed-window': 'fixed-window',
   'erk-sliding-log': 'sliding-log',
   'erk-token-bucket': 'token-bucket',
+  'erk-no-headers': 'sliding-window',
 }
 
 /** The Redis key a scenario's limiter keeps for {@link CLIENT_KEY}, given the scenario's prefix. */
@@ -119,6 +122,7 @@ export function buildMiddleware(
     return rateLimit({
       client: client as unknown as RedisClient,
       ...(algorithm ? { algorithm } : {}),
+      ...(scenario === 'erk-no-headers' ? { standardHeaders: false as const } : {}),
       limit,
       windowMs: WINDOW_MS,
       prefix,

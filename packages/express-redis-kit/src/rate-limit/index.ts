@@ -47,6 +47,13 @@ export interface RateLimitMiddleware extends RequestHandler {
   getKey(key: string, limit?: number): Promise<RateLimitState | undefined>
 }
 
+/** The Redis keys of a client: one per window and its block key, all in one slot; `all` is both, in script order. */
+interface ClientKeys {
+  windows: string[]
+  block: string
+  all: string[]
+}
+
 /** Seconds a client is told to wait when `onRedisError: 'block'` refuses it. */
 const REDIS_ERROR_RETRY_AFTER_SECONDS = 5
 
@@ -79,13 +86,12 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   /** 'local' mode: until when (monotonic ms) Redis is not asked, after it failed. */
   let redisRetryAt = 0
 
-  /** The Redis keys of a client: one per window, and its block key, all in one slot. */
-  const keysOf = (key: string): { windows: string[]; block: string } => {
+  /** A client's Redis keys (see {@link ClientKeys}). */
+  const keysOf = (key: string): ClientKeys => {
     const base = `${prefix}{${encodeKeyPart(key)}}`
-    return {
-      windows: config.limits ? config.limits.map((window) => `${base}:${window.windowMs}`) : [base],
-      block: `${base}:block`,
-    }
+    const windows = config.limits ? config.limits.map((window) => `${base}:${window.windowMs}`) : [base]
+    const block = `${base}:block`
+    return { windows, block, all: [...windows, block] }
   }
   // With a fixed limit (the common case) the windows never change.
   const fixedWindows =
@@ -101,6 +107,15 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     String(config.blockMs),
     ...windows.flatMap((window) => [String(window.limit), String(window.windowMs)]),
   ]
+  // With a fixed limit and cost (the common case) a decision's arguments differ only by their deadline.
+  const DEADLINE_ARG = 4
+  const fixedArgs =
+    fixedWindows && typeof config.cost === 'number' ? scriptArgs(fixedWindows, config.cost, true, '') : undefined
+  const decisionArgs = (windows: Window[], cost: number): string[] => {
+    const args = fixedArgs ? fixedArgs.slice() : scriptArgs(windows, cost, true, '')
+    args[DEADLINE_ARG] = deadline()
+    return args
+  }
   /**
    * How far Redis's clock is ahead of this host's (ms), as last seen in a decision's reply:
    * each decision carries its deadline on Redis's clock, so that one that reaches Redis after
@@ -131,14 +146,9 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   }
 
   /** Asks Redis; the error when it cannot answer (the caller applies onRedisError). */
-  async function decideInRedis(
-    keys: { windows: string[]; block: string },
-    windows: Window[],
-    cost: number,
-  ): Promise<Decision | Error> {
+  async function decideInRedis(keys: ClientKeys, windows: Window[], cost: number): Promise<Decision | Error> {
     try {
-      const args = scriptArgs(windows, cost, true, deadline())
-      const reply = (await scripts.decide.run(client, [...keys.windows, keys.block], args, timeoutMs)) as number[]
+      const reply = (await scripts.decide.run(client, keys.all, decisionArgs(windows, cost), timeoutMs)) as number[]
       // Learned first: a host clock behind Redis's would otherwise miss every deadline.
       clockOffset = Number(reply[1]) - Date.now()
       if (reply[0] === -1) throw new Error('the decision reached Redis after its deadline; it counted nothing')
@@ -329,8 +339,8 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     check('key', key, isNonEmptyString, 'a non-empty string', 'resetKey')
     blocks?.delete(key)
     const keys = keysOf(key)
-    local?.delete([...keys.windows, keys.block])
-    await runCommand(client, keys.block, (redis) => redis.del([...keys.windows, keys.block]), timeoutMs)
+    local?.delete(keys.all)
+    await runCommand(client, keys.block, (redis) => redis.del(keys.all), timeoutMs)
   }
 
   middleware.getKey = async (key: string, limit?: number) => {
@@ -346,12 +356,9 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     }
     const keys = keysOf(key)
     const windows = windowsOf(known || Number.MAX_SAFE_INTEGER)
-    const reply = (await scripts.decide.run(
-      client,
-      [...keys.windows, keys.block],
-      scriptArgs(windows, 0, false, ''),
-      timeoutMs,
-    )) as number[] | null
+    const reply = (await scripts.decide.run(client, keys.all, scriptArgs(windows, 0, false, ''), timeoutMs)) as
+      | number[]
+      | null
     if (!reply) return undefined
     const decision = parseDecision(reply, 2)
     const state = decision.windows[bindingWindow(decision)]!
