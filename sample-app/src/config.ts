@@ -1,8 +1,11 @@
+import path from 'node:path'
 import { z } from 'zod'
 import { parseClusterNodes } from './cluster-nodes.js'
 import { parseTrustProxy, type TrustProxy } from './trust-proxy.js'
 
 const DEVELOPMENT_SECRET = 'development-only-secret-change-me-in-production'
+/** Where mail goes without SMTP_URL: sample-app/mail.log (ignored by git, like every *.log). */
+const DEFAULT_MAIL_LOG = path.resolve(import.meta.dirname, '..', 'mail.log')
 
 const integer = (name: string, fallback: number, min: number, max: number) =>
   z
@@ -17,20 +20,29 @@ const integer = (name: string, fallback: number, min: number, max: number) =>
       return value
     })
 
+const hasProtocol = (text: string, protocols: string[]) => {
+  try {
+    return protocols.includes(new URL(text).protocol)
+  } catch {
+    return false
+  }
+}
+const urlMessage = (name: string, protocols: string[]) =>
+  `${name} must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`
+
 const url = (name: string, protocols: string[], fallback: string) =>
   z
     .string()
     .default(fallback)
-    .refine(
-      (text) => {
-        try {
-          return protocols.includes(new URL(text).protocol)
-        } catch {
-          return false
-        }
-      },
-      `${name} must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`,
-    )
+    .refine((text) => hasProtocol(text, protocols), urlMessage(name, protocols))
+
+/** A URL that may be left unset (or empty): undefined then. */
+const optionalUrl = (name: string, protocols: string[]) =>
+  z
+    .string()
+    .optional()
+    .transform((text) => (text === '' ? undefined : text))
+    .refine((text) => text === undefined || hasProtocol(text, protocols), urlMessage(name, protocols))
 
 const environment = z.object({
   NODE_ENV: z.string().default('development'),
@@ -73,7 +85,39 @@ const environment = z.object({
   SIGNUP_RATE_LIMIT: integer('SIGNUP_RATE_LIMIT', 10, 1, 1_000_000),
   SSE_MAX_PER_IP: integer('SSE_MAX_PER_IP', 10, 1, 1_000_000),
   SSE_MAX_TOTAL: integer('SSE_MAX_TOTAL', 1000, 1, 1_000_000),
+  // background jobs (src/jobs/)
+  QUEUE_REDIS_URL: optionalUrl('QUEUE_REDIS_URL', ['redis:', 'rediss:']),
+  SMTP_URL: optionalUrl('SMTP_URL', ['smtp:', 'smtps:']),
+  MAIL_LOG: z.string().min(1, 'MAIL_LOG must be a file path').default(DEFAULT_MAIL_LOG),
+  RUN_WORKER: z.enum(['true', 'false'], { message: 'RUN_WORKER must be true or false' }).default('true'),
+  WORKER_CONCURRENCY: integer('WORKER_CONCURRENCY', 5, 1, 100),
+  JOB_ATTEMPTS: integer('JOB_ATTEMPTS', 5, 1, 100),
+  JOB_BACKOFF_MS: integer('JOB_BACKOFF_MS', 2000, 0, 3_600_000),
+  JOB_LOCK_MS: integer('JOB_LOCK_MS', 30_000, 1_000, 3_600_000),
+  JOB_STALLED_INTERVAL_MS: integer('JOB_STALLED_INTERVAL_MS', 30_000, 500, 3_600_000),
 })
+
+/** Background jobs (src/jobs/): where the queue lives, how jobs are retried, where mail goes. */
+export interface JobsConfig {
+  /** The queue's own Redis (BullMQ wants `maxmemory-policy noeviction`); undefined: the app's Redis or Cluster. */
+  queueRedisUrl: string | undefined
+  /** Mail goes through this SMTP server (`smtp://` or `smtps://`); undefined: appended to `mailLog`. */
+  smtpUrl: string | undefined
+  /** The file mail is appended to as JSON lines when there is no `smtpUrl`. @default sample-app/mail.log */
+  mailLog: string
+  /** Whether the server process runs a job worker too (the quickstart); the worker script always does. @default true */
+  runWorker: boolean
+  /** Jobs one worker process runs at a time. @default 5 */
+  workerConcurrency: number
+  /** Attempts of a job before it fails for good (kept in the failed set for inspection). @default 5 */
+  attempts: number
+  /** The first retry's delay (ms); each next one doubles it (exponential backoff). @default 2000 */
+  backoffMs: number
+  /** How long a worker's lock on the job it runs lasts (ms; renewed at half of it while the worker lives). @default 30000 */
+  lockMs: number
+  /** How often workers look for jobs whose worker died (lock expired) and put them back to wait (ms). @default 30000 */
+  stalledIntervalMs: number
+}
 
 /** The app's settings, read from environment variables (each has a default that works on a development machine). */
 export interface Config {
@@ -106,6 +150,8 @@ export interface Config {
   sseMaxPerIp: number
   /** Open GET /events streams on one instance, all clients together; over it 503. */
   sseMaxTotal: number
+  /** Background jobs: QUEUE_REDIS_URL, SMTP_URL, MAIL_LOG, RUN_WORKER, WORKER_CONCURRENCY, JOB_* */
+  jobs: JobsConfig
 }
 
 /** Thrown for invalid settings; its message lists every problem, one per line. */
@@ -149,10 +195,32 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     signupRateLimit: values.SIGNUP_RATE_LIMIT,
     sseMaxPerIp: values.SSE_MAX_PER_IP,
     sseMaxTotal: values.SSE_MAX_TOTAL,
+    jobs: {
+      queueRedisUrl: values.QUEUE_REDIS_URL,
+      smtpUrl: values.SMTP_URL,
+      mailLog: path.resolve(values.MAIL_LOG),
+      runWorker: values.RUN_WORKER === 'true',
+      workerConcurrency: values.WORKER_CONCURRENCY,
+      attempts: values.JOB_ATTEMPTS,
+      backoffMs: values.JOB_BACKOFF_MS,
+      lockMs: values.JOB_LOCK_MS,
+      stalledIntervalMs: values.JOB_STALLED_INTERVAL_MS,
+    },
   }
 }
 
 /** Whether the configuration uses the built-in development secret (the server warns about it). */
 export function usesDevelopmentSecret(config: Config): boolean {
   return config.sessionSecrets[0] === DEVELOPMENT_SECRET
+}
+
+/** For a process's entry point: the configuration, or each problem on stderr and exit code 1. */
+export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Config {
+  try {
+    return loadConfig(env)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    console.error(error.message)
+    process.exit(1)
+  }
 }

@@ -1,17 +1,11 @@
 import type { AddressInfo } from 'node:net'
 import { createApp } from './app.js'
-import { ConfigError, loadConfig, usesDevelopmentSecret } from './config.js'
+import { loadConfigOrExit, usesDevelopmentSecret } from './config.js'
+import { runJobWorker } from './jobs/index.js'
 import { redisLocation } from './redis.js'
 import { createServices } from './services.js'
 
-let config: ReturnType<typeof loadConfig>
-try {
-  config = loadConfig()
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error
-  console.error(error.message)
-  process.exit(1)
-}
+const config = loadConfigOrExit()
 if (usesDevelopmentSecret(config)) {
   console.warn('SESSION_SECRETS is not set: using a development secret (never do this in production).')
 }
@@ -23,6 +17,8 @@ const server = createApp({ config, ...services }).listen(config.port, config.hos
   const { port } = server.address() as AddressInfo
   console.log(`sample app listening on http://${config.host}:${port}`)
 })
+// the quickstart runs the job worker in this process too; RUN_WORKER=false leaves it to `pnpm --filter sample-app worker`
+const jobWorker = config.jobs.runWorker ? runJobWorker(config, services.redis, console) : undefined
 server.on('error', (error) => {
   console.error(`cannot listen on ${config.host}:${config.port}: ${error.message}`)
   process.exit(1)
@@ -35,6 +31,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     stopping = true
     server.close()
     server.closeAllConnections() // SSE streams never end by themselves
+    await jobWorker?.close() // the jobs in hand finish (10 s at most) or go back to the queue
     await services.close()
   })
 }

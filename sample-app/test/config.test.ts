@@ -44,6 +44,15 @@ describe('loadConfig(env)', () => {
       SIGNUP_RATE_LIMIT: '5',
       SSE_MAX_PER_IP: '3',
       SSE_MAX_TOTAL: '50',
+      QUEUE_REDIS_URL: 'redis://queue:6379',
+      SMTP_URL: 'smtp://mail:1025',
+      MAIL_LOG: '/var/log/app-mail.log',
+      RUN_WORKER: 'false',
+      WORKER_CONCURRENCY: '2',
+      JOB_ATTEMPTS: '3',
+      JOB_BACKOFF_MS: '500',
+      JOB_LOCK_MS: '10000',
+      JOB_STALLED_INTERVAL_MS: '5000',
     })
     expect(config).to.deep.equal({
       production: true,
@@ -63,6 +72,17 @@ describe('loadConfig(env)', () => {
       signupRateLimit: 5,
       sseMaxPerIp: 3,
       sseMaxTotal: 50,
+      jobs: {
+        queueRedisUrl: 'redis://queue:6379',
+        smtpUrl: 'smtp://mail:1025',
+        mailLog: '/var/log/app-mail.log',
+        runWorker: false,
+        workerConcurrency: 2,
+        attempts: 3,
+        backoffMs: 500,
+        lockMs: 10_000,
+        stalledIntervalMs: 5_000,
+      },
     })
     expect(usesDevelopmentSecret(config)).to.equal(false)
   })
@@ -103,6 +123,15 @@ describe('loadConfig(env)', () => {
     ['TRUST_PROXY', 'proxy.example.com'],
     ['SSE_MAX_PER_IP', '0'],
     ['SSE_MAX_TOTAL', 'lots'],
+    ['QUEUE_REDIS_URL', 'http://127.0.0.1:6379'],
+    ['SMTP_URL', 'mail.example.com'],
+    ['MAIL_LOG', ''],
+    ['RUN_WORKER', 'yes'],
+    ['WORKER_CONCURRENCY', '0'],
+    ['JOB_ATTEMPTS', '0'],
+    ['JOB_BACKOFF_MS', '-1'],
+    ['JOB_LOCK_MS', '999'],
+    ['JOB_STALLED_INTERVAL_MS', 'often'],
     ['SESSION_SECRETS', 'short'],
     ['SESSION_SECRETS', `${secret},short`],
   ] as const) {
@@ -149,6 +178,24 @@ describe('loadConfig(env)', () => {
       .that.matches(
         /REDIS_CLUSTER_NODES: REDIS_CLUSTER_NODES must be a comma-separated list of host:port .*"10\.0\.0\.2"/,
       )
+  })
+
+  it("runs jobs on the app's Redis, mail to sample-app/mail.log and a worker in the server by default", () => {
+    expect(loadConfig({}).jobs).to.deep.include({
+      queueRedisUrl: undefined,
+      smtpUrl: undefined,
+      runWorker: true,
+      workerConcurrency: 5,
+      attempts: 5,
+      backoffMs: 2000,
+      lockMs: 30_000,
+      stalledIntervalMs: 30_000,
+    })
+    expect(loadConfig({}).jobs.mailLog).to.match(/sample-app\/mail\.log$/)
+    expect(loadConfig({ QUEUE_REDIS_URL: '', SMTP_URL: '' }).jobs).to.include({
+      queueRedisUrl: undefined,
+      smtpUrl: undefined,
+    })
   })
 
   it('lists every invalid variable at once', () => {

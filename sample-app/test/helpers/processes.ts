@@ -21,8 +21,11 @@ export interface Exit {
   killed: boolean
 }
 
-function spawnServer(env: Record<string, string>): { child: ChildProcess; out: () => string; err: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+function spawnServer(
+  env: Record<string, string>,
+  script = 'src/server.ts',
+): { child: ChildProcess; out: () => string; err: () => string } {
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
     cwd: appDir,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -56,8 +59,31 @@ function waitForExit(child: ChildProcess, withinMs: number): Promise<boolean> {
 }
 
 /** Starts a server and resolves once it prints the address it listens on. */
-export async function startServer(env: Record<string, string>, withinMs = 30_000): Promise<ServerProcess> {
-  const { child, out, err } = spawnServer(env)
+export function startServer(env: Record<string, string>, withinMs = 30_000): Promise<ServerProcess> {
+  return startProcess('src/server.ts', /sample app listening on (http:\/\/\S+)/, env, withinMs)
+}
+
+/** A job worker process (`node --import tsx src/worker.ts`). */
+export type WorkerProcess = Omit<ServerProcess, 'url'>
+
+/** Starts a job worker process and resolves once it prints that it is ready. */
+export function startWorker(env: Record<string, string>, withinMs = 30_000): Promise<WorkerProcess> {
+  return startProcess('src/worker.ts', /job worker ready()/, env, withinMs)
+}
+
+/** An outbox relay process (`node --import tsx src/outbox-relay.ts`). */
+export function startRelay(env: Record<string, string>, withinMs = 30_000): Promise<WorkerProcess> {
+  return startProcess('src/outbox-relay.ts', /outbox relay running()/, env, withinMs)
+}
+
+/** Starts `script` and resolves once its output matches `readyLine` (its first group is the url). */
+async function startProcess(
+  script: string,
+  readyLine: RegExp,
+  env: Record<string, string>,
+  withinMs: number,
+): Promise<ServerProcess> {
+  const { child, out, err } = spawnServer(env, script)
   const stop = async (graceMs = 10_000): Promise<Exit> => {
     let killed = false
     if (!exited(child)) {
@@ -71,14 +97,14 @@ export async function startServer(env: Record<string, string>, withinMs = 30_000
     return { code: child.exitCode, signal: child.signalCode, killed }
   }
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`no "listening" line within ${withinMs} ms`)), withinMs)
+    const timer = setTimeout(() => fail(new Error(`no ${readyLine} line within ${withinMs} ms`)), withinMs)
     const onData = () => {
-      const match = /sample app listening on (http:\/\/\S+)/.exec(out())
+      const match = readyLine.exec(out())
       if (!match) return
       cleanup()
-      resolve(match[1]!)
+      resolve(match[1] ?? '')
     }
-    const onExit = (code: number | null) => fail(new Error(`the server exited (${code}) before listening`))
+    const onExit = (code: number | null) => fail(new Error(`${script} exited (${code}) before it was ready`))
     const fail = (error: Error) => {
       cleanup()
       void stop(1_000).then(() => reject(new Error(`${error.message}\nstdout:\n${out()}\nstderr:\n${err()}`)))

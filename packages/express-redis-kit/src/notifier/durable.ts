@@ -1,6 +1,7 @@
 import { throttledLogger } from '../shared/logger.js'
-import { duplicateConnection, withTimeout } from '../shared/redis.js'
+import { duplicateConnection } from '../shared/redis.js'
 import { decodeEnvelope, type EventMeta, type Subscriber } from './envelope.js'
+import { Interruptible, stopLoop } from './interruptible.js'
 import type { ParsedNotifierOptions } from './options.js'
 
 /** The field of a stream entry that holds the JSON envelope. */
@@ -66,7 +67,7 @@ export class DurableSubscription {
   #loop: Promise<void> | undefined
   #stopping = false
   /** Interrupts what the loop is waiting on (a blocking read or a pause), not a handler. */
-  #interrupt: (() => void) | undefined
+  readonly #waiting = new Interruptible()
   #lastClaimAt = 0
   #lastPruneAt = 0
   /** Messages trimmed from the stream before this group read them, as last reported. */
@@ -104,11 +105,7 @@ export class DurableSubscription {
    */
   async stop(): Promise<void> {
     this.#stopping = true
-    this.#interrupt?.()
-    await this.#subscriber.idle()
-    if (this.#loop) await withTimeout(this.#loop, this.#options.timeoutMs).catch(() => {})
-    this.#connection?.destroy()
-    await this.#loop
+    await stopLoop(this.#waiting, this.#subscriber, this.#loop, this.#connection, this.#options.timeoutMs)
   }
 
   async #createGroup(): Promise<void> {
@@ -138,7 +135,7 @@ export class DurableSubscription {
           await this.#createGroup().catch(() => undefined)
         }
         this.#warn(`express-redis-kit notifier: reading ${this.#key} failed; retrying`, error)
-        await this.#pause(Math.min(1_000, this.#options.claimIdleMs))
+        await this.#waiting.pause(Math.min(1_000, this.#options.claimIdleMs))
       }
     }
   }
@@ -152,12 +149,7 @@ export class DurableSubscription {
     const options =
       block === undefined ? { COUNT: this.#options.batchSize } : { COUNT: this.#options.batchSize, BLOCK: block }
     const reading = connection.xReadGroup(this.#group, this.#options.consumer, { key: this.#key, id }, options)
-    const reply = await new Promise<Awaited<typeof reading>>((resolve, reject) => {
-      this.#interrupt = () => reject(new Error('stopped'))
-      reading.then(resolve, reject)
-    }).finally(() => {
-      this.#interrupt = undefined
-    })
+    const reply = await this.#waiting.wait(reading)
     return reply?.[0]?.messages ?? []
   }
 
@@ -267,17 +259,5 @@ export class DurableSubscription {
       }
       if (finished) done.push(id)
     }
-  }
-
-  #pause(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms)
-      this.#interrupt = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    }).finally(() => {
-      this.#interrupt = undefined
-    })
   }
 }

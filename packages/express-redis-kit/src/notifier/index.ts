@@ -1,11 +1,21 @@
-import { OptionError } from '../shared/errors.js'
+import { ArgumentError, OptionError, RedisKitError } from '../shared/errors.js'
 import { isCluster, runCommand } from '../shared/redis.js'
 import { DurableSubscription, ENTRY_FIELD } from './durable.js'
-import { type EventHandler, encodeEnvelope, Subscriber } from './envelope.js'
+import { type EventHandler, type EventMeta, encodeEnvelope, Subscriber } from './envelope.js'
+import {
+  entryEnvelope,
+  type FanoutCommands,
+  FanoutSubscription,
+  type GapInfo,
+  isGap,
+  STREAM_ID,
+  streamInfo,
+} from './fanout.js'
 import { isValidName, NAME_EXPECTED, type NotifierOptions, parseNotifierOptions } from './options.js'
 import { closedError, PubSubTransport } from './pubsub.js'
 
 export type { Envelope, EventHandler, EventMeta } from './envelope.js'
+export type { GapInfo } from './fanout.js'
 export type { NotifierOptions } from './options.js'
 
 /** Options of one `subscribe` call. */
@@ -22,6 +32,47 @@ export interface SubscribeOptions<T> {
    * @default the notifier's `group`
    */
   group?: string
+  /**
+   * Fan-out mode: where the subscription starts. `'$'`: with the messages published once
+   * `subscribe` resolved; `'0'`: with the oldest message the stream still holds; a stream
+   * entry id (`meta.streamId`, e.g. `'1700000000000-0'`): with the messages after it (when some
+   * of them were trimmed, `onGap` is called first).
+   * @default '$'
+   */
+  from?: string
+  /**
+   * Fan-out mode: called, and awaited, before the subscription delivers past messages it never
+   * read because the stream trimmed them (`maxLength`): it started from an id, or fell more than
+   * about `maxLength` messages behind, or Redis lost the stream (a restart without persistence).
+   * Delivery then goes on with the oldest message still there. Errors it throws are logged.
+   * @default undefined (the gap is logged as an error)
+   */
+  onGap?: (info: GapInfo) => void | Promise<void>
+}
+
+/** Options of {@link Notifier.history}. */
+export interface HistoryOptions {
+  /**
+   * A stream entry id (`meta.streamId`): the messages after it are returned (exclusive).
+   * @default undefined (from the oldest message the stream holds)
+   */
+  after?: string
+  /**
+   * The most messages returned, 1 to 10,000; read on from the last one's `meta.streamId`.
+   * @default 1000
+   */
+  limit?: number
+}
+
+/** What {@link Notifier.history} returns. */
+export interface History<T = unknown> {
+  /** The messages, oldest first; `meta.streamId` is each one's position. Malformed entries are skipped (logged). */
+  messages: { event: T; meta: EventMeta }[]
+  /**
+   * Whether messages after `after` are missing: trimmed (`maxLength`) or lost with the stream
+   * (Redis restarted without persistence). Always `false` without `after`.
+   */
+  trimmed: boolean
 }
 
 /** Options of one `publish` call. */
@@ -40,7 +91,7 @@ export type Unsubscribe = () => Promise<void>
 
 /** Publishes and receives JSON events through Redis; see {@link createNotifier}. */
 export interface Notifier {
-  readonly mode: 'pubsub' | 'durable'
+  readonly mode: 'pubsub' | 'durable' | 'fanout'
   /**
    * Publishes `payload` (any JSON value) on `channel` in one round trip (`PUBLISH`,
    * `SPUBLISH` on a Cluster, `XADD ... MAXLEN ~` in durable mode) and resolves to the
@@ -53,9 +104,20 @@ export interface Notifier {
    * Calls `handler` for each message on `channel`, one at a time and in order. Resolves
    * once the subscription is in place (it waits while Redis is unreachable). Handlers must
    * tolerate a message delivered twice (compare `meta.id`): durable delivery is
-   * at-least-once, and pub/sub may repeat a message when a Cluster moves a slot.
+   * at-least-once, and pub/sub may repeat a message when a Cluster moves a slot. In fan-out
+   * mode each subscription holds a connection of its own (blocking `XREAD`) and delivers every
+   * message once, in stream order, after a reconnect too (publishers may still repeat a message:
+   * the same `meta.id` under a new `meta.streamId`).
    */
   subscribe<T = unknown>(channel: string, handler: EventHandler<T>, options?: SubscribeOptions<T>): Promise<Unsubscribe>
+  /**
+   * Durable and fan-out modes: the messages of `channel` after `options.after`, oldest first, in
+   * one round trip on `client` (`XRANGE` exclusive, with `XINFO STREAM` to tell whether some were
+   * trimmed): a server replays what one client missed without a connection per client. `parse`
+   * is not applied. Rejects with `ERK_INVALID_ARGUMENT` for a bad `after` or `limit` (and in
+   * pub/sub mode, which keeps no history) and with `ERK_REDIS_UNAVAILABLE` like `publish`.
+   */
+  history<T = unknown>(channel: string, options?: HistoryOptions): Promise<History<T>>
   /** Ends every subscription (running handlers finish) and closes the notifier's own connections. */
   close(): Promise<void>
 }
@@ -69,6 +131,9 @@ export interface Notifier {
  * - `mode: 'durable'`: Redis Streams and consumer groups. Each group receives every
  *   message once (several processes in one group share the work); a message is
  *   acknowledged after its handler resolved, redelivered after `claimIdle` otherwise.
+ * - `mode: 'fanout'`: Redis Streams without groups. Every subscription reads every message
+ *   from its own position (`from`), resumes after a reconnect from the last one it delivered,
+ *   and hears of trimmed messages through `onGap`; `history()` reads what a client missed.
  *
  * Malformed messages, payloads that fail `parse` and failing handlers are logged and
  * never affect other messages or subscribers.
@@ -80,6 +145,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const pubsub = mode === 'pubsub' ? new PubSubTransport(parsed) : undefined
   /** Durable subscriptions by channel and group: one consumer per group and channel per notifier. */
   const durable = new Map<string, DurableSubscription>()
+  /** Fan-out subscriptions, each with its own connection. */
+  const fanout = new Set<FanoutSubscription>()
   let closed = false
 
   function checkChannel(channel: unknown): asserts channel is string {
@@ -103,7 +170,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
             sPublish(channel: string, message: string): Promise<number>
             xAdd(key: string, id: string, fields: Record<string, string>, options: unknown): Promise<string>
           }
-          if (mode === 'durable') {
+          if (mode !== 'pubsub') {
             return commands.xAdd(
               key,
               '*',
@@ -123,13 +190,35 @@ export function createNotifier(options: NotifierOptions): Notifier {
     async subscribe<T>(channel: string, handler: EventHandler<T>, subscribeOptions: SubscribeOptions<T> = {}) {
       checkChannel(channel)
       if (typeof handler !== 'function') throw new OptionError('handler', 'a function', handler)
-      const { parse, group = parsed.group } = subscribeOptions
+      const { parse, group = parsed.group, from, onGap } = subscribeOptions
       if (parse !== undefined && typeof parse !== 'function') {
         throw new OptionError('parse', 'a function (a zod schema’s parse fits)', parse)
       }
       if (!isValidName(group)) throw new OptionError('group', NAME_EXPECTED, group)
+      if (mode !== 'fanout' && (from !== undefined || onGap !== undefined)) {
+        throw new OptionError(from !== undefined ? 'from' : 'onGap', "unset outside mode 'fanout'", from ?? onGap)
+      }
+      if (from !== undefined && !(from === '$' || from === '0' || (typeof from === 'string' && STREAM_ID.test(from)))) {
+        throw new OptionError('from', "'$', '0' or a stream entry id like '1700000000000-0'", from)
+      }
+      if (onGap !== undefined && typeof onGap !== 'function') throw new OptionError('onGap', 'a function', onGap)
       if (closed) throw closedError()
       const subscriber = new Subscriber(channel, handler, parse, parsed.logger) as Subscriber<unknown>
+
+      if (mode === 'fanout') {
+        const subscription = new FanoutSubscription(parsed, subscriber, from ?? '$', onGap)
+        fanout.add(subscription)
+        try {
+          await subscription.start()
+        } catch (error) {
+          fanout.delete(subscription)
+          throw closed ? closedError() : error
+        }
+        return async () => {
+          if (!fanout.delete(subscription)) return
+          await subscription.stop()
+        }
+      }
 
       if (pubsub !== undefined) {
         await pubsub.add(subscriber).catch((error: unknown) => {
@@ -164,11 +253,53 @@ export function createNotifier(options: NotifierOptions): Notifier {
       }
     },
 
+    async history<T>(channel: string, historyOptions: HistoryOptions = {}): Promise<History<T>> {
+      checkChannel(channel)
+      const method = 'history'
+      if (mode === 'pubsub') {
+        throw new RedisKitError('ERK_INVALID_ARGUMENT', "express-redis-kit: history() needs mode 'fanout' or 'durable'")
+      }
+      if (typeof historyOptions !== 'object' || historyOptions === null) {
+        throw new ArgumentError(method, 'options', 'an object', historyOptions)
+      }
+      const { after, limit = 1000 } = historyOptions
+      if (after !== undefined && !(typeof after === 'string' && STREAM_ID.test(after))) {
+        throw new ArgumentError(method, 'after', "a stream entry id like '1700000000000-0'", after)
+      }
+      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) {
+        throw new ArgumentError(method, 'limit', 'an integer from 1 to 10000', limit)
+      }
+      if (closed) throw closedError()
+      const key = prefix + channel
+      const [entries, info] = await runCommand(
+        client,
+        key,
+        (redis) => {
+          const commands = redis as unknown as FanoutCommands
+          // both sent in the same tick: one round trip
+          return Promise.all([
+            commands.xRange(key, after === undefined ? '-' : `(${after}`, '+', { COUNT: limit }),
+            after === undefined ? undefined : streamInfo(commands, key),
+          ])
+        },
+        timeoutMs,
+      )
+      const messages: History<T>['messages'] = []
+      for (const { id, message } of entries) {
+        const envelope = entryEnvelope(parsed, channel, key, id, message)
+        if (envelope === undefined) continue
+        const meta: EventMeta = { id: envelope.id, channel, time: envelope.time, deliveries: 1, streamId: id }
+        messages.push({ event: envelope.payload as T, meta })
+      }
+      return { messages, trimmed: after !== undefined && isGap(info, after) }
+    },
+
     async close() {
       if (closed) return
       closed = true
-      await Promise.all([...durable.values()].map((subscription) => subscription.stop()))
+      await Promise.all([...durable.values(), ...fanout].map((subscription) => subscription.stop()))
       durable.clear()
+      fanout.clear()
       await pubsub?.close()
     },
   }

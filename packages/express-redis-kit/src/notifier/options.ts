@@ -20,7 +20,7 @@ export interface NotifierOptions {
    */
   client: RedisClient
   /**
-   * Prefix of the Redis channels (pub/sub) or stream keys (durable).
+   * Prefix of the Redis channels (pub/sub) or stream keys (durable, fan-out).
    * @default 'events:'
    */
   prefix?: string
@@ -29,9 +29,13 @@ export interface NotifierOptions {
    * a subscriber that is disconnected misses what is published meanwhile.
    * `'durable'`: Redis Streams with consumer groups, at-least-once: a message is
    * acknowledged only after its handler succeeded and survives subscriber restarts.
+   * `'fanout'`: fan-out with history on Redis Streams: every subscription (on every instance)
+   * reads every message from its own position, may start from a given message, resumes after
+   * a reconnect from the last message it delivered, and is told (`onGap`) when messages it
+   * had not read were trimmed; `history()` reads what came after a message.
    * @default 'pubsub'
    */
-  mode?: 'pubsub' | 'durable'
+  mode?: 'pubsub' | 'durable' | 'fanout'
   /**
    * Where malformed messages, failing handlers and connection errors are reported.
    * @default console
@@ -40,7 +44,7 @@ export interface NotifierOptions {
   /**
    * Called (pub/sub mode) after a subscriber connection came back and its subscriptions
    * were renewed: messages published meanwhile are lost, so drop what you cached from
-   * them. Not called in durable mode, where nothing is lost.
+   * them. Not called in durable and fan-out modes, where nothing is lost within maxLength.
    * @default undefined (none)
    */
   onReconnect?: () => void | Promise<void>
@@ -55,7 +59,8 @@ export interface NotifierOptions {
    */
   maxMessageBytes?: number
   /**
-   * Durable: the stream is trimmed to about this many entries (`XADD ... MAXLEN ~`).
+   * Durable and fan-out: the stream is trimmed to about this many entries (`XADD ... MAXLEN ~`;
+   * Redis keeps at least this many, trimming whole macro nodes, so a few more may stay).
    * @default 10000
    */
   maxLength?: number
@@ -83,7 +88,7 @@ export interface NotifierOptions {
    */
   maxDeliveries?: number
   /**
-   * Durable: how many messages one read takes (and one `XACK` acknowledges).
+   * Durable and fan-out: how many messages one read takes (and, durable, one `XACK` acknowledges).
    * @default 10
    */
   batchSize?: number
@@ -93,7 +98,7 @@ export interface NotifierOptions {
 export interface ParsedNotifierOptions {
   client: RedisClient
   prefix: string
-  mode: 'pubsub' | 'durable'
+  mode: 'pubsub' | 'durable' | 'fanout'
   logger: Logger
   onReconnect: (() => void | Promise<void>) | undefined
   timeoutMs: number
@@ -142,7 +147,7 @@ export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOp
   rejectUnknownOptions(options, KNOWN_OPTIONS)
   parseClient(options.client)
   const mode = options.mode ?? 'pubsub'
-  check(mode === 'pubsub' || mode === 'durable', 'mode', "'pubsub' or 'durable'", mode)
+  check(mode === 'pubsub' || mode === 'durable' || mode === 'fanout', 'mode', "'pubsub', 'durable' or 'fanout'", mode)
   check(
     options.onReconnect === undefined || typeof options.onReconnect === 'function',
     'onReconnect',

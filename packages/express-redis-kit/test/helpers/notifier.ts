@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process'
 import { createClient } from 'redis'
 import type { EventHandler, EventMeta } from '../../src/index.js'
+import { clusterSlot } from '../../src/shared/redis.js'
 import { mode, type RedisClient, redisAddresses } from './redis.js'
 
 /*
@@ -138,4 +139,28 @@ export function parseUser(payload: unknown): { name: string } {
   )
   error.name = 'ZodError'
   throw error
+}
+
+type Slots = { slots: ({ master: { port: number } } | undefined)[] }
+
+/** The port of the master that serves `key`'s slot, as `client` sees it. */
+export function masterPort(client: RedisClient, key: string): number {
+  const port = (client as unknown as Slots).slots[clusterSlot(key)]?.master.port
+  if (port === undefined) throw new Error(`no master known for ${key}`)
+  return port
+}
+
+/** Channel names whose prefixed keys cover every master of `client` (at least `perMaster` on each). */
+export function channelsOnEveryMaster(client: RedisClient, prefix: string, perMaster = 2): Map<string, number> {
+  const masters = new Set((client as unknown as Slots).slots.map((slot) => slot?.master.port))
+  const channels = new Map<string, number>()
+  const counts = new Map<number, number>()
+  for (let i = 0; channels.size < masters.size * perMaster && i < 10_000; i++) {
+    const channel = `channel-${i}`
+    const port = masterPort(client, prefix + channel)
+    if ((counts.get(port) ?? 0) >= perMaster) continue
+    counts.set(port, (counts.get(port) ?? 0) + 1)
+    channels.set(channel, port)
+  }
+  return channels
 }

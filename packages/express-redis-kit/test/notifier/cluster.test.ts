@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import { createNotifier, type Notifier } from '../../src/index.js'
 import { clusterSlot } from '../../src/shared/redis.js'
-import { failureOf, inbox, redisCli, unhandledRejections } from '../helpers/notifier.js'
+import { channelsOnEveryMaster, failureOf, inbox, redisCli, unhandledRejections } from '../helpers/notifier.js'
 import { recordingLogger, waitUntil } from '../helpers/outage.js'
 import {
   connectRedis,
@@ -19,30 +19,6 @@ import {
  * spread over every master must all work, and a master going down must not take the
  * process or close() with it. Only meaningful against a Cluster: skipped in single mode.
  */
-type Slots = { slots: ({ master: { port: number } } | undefined)[] }
-
-/** The port of the master that serves `key`'s slot, as `client` sees it. */
-function masterPort(client: RedisClient, key: string): number {
-  const port = (client as unknown as Slots).slots[clusterSlot(key)]?.master.port
-  if (port === undefined) throw new Error(`no master known for ${key}`)
-  return port
-}
-
-/** Channel names whose prefixed keys cover every master of `client` (at least `perMaster` on each). */
-function channelsOnEveryMaster(client: RedisClient, prefix: string, perMaster = 2): Map<string, number> {
-  const masters = new Set((client as unknown as Slots).slots.map((slot) => slot?.master.port))
-  const channels = new Map<string, number>()
-  const counts = new Map<number, number>()
-  for (let i = 0; channels.size < masters.size * perMaster && i < 10_000; i++) {
-    const channel = `channel-${i}`
-    const port = masterPort(client, prefix + channel)
-    if ((counts.get(port) ?? 0) >= perMaster) continue
-    counts.set(port, (counts.get(port) ?? 0) + 1)
-    channels.set(channel, port)
-  }
-  return channels
-}
-
 describe(`notifier on a Redis Cluster (${mode} Redis)`, () => {
   const unhandled = unhandledRejections()
   const notifiers: Notifier[] = []
