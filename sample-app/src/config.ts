@@ -95,6 +95,11 @@ const environment = z.object({
   JOB_BACKOFF_MS: integer('JOB_BACKOFF_MS', 2000, 0, 3_600_000),
   JOB_LOCK_MS: integer('JOB_LOCK_MS', 30_000, 1_000, 3_600_000),
   JOB_STALLED_INTERVAL_MS: integer('JOB_STALLED_INTERVAL_MS', 30_000, 500, 3_600_000),
+  // the transactional outbox's relay (src/outbox.ts)
+  OUTBOX_RELAY: z.enum(['true', 'false'], { message: 'OUTBOX_RELAY must be true or false' }).default('true'),
+  OUTBOX_POLL_MS: integer('OUTBOX_POLL_MS', 5000, 10, 3_600_000),
+  OUTBOX_BATCH_SIZE: integer('OUTBOX_BATCH_SIZE', 100, 1, 10_000),
+  OUTBOX_RETRY_MAX_MS: integer('OUTBOX_RETRY_MAX_MS', 30_000, 100, 3_600_000),
 })
 
 /** Background jobs (src/jobs/): where the queue lives, how jobs are retried, where mail goes. */
@@ -117,6 +122,18 @@ export interface JobsConfig {
   lockMs: number
   /** How often workers look for jobs whose worker died (lock expired) and put them back to wait (ms). @default 30000 */
   stalledIntervalMs: number
+}
+
+/** The transactional outbox's relay (src/outbox.ts). */
+export interface OutboxConfig {
+  /** Whether this instance runs a relay (any number of instances may: they claim different rows). @default true */
+  relay: boolean
+  /** How often (ms) the relay looks for rows it was not notified of (LISTEN down, rows a dead relay left). @default 5000 */
+  pollMs: number
+  /** Rows claimed, relayed and deleted per transaction. @default 100 */
+  batchSize: number
+  /** The longest wait (ms) between two tries while relaying fails (it starts at 100 ms and doubles). @default 30000 */
+  retryMaxMs: number
 }
 
 /** The app's settings, read from environment variables (each has a default that works on a development machine). */
@@ -152,6 +169,8 @@ export interface Config {
   sseMaxTotal: number
   /** Background jobs: QUEUE_REDIS_URL, SMTP_URL, MAIL_LOG, RUN_WORKER, WORKER_CONCURRENCY, JOB_* */
   jobs: JobsConfig
+  /** The outbox relay: OUTBOX_RELAY, OUTBOX_POLL_MS, OUTBOX_BATCH_SIZE, OUTBOX_RETRY_MAX_MS */
+  outbox: OutboxConfig
 }
 
 /** Thrown for invalid settings; its message lists every problem, one per line. */
@@ -205,6 +224,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       backoffMs: values.JOB_BACKOFF_MS,
       lockMs: values.JOB_LOCK_MS,
       stalledIntervalMs: values.JOB_STALLED_INTERVAL_MS,
+    },
+    outbox: {
+      relay: values.OUTBOX_RELAY === 'true',
+      pollMs: values.OUTBOX_POLL_MS,
+      batchSize: values.OUTBOX_BATCH_SIZE,
+      retryMaxMs: values.OUTBOX_RETRY_MAX_MS,
     },
   }
 }

@@ -3,6 +3,7 @@ import { createNotifier, type Notifier } from 'express-redis-kit'
 import type { Config } from './config.js'
 import { EventStream } from './events.js'
 import { PrismaClient } from './generated/prisma/client.js'
+import { cacheInvalidationHandler, OutboxRelay, userEventHandler } from './outbox.js'
 import { connectRedis, type Redis } from './redis.js'
 
 export type { Redis } from './redis.js'
@@ -13,6 +14,11 @@ export interface Services {
   redis: Redis
   notifier: Notifier
   events: EventStream
+  /**
+   * This instance's outbox relay (started; `undefined` with OUTBOX_RELAY=false): it relays `event` and `cache` rows;
+   * register the handler of another kind with `outbox.register(kind, handler)`.
+   */
+  outbox: OutboxRelay | undefined
   /** Resolves once Redis is connected, or after `ms` if it is not (the app then starts without it). */
   redisReady(ms: number): Promise<boolean>
   /** Ends the event streams and subscriptions, then the connections. */
@@ -47,13 +53,28 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
   })
   events = new EventStream(notifier, logger)
   const stream = events
+  const outbox = config.outbox.relay
+    ? new OutboxRelay({
+        databaseUrl: config.databaseUrl,
+        pollMs: config.outbox.pollMs,
+        batchSize: config.outbox.batchSize,
+        retryMaxMs: config.outbox.retryMaxMs,
+        logger,
+      })
+        .register('event', userEventHandler(notifier))
+        // the prefix app.ts gives the response cache and cached()
+        .register('cache', cacheInvalidationHandler(redis, `${config.redisPrefix}cache:`))
+        .start()
+    : undefined
   return {
     prisma,
     redis,
     notifier,
     events: stream,
+    outbox,
     redisReady: (ms) => connection.ready(ms),
     async close() {
+      await outbox?.stop()
       await stream.close()
       await notifier.close()
       connection.destroy()

@@ -1,8 +1,20 @@
 import { expect } from 'chai'
 import { createClient } from 'redis'
 import { loadConfig } from '../src/config.js'
-import { createJobQueue, JobInputError, type JobQueue } from '../src/jobs/index.js'
-import { deleteKeys, recordingLogger, testEnv, uniqueEmail } from './helpers/app.js'
+import { createJobQueue, JobInputError, type JobQueue, runJobWorker } from '../src/jobs/index.js'
+import { connectRedis } from '../src/redis.js'
+import {
+  clusterNodes,
+  deleteKeys,
+  expectClusterUp,
+  keysUnder,
+  logIn,
+  recordingLogger,
+  signedInUser,
+  startApp,
+  testEnv,
+  uniqueEmail,
+} from './helpers/app.js'
 import { completed, eventually, jobState, readMailLog, uniqueMailLog } from './helpers/jobs.js'
 import { startWorker, type WorkerProcess } from './helpers/processes.js'
 import { type DisposableRedis, startDisposableRedis } from './helpers/redis.js'
@@ -188,3 +200,53 @@ async function expectRejection(promise: Promise<unknown>, type: new () => Error,
   expect(error).to.be.instanceOf(type)
   expect((error as Error).message).to.match(message)
 }
+
+describe('background jobs in the app', function () {
+  this.timeout(60_000)
+  const quiet = () => ({ ...recordingLogger(), log() {} })
+
+  it('account-cleanup ends every session of the user', async () => {
+    const app = await startApp({ RUN_WORKER: 'false' })
+    const jobs = createJobQueue(app.config, quiet())
+    const worker = runJobWorker(app.config, app.services.redis, quiet())
+    try {
+      const user = await signedInUser(app)
+      const second = await logIn(app, user)
+      for (const cookie of [user.cookie, second])
+        expect((await app.http().get('/me').set('Cookie', cookie)).status).to.equal(200)
+      await jobs.enqueue('account-cleanup', { userId: user.id }, 'account-cleanup.test-1')
+      await completed(jobs, 'account-cleanup.test-1')
+      for (const cookie of [user.cookie, second])
+        expect((await app.http().get('/me').set('Cookie', cookie)).status).to.equal(401)
+    } finally {
+      await worker.close()
+      await jobs.close()
+      await app.close()
+    }
+  })
+
+  it('runs on the Redis Cluster (REDIS_CLUSTER_NODES) with the queue in one hash slot, once per job id', async () => {
+    await expectClusterUp(clusterNodes)
+    const config = loadConfig(testEnv({ REDIS_CLUSTER_NODES: clusterNodes, MAIL_LOG: uniqueMailLog() }))
+    const redis = connectRedis(config, quiet())
+    const jobs = createJobQueue(config, quiet())
+    const worker = runJobWorker(config, redis.redis, quiet())
+    try {
+      await jobs.enqueue('welcome-email', welcome(), 'welcome-email.cluster-1')
+      await jobs.enqueue('welcome-email', welcome(), 'welcome-email.cluster-1')
+      await jobs.enqueue('welcome-email', welcome(), 'welcome-email.cluster-2')
+      await completed(jobs, 'welcome-email.cluster-1')
+      await completed(jobs, 'welcome-email.cluster-2')
+      const sent = (await readMailLog(config.jobs.mailLog)).map((mail) => mail.jobId).sort()
+      expect(sent).to.deep.equal(['welcome-email.cluster-1', 'welcome-email.cluster-2'])
+      const keys = await keysUnder(config.redisPrefix, config.redisClusterNodes)
+      expect(keys.length).to.be.greaterThan(0)
+      expect(keys.every((key) => key.startsWith(`${config.redisPrefix}{jobs}:jobs:`))).to.equal(true)
+    } finally {
+      await worker.close()
+      await jobs.close()
+      redis.destroy()
+      await deleteKeys(config.redisPrefix, config.redisClusterNodes)
+    }
+  })
+})

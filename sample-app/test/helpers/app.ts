@@ -1,6 +1,8 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import type { Server } from 'node:http'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { expect } from 'chai'
 import { createClient, createCluster } from 'redis'
 import request, { type Response } from 'supertest'
@@ -38,6 +40,8 @@ export function testEnv(overrides: Record<string, string> = {}): NodeJS.ProcessE
     LOGIN_FAILURES_PER_ACCOUNT_AND_IP: '1000000',
     LOGIN_FAILURES_PER_ACCOUNT: '1000000',
     SIGNUP_RATE_LIMIT: '1000000',
+    // mail from the test's job workers, never in sample-app/mail.log
+    MAIL_LOG: path.join(tmpdir(), `express-redis-kit-test-mail-${process.pid}.log`),
     ...overrides,
   }
 }
