@@ -5,9 +5,7 @@
  * nowhere, a real Redis), so that the instruction count is the app's work and nothing else.
  * Environment: BENCH_SCENARIO, BENCH_ROUTE, BENCH_REQUESTS, BENCH_PREFIX.
  */
-import { IncomingMessage, ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
-import { Duplex } from 'node:stream'
+import { type Handler, sendInMemory, sendMany } from './callgrind.js'
 import { connectRedis, type ServerRedis } from './serve.js'
 import { buildApp, ROUTE_REQUESTS, type Route, SESSION_SCENARIOS, type SessionScenario } from './session-scenarios.js'
 
@@ -16,42 +14,16 @@ if (!SESSION_SCENARIOS.includes(scenario)) throw new Error(`unknown BENCH_SCENAR
 const route = process.env.BENCH_ROUTE as Route
 const count = Number(process.env.BENCH_REQUESTS)
 const client: ServerRedis | undefined = scenario === 'express' ? undefined : (await connectRedis(scenario)).client
-const app = buildApp(scenario, client, process.env.BENCH_PREFIX ?? '') as unknown as {
-  handle(req: IncomingMessage, res: ServerResponse, done: () => void): void
-}
+const app = buildApp(scenario, client, process.env.BENCH_PREFIX ?? '') as unknown as Handler
 
-/** One request through the app; resolves with its status and Set-Cookie. */
-function send(method: string, path: string, cookie: string | undefined): Promise<ServerResponse> {
-  return new Promise((resolve) => {
-    const socket = new Duplex({
-      read() {},
-      write(_chunk, _encoding, done) {
-        done()
-      },
-    }) as unknown as Socket
-    const req = new IncomingMessage(socket)
-    req.method = method
-    req.url = path
-    req.headers = cookie ? { host: 'bench', cookie } : { host: 'bench' }
-    req.push(null)
-    const res = new ServerResponse(req)
-    res.assignSocket(socket)
-    res.once('finish', () => resolve(res))
-    app.handle(req, res, () => resolve(res))
-  })
-}
+const send = (method: string, path: string, cookie: string | undefined) =>
+  sendInMemory(app, method, path, cookie ? { cookie } : {})
 
 const login = await send('POST', '/login', undefined)
 const cookie = String(login.getHeader('set-cookie') ?? '').split(';')[0] || undefined
 const { method, path } = ROUTE_REQUESTS[route]
-let sent = 0
-await Promise.all(
-  Array.from({ length: 20 }, async () => {
-    while (sent < count) {
-      sent++
-      const res = await send(method, path, cookie)
-      if (res.statusCode !== 200) throw new Error(`${scenario}: ${method} ${path} answered ${res.statusCode}`)
-    }
-  }),
-)
+await sendMany(count, 20, async () => {
+  const res = await send(method, path, cookie)
+  if (res.statusCode !== 200) throw new Error(`${scenario}: ${method} ${path} answered ${res.statusCode}`)
+})
 await client?.close()

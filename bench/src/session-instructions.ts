@@ -16,12 +16,10 @@
  * Environment: BENCH_ROUTES (default 'read'; 'read,write' for both), BENCH_FEW (default 2000), BENCH_MANY (default 10000), BENCH_REPEAT (default 1:
  * each difference is measured that many times, the median is kept).
  */
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
+import { callgrindInstructions } from './callgrind.js'
 import { log, median, positive, ratio, thousands } from './harness.js'
 import { ROUTE_REQUESTS, ROUTES, type Route, SESSION_LABELS, type SessionScenario } from './session-scenarios.js'
 
-const run = promisify(execFile)
 const FEW = Math.round(positive('BENCH_FEW', 2000))
 const MANY = Math.round(positive('BENCH_MANY', 10000))
 const REPEAT = Math.round(positive('BENCH_REPEAT', 1))
@@ -33,25 +31,13 @@ const SCENARIOS: SessionScenario[] = ['one-evalsha', 'erk-session', 'erk-session
 const CHILD = new URL('./session-instructions-child.ts', import.meta.url).pathname
 
 /** Instructions of one child run. */
-async function instructions(scenario: SessionScenario, route: Route, requests: number): Promise<number> {
-  const { stderr } = await run(
-    'valgrind',
-    ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, '--import', 'tsx', CHILD],
-    {
-      env: {
-        ...process.env,
-        BENCH_SCENARIO: scenario,
-        BENCH_ROUTE: route,
-        BENCH_REQUESTS: String(requests),
-        BENCH_PREFIX: `bench-instructions:${process.pid}:${scenario}:`,
-      },
-      maxBuffer: 64 * 1024 * 1024,
-    },
-  )
-  const collected = /Collected : (\d+)/.exec(stderr)
-  if (!collected) throw new Error(`callgrind reported no count for ${scenario}:\n${stderr.slice(-2000)}`)
-  return Number(collected[1])
-}
+const instructions = (scenario: SessionScenario, route: Route, requests: number): Promise<number> =>
+  callgrindInstructions(CHILD, {
+    BENCH_SCENARIO: scenario,
+    BENCH_ROUTE: route,
+    BENCH_REQUESTS: String(requests),
+    BENCH_PREFIX: `bench-instructions:${process.pid}:${scenario}:`,
+  })
 
 const results = new Map<string, number>()
 for (const route of ROUTES_MEASURED) {
