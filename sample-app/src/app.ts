@@ -29,7 +29,7 @@ export interface AppDependencies {
 
 /** Creates the Express app (without listening). */
 export function createApp(deps: AppDependencies): express.Express {
-  const { config, prisma, redis, notifier, events, logger = console } = deps
+  const { config, prisma, redis, events, logger = console } = deps
   const prefix = config.redisPrefix
   const app = express()
   app.disable('x-powered-by')
@@ -78,7 +78,7 @@ export function createApp(deps: AppDependencies): express.Express {
     systemRoutes({ prisma, redis, events, streamLimits: { perIp: config.sseMaxPerIp, total: config.sseMaxTotal } }),
   )
   app.use(authRoutes({ config, prisma, redis, sessions, cachePrefix, logger }))
-  app.use(userRoutes({ config, prisma, redis, notifier, sessions, cachePrefix, logger }))
+  app.use(userRoutes({ config, prisma, redis, sessions, cachePrefix, logger }))
   app.use(sessionRoutes({ sessions }))
   app.use(uiRoutes()) // GET / and the UI's files (sample-app/public)
 

@@ -1,12 +1,13 @@
 import { type Request, Router } from 'express'
-import { cacheResponse, invalidateTags, type Notifier, rateLimit, type SessionMiddleware } from 'express-redis-kit'
+import { cacheResponse, invalidateTags, rateLimit, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
 import type { Config } from '../config.js'
 import { userTag } from '../credentials.js'
 import { HttpError } from '../errors.js'
-import { publishUserEvent, type UserEventName } from '../events.js'
-import type { PrismaClient } from '../generated/prisma/client.js'
+import type { UserEventName } from '../events.js'
+import type { Prisma, PrismaClient } from '../generated/prisma/client.js'
 import { body, email, name, ownUser, password, publicUser, requireUser, tooMany, uniqueEmail, userId } from '../http.js'
+import { writeOutbox } from '../outbox.js'
 import { hashPassword, verifyPassword } from '../passwords.js'
 import type { Redis } from '../services.js'
 
@@ -42,30 +43,42 @@ const PASSWORD_CHECK_WINDOW = '15m'
  * cache as its page: a successful PATCH or DELETE invalidates `/users/:id`, and a sign-up
  * the `/users/:id` of its `Location` (a 404 cached while the id was probed), on every
  * instance, with no code here. Every write also invalidates the tags it affects (the list,
- * and the user's record that GET /me reads through cached()) and publishes a user event.
+ * and the user's record that GET /me reads through cached()), and writes its user event to the
+ * outbox in the same transaction as the change: the outbox relay publishes it (src/outbox.ts).
  */
 export function userRoutes(deps: {
   config: Config
   prisma: PrismaClient
   redis: Redis
-  notifier: Notifier
   sessions: SessionMiddleware
   cachePrefix: string
   logger: Pick<Console, 'warn' | 'error'>
 }): Router {
-  const { config, prisma, redis, notifier, sessions, cachePrefix, logger } = deps
+  const { config, prisma, redis, sessions, cachePrefix, logger } = deps
   const router = Router()
 
-  /** After a write: drop the cached copies everywhere, tell every instance. Redis failing here only logs. */
-  async function announce(event: UserEventName, id: number): Promise<void> {
-    await Promise.all([
-      invalidateTags(redis, ['users', userTag(id)], { prefix: cachePrefix }).catch((error: unknown) =>
-        logger.warn(`cache: invalidating user ${id} failed; cached copies expire with their ttl`, error),
-      ),
-      publishUserEvent(notifier, event, { id }).catch((error: unknown) =>
-        logger.warn(`events: publishing ${event} failed`, error),
-      ),
-    ])
+  /** In the change's transaction: its user event, which the outbox relay publishes once the change commits. */
+  async function recordEvent(tx: Prisma.TransactionClient, event: UserEventName, id: number): Promise<void> {
+    await writeOutbox(tx, [{ kind: 'event', name: event, payload: { id } }])
+  }
+
+  /**
+   * After the commit: drops the cached copies everywhere. With Redis failing it writes the invalidation to the
+   * outbox instead, and the relay makes it once Redis is back (copies cached before stay until then).
+   */
+  async function invalidate(id: number): Promise<void> {
+    const tags = ['users', userTag(id)]
+    try {
+      await invalidateTags(redis, tags, { prefix: cachePrefix })
+    } catch (error) {
+      logger.warn(`cache: invalidating user ${id} failed; the outbox makes it once Redis is back`, error)
+      await writeOutbox(prisma, [{ kind: 'cache', name: 'invalidate', payload: { tags } }]).catch((error: unknown) =>
+        logger.warn(
+          `cache: the outbox could not take user ${id}'s invalidation; cached copies expire with their ttl`,
+          error,
+        ),
+      )
+    }
   }
 
   // One user's public page: its writes below go through it too, and invalidate it (RFC 9111 4.4).
@@ -87,8 +100,14 @@ export function userRoutes(deps: {
   router.post('/users', userPage, signUps, body(SignUp), async (req, res) => {
     const { email, name, password } = req.body as z.infer<typeof SignUp>
     const passwordHash = await hashPassword(password)
-    const user = await prisma.user.create({ data: { email, name, passwordHash }, select: ownUser }).catch(uniqueEmail)
-    await announce('user.created', user.id)
+    const user = await prisma
+      .$transaction(async (tx) => {
+        const created = await tx.user.create({ data: { email, name, passwordHash }, select: ownUser })
+        await recordEvent(tx, 'user.created', created.id)
+        return created
+      })
+      .catch(uniqueEmail)
+    await invalidate(user.id)
     // the Location makes userPage drop a "no such user" cached for this id before it existed
     res.status(201).location(`/users/${user.id}`).json(user)
   })
@@ -146,8 +165,14 @@ export function userRoutes(deps: {
         ? null
         : await prisma.user.findUnique({ where: { id }, select: { email: true, passwordHash: true } })
     if (!stored || (password === undefined && changes.email === stored.email)) {
-      const user = await prisma.user.update({ where: { id }, data: changes, select: ownUser }).catch(uniqueEmail)
-      await announce('user.updated', id)
+      const user = await prisma
+        .$transaction(async (tx) => {
+          const updated = await tx.user.update({ where: { id }, data: changes, select: ownUser })
+          await recordEvent(tx, 'user.updated', id)
+          return updated
+        })
+        .catch(uniqueEmail)
+      await invalidate(id)
       res.json(user)
       return
     }
@@ -172,6 +197,7 @@ export function userRoutes(deps: {
           data: { ...changes, ...(passwordHash && { passwordHash }), credentialVersion: { increment: 1 } },
           select: { ...ownUser, credentialVersion: true },
         })
+        await recordEvent(tx, 'user.updated', id)
         // Before the commit, the row locked: no cached copy of the old version outlives the change
         // (the check's loader waits for the row). Redis failing here rolls everything back (503).
         await invalidateTags(redis, [userTag(id)], { prefix: cachePrefix })
@@ -194,16 +220,19 @@ export function userRoutes(deps: {
       .catch((error: unknown) =>
         logger.warn(`sessions: ending the other sessions of user ${id} failed; they are refused anyway`, error),
       )
-    await announce('user.updated', id)
+    await invalidate(id)
     res.json(user)
   })
 
   router.delete('/users/:id', userPage, async (req, res) => {
     const id = await ownAccount(req)
-    await prisma.user.delete({ where: { id } })
+    await prisma.$transaction(async (tx) => {
+      await tx.user.delete({ where: { id } })
+      await recordEvent(tx, 'user.deleted', id)
+    })
     await sessions.destroyUserSessions(id)
     await req.session.destroy()
-    await announce('user.deleted', id)
+    await invalidate(id)
     res.status(204).end()
   })
 

@@ -12,7 +12,7 @@ export const testDatabaseUrl =
 
 let prepared: Promise<void> | undefined
 
-/** Creates and migrates the test database, then empties "User" — once per process (root hook or first suite). */
+/** Creates and migrates the test database, then empties "User" and "Outbox" — once per process (root hook or first suite). */
 export function prepareDatabase(): Promise<void> {
   prepared ??= (async () => {
     const name = decodeURIComponent(new URL(testDatabaseUrl).pathname.slice(1))
@@ -27,6 +27,8 @@ export function prepareDatabase(): Promise<void> {
       console.log = log
     }
     await query('TRUNCATE TABLE "User" RESTART IDENTITY CASCADE')
+    // not its identity: a message id (outbox-<row id>) is never given to two events, even by two runs
+    await query('TRUNCATE TABLE "Outbox"')
   })()
   return prepared
 }

@@ -14,6 +14,8 @@ export interface TcpProxy {
    * reach the server). Resolves once it has.
    */
   cutWhenSent(marker: string): Promise<void>
+  /** Cuts the network now: drops the connections and refuses new ones until restore(). */
+  cut(): void
   /** Lets connections through again. */
   restore(): void
   close(): Promise<void>
@@ -73,6 +75,7 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
         trigger = { marker, fired: resolve }
       })
     },
+    cut: cutNow,
     restore() {
       cut = false
     },
