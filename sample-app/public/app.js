@@ -381,18 +381,22 @@ async function publicUser(id, event) {
   }
 }
 
+/** The id of the last event received: a new EventSource resumes after it (the browser's own reconnects send it). */
+let lastEventId
+
 function connectFeed() {
-  const source = new EventSource('/events')
+  const source = new EventSource(lastEventId ? `/events?lastEventId=${encodeURIComponent(lastEventId)}` : '/events')
   source.addEventListener('open', () => setFeedState('live', 'ok'))
   source.addEventListener('error', () => {
     if (source.readyState === EventSource.CLOSED) {
-      // an error answer (503, 429) ends an EventSource for good: try again a little later
+      // an error answer (503, 429) ends an EventSource for good: try again a little later, from the last event
       setFeedState('offline: retrying', 'bad')
       setTimeout(connectFeed, 5000)
     } else setFeedState('reconnecting', 'bad')
   })
   for (const name of EVENTS) {
     source.addEventListener(name, async (event) => {
+      if (event.lastEventId) lastEventId = event.lastEventId
       const { id } = JSON.parse(event.data)
       const before = state.users.find((user) => user.id === id)
       // the list on screen follows at once (another screen reloads it when it is shown)

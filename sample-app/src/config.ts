@@ -85,6 +85,7 @@ const environment = z.object({
   SIGNUP_RATE_LIMIT: integer('SIGNUP_RATE_LIMIT', 10, 1, 1_000_000),
   SSE_MAX_PER_IP: integer('SSE_MAX_PER_IP', 10, 1, 1_000_000),
   SSE_MAX_TOTAL: integer('SSE_MAX_TOTAL', 1000, 1, 1_000_000),
+  EVENTS_MAX_LENGTH: integer('EVENTS_MAX_LENGTH', 10_000, 100, 10_000_000),
   // background jobs (src/jobs/)
   QUEUE_REDIS_URL: optionalUrl('QUEUE_REDIS_URL', ['redis:', 'rediss:']),
   SMTP_URL: optionalUrl('SMTP_URL', ['smtp:', 'smtps:']),
@@ -167,6 +168,12 @@ export interface Config {
   sseMaxPerIp: number
   /** Open GET /events streams on one instance, all clients together; over it 503. */
   sseMaxTotal: number
+  /**
+   * User events kept in Redis (the notifier's fan-out stream, trimmed to about this many): a
+   * /events client that reconnects with a Last-Event-ID at most this many events old gets
+   * exactly what it missed; an older one gets `resync`.
+   */
+  eventsMaxLength: number
   /** Background jobs: QUEUE_REDIS_URL, SMTP_URL, MAIL_LOG, RUN_WORKER, WORKER_CONCURRENCY, JOB_* */
   jobs: JobsConfig
   /** The outbox relay: OUTBOX_RELAY, OUTBOX_POLL_MS, OUTBOX_BATCH_SIZE, OUTBOX_RETRY_MAX_MS */
@@ -214,6 +221,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     signupRateLimit: values.SIGNUP_RATE_LIMIT,
     sseMaxPerIp: values.SSE_MAX_PER_IP,
     sseMaxTotal: values.SSE_MAX_TOTAL,
+    eventsMaxLength: values.EVENTS_MAX_LENGTH,
     jobs: {
       queueRedisUrl: values.QUEUE_REDIS_URL,
       smtpUrl: values.SMTP_URL,

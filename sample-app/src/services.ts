@@ -43,16 +43,16 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
   // a single Redis, or a Redis Cluster with REDIS_CLUSTER_NODES (the notifier then uses sharded pub/sub)
   const connection = connectRedis(config, logger)
   const redis = connection.redis
-  let events: EventStream | undefined
+  // fan-out with history: every instance reads every user event from a Redis Stream, resumes
+  // after an outage where it stopped, and /events replays what a reconnecting browser missed
   const notifier = createNotifier({
     client: redis,
     prefix: `${config.redisPrefix}events:`,
+    mode: 'fanout',
+    maxLength: config.eventsMaxLength,
     logger,
-    // events published while this instance was cut off from Redis are lost: tell the browsers to reload
-    onReconnect: () => events?.resync(),
   })
-  events = new EventStream(notifier, logger)
-  const stream = events
+  const stream = new EventStream(notifier, logger)
   const outbox = config.outbox.relay
     ? new OutboxRelay({
         databaseUrl: config.databaseUrl,

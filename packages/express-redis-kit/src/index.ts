@@ -10,6 +10,7 @@ export {
   typedJson,
 } from './cache/index.js'
 export {
+  compareStreamIds,
   createNotifier,
   type Envelope,
   type EventHandler,

@@ -52,7 +52,10 @@ interface FanoutConnection extends FanoutCommands {
 /** A stream entry id: milliseconds, `-`, sequence number. */
 export const STREAM_ID = /^\d{1,20}-\d{1,20}$/
 
-/** Orders two stream ids (`ms-seq`); negative when `a` comes first. */
+/**
+ * Orders two Redis Stream entry ids (`meta.streamId`, `<ms>-<seq>`): negative when `a` comes
+ * first, 0 when equal, positive after. Both must be valid ids (no default).
+ */
 export function compareStreamIds(a: string, b: string): number {
   const [aMs = 0n, aSeq = 0n] = a.split('-').map(BigInt)
   const [bMs = 0n, bSeq = 0n] = b.split('-').map(BigInt)

@@ -15,7 +15,7 @@ import { isValidName, NAME_EXPECTED, type NotifierOptions, parseNotifierOptions 
 import { closedError, PubSubTransport } from './pubsub.js'
 
 export type { Envelope, EventHandler, EventMeta } from './envelope.js'
-export type { GapInfo } from './fanout.js'
+export { compareStreamIds, type GapInfo } from './fanout.js'
 export type { NotifierOptions } from './options.js'
 
 /** Options of one `subscribe` call. */
