@@ -7,9 +7,10 @@ import type { JobHandler, JobHandlers } from './handlers.js'
 export interface JobWorker {
   worker: Worker
   /**
-   * Stops taking jobs and waits for the ones running to finish, for `graceMs` at most; past it the
-   * worker stops without them: their locks expire and the stalled check of any worker puts them
-   * back to wait (they run again). Then closes the connection.
+   * Stops taking jobs and waits for the ones running to finish, for `graceMs` at most (not at all
+   * while the queue's Redis is unreachable: they could not complete); past it the worker stops
+   * without them: their locks expire and the stalled check of any worker puts them back to wait
+   * (they run again). Then closes the connections. Never throws.
    * @param graceMs default 10000
    */
   close(graceMs?: number): Promise<void>
@@ -62,17 +63,38 @@ export function startJobWorker(
   return {
     worker,
     async close(graceMs = 10_000) {
-      let timer: NodeJS.Timeout | undefined
-      const finished = worker.close().then(() => true)
-      const late = new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), graceMs)
-      })
-      if (!(await Promise.race([finished, late]))) {
-        logger.warn(`jobs: jobs still running after ${graceMs} ms: stopping without them (they run again later)`)
-        await worker.close(true).catch(() => {})
+      // Without Redis no job in hand can complete (completion is a Redis write): no reason to wait.
+      // (A second worker.close() returns the first one's promise: a force close must be the first.)
+      const finished =
+        connection.status === 'ready' ? await within(worker.close(), graceMs) : await within(worker.close(true), 1_000)
+      if (!finished) {
+        logger.warn(
+          `jobs: the worker did not stop in time (jobs still running, or Redis unreachable): stopping without ` +
+            'them (they run again after the stalled check)',
+        )
+        // its connections closed under it: whatever it still waits for fails at once
+        await within(worker.disconnect(), 1_000)
       }
-      clearTimeout(timer)
       connection.disconnect()
     },
+  }
+}
+
+/** Whether `promise` settled within `ms` (its rejection counts as settled). */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms)
+  })
+  try {
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ])
+  } finally {
+    clearTimeout(timer)
   }
 }
