@@ -45,6 +45,14 @@ export {
   session,
   type UserSessionInfo,
 } from './session/index.js'
+export {
+  type CacheEvent,
+  CHANNELS,
+  type NotifierEvent,
+  type RateLimitEvent,
+  type RedisCallContext,
+  type SessionEvent,
+} from './shared/diagnostics.js'
 export type { Duration } from './shared/duration.js'
 export { ArgumentError, type ErrorCode, OptionError, RedisKitError } from './shared/errors.js'
 export type { Logger } from './shared/logger.js'

@@ -1,3 +1,4 @@
+import { cacheChannel, publishCache } from '../shared/diagnostics.js'
 import type { Duration } from '../shared/duration.js'
 import { parseDuration } from '../shared/duration.js'
 import { RedisKitError } from '../shared/errors.js'
@@ -5,7 +6,7 @@ import type { Warn } from '../shared/logger.js'
 import type { RedisClient } from '../shared/redis.js'
 import { type CacheCommonOptions, check, checkTags, parseCommonOptions } from './options.js'
 import { type Serializer, typedJson } from './serializer.js'
-import type { Acquired, CacheStore, Fence, Lifetimes, Lookup } from './store.js'
+import { type Acquired, type CacheStore, type Fence, type Lifetimes, type Lookup, publishAcquired } from './store.js'
 
 /** Options of {@link cached}. */
 export interface CachedOptions extends CacheCommonOptions {
@@ -70,12 +71,15 @@ export async function cached<T>(
   }
 
   let acquired: Acquired
+  const started = cacheChannel.hasSubscribers ? performance.now() : 0
   try {
     acquired = await store.acquire(entryKey, () => '', true, warn)
   } catch (error) {
+    publishCache(() => ({ source: 'cached', result: 'error', key: entryKey, error }))
     warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
     return loader()
   }
+  if (cacheChannel.hasSubscribers) publishAcquired('cached', entryKey, acquired, started)
   const { lookup } = acquired
   switch (acquired.state) {
     case 'hit': {
@@ -158,8 +162,25 @@ async function load<T>(fill: Fill<T>): Promise<T> {
   const notFound = value === null || value === undefined
   const entryLifetimes = notFound ? { ...lifetimes, ttl: negativeTtl } : lifetimes
   try {
-    await store.store(entryKey, '', '', Buffer.from(text), '', entryLifetimes, Date.now(), lookup.token, tags, fence)
+    const stored = await store.store(
+      entryKey,
+      '',
+      '',
+      Buffer.from(text),
+      '',
+      entryLifetimes,
+      Date.now(),
+      lookup.token,
+      tags,
+      fence,
+    )
+    publishCache(() =>
+      stored
+        ? { source: 'cached', result: 'stored', key: entryKey }
+        : { source: 'cached', result: 'refused', key: entryKey, reason: 'invalidated' },
+    )
   } catch (error) {
+    publishCache(() => ({ source: 'cached', result: 'refused', key: entryKey, reason: 'redis-error', error }))
     warn('express-redis-kit cached: could not store a value', error)
     store.giveBack(entryKey, lookup.token, warn)
   }
@@ -176,5 +197,5 @@ export async function invalidateTags(
   options: Pick<CacheCommonOptions, 'prefix' | 'timeoutMs'> = {},
 ): Promise<number> {
   const { store } = parseCommonOptions(client, options)
-  return store.invalidateTags(checkTags(tags, 'tags'))
+  return store.invalidateTags(checkTags(tags, 'tags'), 'invalidateTags')
 }

@@ -1,4 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { cacheChannel, publishCache } from '../shared/diagnostics.js'
 import { describe, RedisKitError } from '../shared/errors.js'
 import { SESSION_HAS_DATA, SESSION_USER, sessionMarks } from '../shared/session-marks.js'
 import { captureResponse } from './capture.js'
@@ -17,7 +18,7 @@ import {
 import { type CacheResponseOptions, checkTags, parseResponseOptions, type ResponseConfig } from './options.js'
 import { REFRESH, type Refresh, startRefresh } from './refresh.js'
 import { serveEntry } from './serve.js'
-import type { Acquired, Fence, Lookup } from './store.js'
+import { type Acquired, type Fence, type Lookup, publishAcquired } from './store.js'
 
 export { type CachedOptions, cached, invalidateTags } from './cached.js'
 export type { CacheCommonOptions, CacheResponseOptions } from './options.js'
@@ -70,12 +71,14 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
       // The background refresh of a stale entry (see startRefresh): it holds the lock already.
       acquired = { state: 'fill', lookup: refreshing.lookup }
     } else {
+      const started = cacheChannel.hasSubscribers ? performance.now() : 0
       try {
         acquired = await store.acquire(entryKey, (vary) => variantOf(req, vary), req.method === 'GET', warn)
       } catch (error) {
         warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
-        return skip(res, next, 'redis-unavailable')
+        return skip(res, next, 'redis-unavailable', entryKey, error)
       }
+      if (cacheChannel.hasSubscribers) publishAcquired('cacheResponse', entryKey, acquired, started)
     }
 
     const { lookup } = acquired
@@ -111,7 +114,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
     next()
   } as CacheMiddleware
 
-  middleware.invalidateTags = (tags: string[]) => store.invalidateTags(checkTags(tags, 'tags'))
+  middleware.invalidateTags = (tags: string[]) => store.invalidateTags(checkTags(tags, 'tags'), 'cacheResponse')
   return middleware
 }
 
@@ -153,7 +156,12 @@ function customKey(req: Request, key: (req: Request) => string): string {
   return value
 }
 
-function skip(res: Response, next: NextFunction, reason: string): void {
+function skip(res: Response, next: NextFunction, reason: string, key?: string, error?: unknown): void {
+  publishCache(() =>
+    error === undefined
+      ? { source: 'cacheResponse', result: 'bypass', key, reason }
+      : { source: 'cacheResponse', result: 'error', key, reason, error },
+  )
   res.setHeader('X-Cache', 'BYPASS')
   res.setHeader('Cache-Status', cacheStatus('bypass', { detail: reason }))
   next()
@@ -252,7 +260,7 @@ async function fill(
     } catch (error) {
       warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
       store.giveBack(entryKey, lookup.token, warn)
-      return skip(res, next, 'redis-unavailable')
+      return skip(res, next, 'redis-unavailable', entryKey, error)
     }
   }
   const requestTime = Date.now()
@@ -322,7 +330,8 @@ async function fill(
         cacheStatus(forwardedBecause, { 'fwd-status': status, stored: willStore || undefined, detail: unstorable }),
       )
     },
-    onRelease(uncacheable) {
+    onRelease(uncacheable, reason) {
+      publishCache(() => ({ source: 'cacheResponse', result: 'refused', key: entryKey, reason }))
       store.giveBack(entryKey, lookup.token, warn, uncacheable)
     },
     onStore(response, vary, freshness, responseTime) {
@@ -388,6 +397,7 @@ function storeResponse(
   try {
     tags = typeof config.tags === 'function' ? checkTags(config.tags(req, res), 'tags()') : config.tags
   } catch (error) {
+    publishCache(() => ({ source: 'cacheResponse', result: 'refused', key: entryKey, reason: 'tags-error', error }))
     warn('express-redis-kit cacheResponse: the tags option failed; the response is not stored', error)
     store.giveBack(entryKey, lookup.token, warn)
     return
@@ -410,5 +420,22 @@ function storeResponse(
       tags,
       fence,
     )
-    .catch((error) => warn('express-redis-kit cacheResponse: could not store a response', error))
+    .then(
+      (stored) =>
+        publishCache(() =>
+          stored
+            ? { source: 'cacheResponse', result: 'stored', key: entryKey }
+            : { source: 'cacheResponse', result: 'refused', key: entryKey, reason: 'invalidated' },
+        ),
+      (error) => {
+        publishCache(() => ({
+          source: 'cacheResponse',
+          result: 'refused',
+          key: entryKey,
+          reason: 'redis-error',
+          error,
+        }))
+        warn('express-redis-kit cacheResponse: could not store a response', error)
+      },
+    )
 }

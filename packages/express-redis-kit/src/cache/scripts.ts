@@ -43,7 +43,8 @@ import { Script } from '../shared/redis.js'
  *   'none'   not requested, and no fill in progress
  *   'uncacheable' the last fill found the response not cacheable: go to the origin
  */
-export const LOOKUP = new Script(`
+export const LOOKUP = new Script(
+  `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local stored = redis.call('HMGET', KEYS[1], 'vary', 'm:' .. ARGV[1], 'b:' .. ARGV[1], 't:' .. ARGV[1])
@@ -68,7 +69,9 @@ else
   end
 end
 return { now, vary, meta, body, times, state }
-`)
+`,
+  'cache.lookup',
+)
 
 /**
  * Stage a variant: its metadata and body under `p:<var>` and `q:<var>`, which lookups ignore,
@@ -76,11 +79,14 @@ return { now, vary, meta, body, times, state }
  * KEYS[1] entry hash. ARGV[1] variant suffix, ARGV[2] metadata, ARGV[3] body, ARGV[4] ms the
  * staged value may wait for its commit.
  */
-export const STAGE = new Script(`
+export const STAGE = new Script(
+  `
 redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], ARGV[2], 'q:' .. ARGV[1], ARGV[3])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return 1
-`)
+`,
+  'cache.stage',
+)
 
 /**
  * Lua shared by COMMIT and REVALIDATE: sets a variant's times and the hash's expiry. ARGV[4..8]
@@ -118,7 +124,8 @@ end
  * staged value is gone (a tag's invalidation deleted it) or the URL was invalidated since the
  * fill began.
  */
-export const COMMIT = new Script(`${TIMES_LUA}
+export const COMMIT = new Script(
+  `${TIMES_LUA}
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 local staged = redis.call('HMGET', KEYS[1], 'p:' .. ARGV[2], 'q:' .. ARGV[2], 'i')
 redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2], 'q:' .. ARGV[2])
@@ -136,7 +143,9 @@ redis.call('HSET', KEYS[1], 'vary', ARGV[3], 'm:' .. ARGV[2], staged[1], 'b:' ..
 local keep = setTimes(KEYS[1], ARGV[2])
 if ARGV[9] ~= '' then redis.call('SET', KEYS[3], ARGV[9], 'PX', keep) end
 return 1
-`)
+`,
+  'cache.commit',
+)
 
 /**
  * Revalidated (the origin answered 304 to a conditional request): the variant keeps its body,
@@ -145,33 +154,40 @@ return 1
  * URL's invalidation count the revalidation began with. Releases the lock. Reply: 1, or 0
  * when the variant is gone or the URL was invalidated meanwhile.
  */
-export const REVALIDATE = new Script(`${TIMES_LUA}
+export const REVALIDATE = new Script(
+  `${TIMES_LUA}
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 local stored = redis.call('HMGET', KEYS[1], 'b:' .. ARGV[2], 'i')
 if not stored[1] or (stored[2] or '') ~= ARGV[9] then return 0 end
 redis.call('HSET', KEYS[1], 'm:' .. ARGV[2], ARGV[3])
 setTimes(KEYS[1], ARGV[2])
 return 1
-`)
+`,
+  'cache.revalidate',
+)
 
 /**
  * Invalidate a URL's stored responses (after a successful unsafe request): count the
  * invalidation, so that a fill or revalidation in progress is not committed, and delete every
  * variant, staged ones included. KEYS[1] entry hash. ARGV[1] ms to keep the count.
  */
-export const INVALIDATE_URL = new Script(`
+export const INVALIDATE_URL = new Script(
+  `
 local count = redis.call('HINCRBY', KEYS[1], 'i', 1)
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'i', count)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return count
-`)
+`,
+  'cache.invalidateUrl',
+)
 
 /**
  * Give the lock up without storing. KEYS[1] the lock. ARGV[1] token, ARGV[2] '1' to mark
  * the response uncacheable for ARGV[3] ms (waiters then go to the origin at once).
  */
-export const RELEASE = new Script(`
+export const RELEASE = new Script(
+  `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[1], 'uncacheable', 'PX', ARGV[3])
@@ -179,7 +195,9 @@ else
   redis.call('DEL', KEYS[1])
 end
 return 1
-`)
+`,
+  'cache.release',
+)
 
 /**
  * Tag an entry, unless the tag was invalidated since the fill began. KEYS[1] the tag's set,
@@ -187,7 +205,8 @@ return 1
  * 'n' (ARGV[4]: the invalidation count read before the handler ran, '' for none) or 't'
  * (ARGV[4]: when the fill began, minus the clock margin, Redis ms). Reply: 1 tagged, 0 refused.
  */
-export const TAG = new Script(`
+export const TAG = new Script(
+  `
 local stored = redis.call('HMGET', KEYS[2], 'n', 't')
 if ARGV[3] == 'n' then
   if (stored[1] or '') ~= ARGV[4] then return 0 end
@@ -197,7 +216,9 @@ end
 redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
-`)
+`,
+  'cache.tag',
+)
 
 /**
  * Invalidate a tag: count it and note its time (fills that began before will not tag
@@ -205,7 +226,8 @@ return 1
  * ARGV[1] ms to keep the invalidations (far longer than any fill). Reply: the entry hashes
  * the set held; the set is deleted.
  */
-export const TAKE_TAG = new Script(`
+export const TAKE_TAG = new Script(
+  `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 redis.call('HINCRBY', KEYS[2], 'n', 1)
@@ -214,4 +236,6 @@ redis.call('PEXPIRE', KEYS[2], ARGV[1])
 local members = redis.call('SMEMBERS', KEYS[1])
 redis.call('DEL', KEYS[1])
 return members
-`)
+`,
+  'cache.invalidateTag',
+)

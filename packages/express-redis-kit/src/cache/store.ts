@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { RESP_TYPES } from 'redis'
+import { type CacheEvent, cacheChannel, publishCache } from '../shared/diagnostics.js'
 import type { Warn } from '../shared/logger.js'
 import { encodeKeyPart, isCluster, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
@@ -37,6 +38,10 @@ const URL_INVALIDATIONS_KEPT_MS = 60 * 60 * 1000
 
 /** How often a caller waiting for another's fill looks again (ms). */
 export const POLL_MS = 20
+
+/** Traced names of the store's plain commands (see shared/diagnostics.ts). */
+const COUNT_CALL = { operation: 'cache.count', command: 'HMGET' }
+const UNLINK_CALL = { operation: 'cache.unlink', command: 'UNLINK' }
 
 /** What a lookup found. */
 export interface Lookup {
@@ -156,7 +161,14 @@ export class CacheStore {
     const counts = await Promise.all(
       tags.map(async (tag) => {
         const key = this.invalidatedKey(tag)
-        const count = await runCommand(this.client, key, (redis) => redis.hmGet(key, ['n']), this.timeoutMs)
+        const count = await runCommand(
+          this.client,
+          key,
+          (redis) => redis.hmGet(key, ['n']),
+          this.timeoutMs,
+          undefined,
+          COUNT_CALL,
+        )
         return [tag, String((count as (string | null)[])[0] ?? '')] as const
       }),
     )
@@ -278,7 +290,8 @@ export class CacheStore {
    * tag's set holds: either it finds this entry there (and deletes the staged or committed
    * value), or this fill sees it and drops its value. The lock is held until the commit, so
    * waiters never see the staged value. `madeAt` (this host's ms) is when the response was
-   * made: its lifetimes count from then.
+   * made: its lifetimes count from then. Resolves to whether the value was stored (false: an
+   * invalidation overlapped the fill).
    */
   async store(
     entryKey: string,
@@ -291,7 +304,7 @@ export class CacheStore {
     token: string,
     tags: string[],
     fence: Fence,
-  ): Promise<void> {
+  ): Promise<boolean> {
     await STAGE.run(this.client, [entryKey], [variant, meta, body, String(this.lockMs * 2)], this.timeoutMs)
     const keepMs = String(keptFor(lifetimes))
     const since = String(fence.startedAt - (isCluster(this.client) ? CLOCK_MARGIN_MS : 0))
@@ -307,11 +320,11 @@ export class CacheStore {
       }),
     )
     if (tagged.some((reply) => Number(reply) !== 1)) {
-      await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), this.timeoutMs)
+      await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), this.timeoutMs, undefined, UNLINK_CALL)
       await this.release(entryKey, token, false)
-      return
+      return false
     }
-    await COMMIT.run(
+    const committed = await COMMIT.run(
       this.client,
       [entryKey, this.lockKey(entryKey), this.tagsKey(entryKey)],
       [
@@ -324,6 +337,7 @@ export class CacheStore {
       ],
       this.timeoutMs,
     )
+    return Number(committed) === 1
   }
 
   /**
@@ -382,9 +396,9 @@ export class CacheStore {
 
   /**
    * Removes every entry carrying any of `tags`, on every instance. Resolves to the number
-   * of entries removed.
+   * of entries removed. `source` names the caller in the diagnostics event.
    */
-  async invalidateTags(tags: string[]): Promise<number> {
+  async invalidateTags(tags: string[], source: CacheEvent['source']): Promise<number> {
     // Far longer than any fill can last (a slow handler may outlive its lock): a count that
     // expired and started again could match what a fill read before.
     const keepMs = String(INVALIDATIONS_KEPT_MS)
@@ -397,9 +411,34 @@ export class CacheStore {
       ),
     )
     const entries = [...new Set(taken.flat().map(String))]
-    await Promise.all(entries.map((key) => runCommand(this.client, key, (redis) => redis.unlink(key), this.timeoutMs)))
+    await Promise.all(
+      entries.map((key) =>
+        runCommand(this.client, key, (redis) => redis.unlink(key), this.timeoutMs, undefined, UNLINK_CALL),
+      ),
+    )
+    publishCache(() => ({ source, result: 'invalidated', tags, count: entries.length }))
     return entries.length
   }
+}
+
+/**
+ * Publishes what `acquire` found on the cache channel: `waited` (how long, when this caller
+ * waited for another's fill), then `hit`, `stale` or `miss` (with the reason when nothing is
+ * filled). `started` is `performance.now()` before `acquire`. Call only when the channel has subscribers.
+ */
+export function publishAcquired(source: CacheEvent['source'], key: string, acquired: Acquired, started: number): void {
+  if (
+    (acquired.state === 'hit' && acquired.collapsed) ||
+    (acquired.state === 'origin' && acquired.reason === 'wait-timeout')
+  )
+    cacheChannel.publish({ source, result: 'waited', key, waitedMs: performance.now() - started } satisfies CacheEvent)
+  const result = acquired.state === 'hit' || acquired.state === 'stale' ? acquired.state : 'miss'
+  cacheChannel.publish({
+    source,
+    result,
+    key,
+    ...(acquired.state === 'origin' ? { reason: acquired.reason } : {}),
+  } satisfies CacheEvent)
 }
 
 /** How long a stored entry is of use: fresh, stale, or kept to be revalidated. */

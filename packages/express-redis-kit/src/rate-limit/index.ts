@@ -1,4 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { type RateLimitEvent, rateLimitChannel } from '../shared/diagnostics.js'
 import { ArgumentError, describe, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
@@ -53,6 +54,9 @@ interface ClientKeys {
   block: string
   all: string[]
 }
+
+/** Traced name of resetKey's command (see shared/diagnostics.ts). */
+const RESET_CALL = { operation: 'rateLimit.reset', command: 'DEL' }
 
 /** Seconds a client is told to wait when `onRedisError: 'block'` refuses it. */
 const REDIS_ERROR_RETRY_AFTER_SECONDS = 5
@@ -158,7 +162,22 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     }
   }
 
-  function onRedisFailure(error: unknown, res: Response, next: NextFunction): void {
+  function onRedisFailure(key: string, limit: number, error: unknown, res: Response, next: NextFunction): void {
+    if (rateLimitChannel.hasSubscribers) {
+      rateLimitChannel.publish({
+        result: 'error',
+        source: 'none',
+        mode: config.mode,
+        prefix,
+        key,
+        policy: (fixedPolicyNames ?? policyNames(limit))[0]!,
+        limit,
+        remaining: limit,
+        resetMs: 0,
+        onRedisError: config.onRedisError === 'allow' ? 'allow' : 'block',
+        error,
+      } satisfies RateLimitEvent)
+    }
     logRedisError(
       `express-redis-kit rateLimit: Redis unavailable, ${config.onRedisError === 'allow' ? 'allowing' : 'blocking'} requests`,
       error,
@@ -205,12 +224,17 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     let decision: Decision
     /** Where the request was counted, to give it back (skipSuccessfulRequests / skipFailedRequests). */
     let counted: { keys: string[]; local: boolean } | undefined
+    /** Who decided, and why Redis did not (diagnostics). */
+    let source: RateLimitEvent['source'] = 'redis'
+    let redisError: Error | undefined
     const known = blocks?.get(key, cost, limit)
     if (known) {
       // Redis said this client is over its limit until a moment still to come: no need to ask.
       decision = known
+      source = 'local-block'
     } else if (limit === 0) {
       // Nothing can ever pass: no need to ask Redis.
+      source = 'static'
       decision = {
         allowed: false,
         blockMs: 0,
@@ -221,7 +245,9 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       const redisAnswer =
         local && performance.now() < redisRetryAt ? undefined : await decideInRedis(keys, windows, cost)
       if (redisAnswer instanceof Error || redisAnswer === undefined) {
-        if (!local) return onRedisFailure(redisAnswer, res, next)
+        if (!local) return onRedisFailure(key, limit, redisAnswer, res, next)
+        source = 'local'
+        redisError = redisAnswer
         if (redisAnswer) {
           logRedisError('express-redis-kit rateLimit: Redis unavailable, limiting in this process', redisAnswer)
           redisRetryAt = performance.now() + LOCAL_RETRY_MS
@@ -253,6 +279,20 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     }
     if (config.requestPropertyName === 'rateLimit') req.rateLimit = info
     else (req as unknown as Record<string, unknown>)[config.requestPropertyName] = info
+    if (rateLimitChannel.hasSubscribers) {
+      rateLimitChannel.publish({
+        result: decision.allowed ? 'allowed' : 'limited',
+        source,
+        mode: config.mode,
+        prefix,
+        key,
+        policy: (fixedPolicyNames ?? policyNames(limit))[bound]!,
+        limit: info.limit,
+        remaining: info.remaining,
+        resetMs: waitMs,
+        ...(redisError ? { error: redisError } : {}),
+      } satisfies RateLimitEvent)
+    }
 
     try {
       if (!res.headersSent) {
@@ -340,7 +380,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     blocks?.delete(key)
     const keys = keysOf(key)
     local?.delete(keys.all)
-    await runCommand(client, keys.block, (redis) => redis.del(keys.all), timeoutMs)
+    await runCommand(client, keys.block, (redis) => redis.del(keys.all), timeoutMs, undefined, RESET_CALL)
   }
 
   middleware.getKey = async (key: string, limit?: number) => {

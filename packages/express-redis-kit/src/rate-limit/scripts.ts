@@ -38,7 +38,8 @@ import { Script } from '../shared/redis.js'
 
 /** Wraps an algorithm's `evaluate` and `apply` with the deadline, the block, the windows and the reply. */
 function decision(algorithm: string): Script {
-  return new Script(`
+  return new Script(
+    `
 local clock = redis.call('TIME')
 local nowMs = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local nowUs = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -89,7 +90,9 @@ for i = 1, windows do
   reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4], reply[n + 5] = used, remaining, reset, token, r.ok and 1 or 0
 end
 return reply
-`)
+`,
+    'rateLimit.decide',
+  )
 }
 
 const FIXED_WINDOW = `
@@ -288,8 +291,8 @@ export const ALGORITHMS: readonly Algorithm[] = ['sliding-window', 'fixed-window
 
 /** Each algorithm's decision script and refund script. */
 export const SCRIPTS: Record<Algorithm, { decide: Script; refund: Script }> = {
-  'fixed-window': { decide: decision(FIXED_WINDOW), refund: new Script(REFUND_FIXED_WINDOW) },
-  'sliding-window': { decide: decision(SLIDING_WINDOW), refund: new Script(REFUND_SLIDING_WINDOW) },
-  'sliding-log': { decide: decision(SLIDING_LOG), refund: new Script(REFUND_SLIDING_LOG) },
-  'token-bucket': { decide: decision(TOKEN_BUCKET), refund: new Script(REFUND_TOKEN_BUCKET) },
+  'fixed-window': { decide: decision(FIXED_WINDOW), refund: new Script(REFUND_FIXED_WINDOW, 'rateLimit.refund') },
+  'sliding-window': { decide: decision(SLIDING_WINDOW), refund: new Script(REFUND_SLIDING_WINDOW, 'rateLimit.refund') },
+  'sliding-log': { decide: decision(SLIDING_LOG), refund: new Script(REFUND_SLIDING_LOG, 'rateLimit.refund') },
+  'token-bucket': { decide: decision(TOKEN_BUCKET), refund: new Script(REFUND_TOKEN_BUCKET, 'rateLimit.refund') },
 }

@@ -1,4 +1,5 @@
 import type { NextFunction, Request, Response } from 'express'
+import { publishSession, type SessionEvent, sessionChannel } from '../shared/diagnostics.js'
 import { ArgumentError, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { CookieCodec } from './cookie.js'
@@ -106,8 +107,16 @@ export function session(options: SessionOptions): SessionMiddleware {
       const ref = cookie.derived as SessionRef
       try {
         const loaded = await store.load(ref)
-        if (loaded) sessions.adopt(state, ref, loaded, cookie)
+        if (typeof loaded !== 'string') sessions.adopt(state, ref, loaded, cookie)
+        if (sessionChannel.hasSubscribers) {
+          sessionChannel.publish({
+            operation: 'load',
+            result: typeof loaded === 'string' ? loaded : 'loaded',
+            userId: state.indexedUser,
+          } satisfies SessionEvent)
+        }
       } catch (error) {
+        publishSession(() => ({ operation: 'load', result: 'error', error }))
         if (!redisFailed(error, next)) return
         state.phase = 'unavailable'
         state.loadFailed = true

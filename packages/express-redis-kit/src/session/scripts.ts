@@ -25,25 +25,37 @@ import { Script } from '../shared/redis.js'
 /**
  * Rolling refresh of a session that was read: `s` = now and a new TTL, only if the session
  * still exists within both timeouts (a dead one is deleted). KEYS[1] the session.
- * ARGV[1] idle timeout ms, ARGV[2] absolute timeout ms. Reply: now (Redis ms), or 0.
+ * ARGV[1] idle timeout ms, ARGV[2] absolute timeout ms. Reply: now (Redis ms); or 0 (no session),
+ * -1 (past its idle timeout), -2 (past its absolute timeout), the session deleted.
  * A read itself is a plain HGETALL: the TTL (min(idle timeout, what is left of the absolute
  * timeout), set by every write) makes Redis drop a session the moment it could no longer be
  * used; the reader checks the timestamps too (see store.ts).
  */
-export const REFRESH = new Script(`
+export const REFRESH = new Script(
+  `
 local stored = redis.call('HMGET', KEYS[1], 'c', 's')
 local created, seen = tonumber(stored[1]), tonumber(stored[2])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2])
-if not created or not seen or now - seen >= idle or now - created >= absolute then
+if not created or not seen then
   redis.call('DEL', KEYS[1])
   return 0
+end
+if now - created >= absolute then
+  redis.call('DEL', KEYS[1])
+  return -2
+end
+if now - seen >= idle then
+  redis.call('DEL', KEYS[1])
+  return -1
 end
 redis.call('HSET', KEYS[1], 's', now)
 redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
 return now
-`)
+`,
+  'session.refresh',
+)
 
 /**
  * Lua shared by the scripts that touch a user's index: `prune(index, idle, absolute, now)`
@@ -91,7 +103,8 @@ end
  * Reply: { 1, createdAt, lastSeenAt, ended... } when written (ended: the hashes of the
  * sessions the limit ended), or { 0 } when the session is gone (or, for 'create', exists).
  */
-export const SAVE = new Script(`${INDEX_LUA}
+export const SAVE = new Script(
+  `${INDEX_LUA}
 local mode, idle, absolute = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local limit, h, setCount = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
 local now = clock()
@@ -138,36 +151,45 @@ elseif KEYS[2] then
   if newest[2] then redis.call('PEXPIREAT', KEYS[2], newest[2]) end
 end
 return reply
-`)
+`,
+  'session.save',
+)
 
 /**
  * End a session. KEYS[1] the session, KEYS[2] (optional) the user index holding it.
  * ARGV[1] the session hash h. Reply: 1 if the session existed.
  */
-export const DESTROY = new Script(`
+export const DESTROY = new Script(
+  `
 local existed = redis.call('DEL', KEYS[1])
 if KEYS[2] then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return existed
-`)
+`,
+  'session.destroy',
+)
 
 /**
  * A user's live sessions. KEYS[1] the index. ARGV[1] idle timeout ms, ARGV[2] absolute
  * timeout ms. Prunes what died. Reply: { h1, created1, seen1, meta1, h2, ... }.
  */
-export const LIST_USER = new Script(`${INDEX_LUA}
+export const LIST_USER = new Script(
+  `${INDEX_LUA}
 local flat = {}
 for _, entry in ipairs(prune(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), clock())) do
   for _, value in ipairs(entry) do flat[#flat + 1] = value end
 end
 return flat
-`)
+`,
+  'session.listUser',
+)
 
 /**
  * End some of a user's sessions. KEYS[1] the index. ARGV[1] 'one' (end the session whose
  * handle is ARGV[2]) or 'all' (end all but the one whose handle is ARGV[2], '' = none kept).
  * A handle is the first 22 characters of h. Reply: the number of sessions ended.
  */
-export const END_USER_SESSIONS = new Script(`${INDEX_LUA}
+export const END_USER_SESSIONS = new Script(
+  `${INDEX_LUA}
 local mode, handle = ARGV[1], ARGV[2]
 local ended = 0
 for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -178,4 +200,6 @@ for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   end
 end
 return ended
-`)
+`,
+  'session.endUserSessions',
+)

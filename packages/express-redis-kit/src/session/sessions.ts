@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express'
+import { publishSession } from '../shared/diagnostics.js'
 import { RedisKitError } from '../shared/errors.js'
 import type { Warn } from '../shared/logger.js'
 import { SESSION_HAS_DATA, SESSION_USER } from '../shared/session-marks.js'
@@ -183,6 +184,15 @@ export class Sessions {
    * token (a new cookie), as `regenerate({ keepData: true })` would.
    */
   async persist(state: RequestSession): Promise<void> {
+    try {
+      await this.write(state)
+    } catch (error) {
+      publishSession(() => ({ operation: 'save', result: 'error', userId: this.userOf(state), error }))
+      throw error
+    }
+  }
+
+  private async write(state: RequestSession): Promise<void> {
     if (state.phase === 'ended' || state.phase === 'unavailable') return
     const current = serializeData(state.target)
     const user = this.userOf(state)
@@ -230,6 +240,7 @@ export class Sessions {
     state.indexedUser = user
     state.createdAt = result.createdAt
     state.cookieMaxAge = this.cookieMaxAge(result.createdAt, result.now)
+    publishSession(() => ({ operation: 'save', result: 'saved', userId: user }))
   }
 
   /**
@@ -238,17 +249,27 @@ export class Sessions {
    * alone (the client may hold a newer one by now). The request goes on with no session.
    */
   private lost(state: RequestSession): void {
+    publishSession(() => ({ operation: 'save', result: 'not-found', userId: state.indexedUser }))
     state.phase = 'ended'
     state.cookie = undefined
+  }
+
+  /** Ends the stored session of this request in Redis. */
+  private async end(state: RequestSession): Promise<void> {
+    try {
+      await this.store.destroy(state.ref!, state.indexedUser)
+    } catch (error) {
+      publishSession(() => ({ operation: 'destroy', result: 'error', userId: state.indexedUser, error }))
+      throw error
+    }
+    publishSession(() => ({ operation: 'destroy', result: 'destroyed', userId: state.indexedUser }))
+    state.killedHere = true
   }
 
   async regenerate(state: RequestSession, keepData: boolean): Promise<void> {
     if (state.loadFailed) throw cannotEnd('regenerate')
     this.mayChange(state)
-    if (state.phase === 'stored') {
-      await this.store.destroy(state.ref!, state.indexedUser)
-      state.killedHere = true
-    }
+    if (state.phase === 'stored') await this.end(state)
     this.startOver(state)
     if (!keepData) clearData(state.target)
   }
@@ -256,10 +277,7 @@ export class Sessions {
   async destroy(state: RequestSession): Promise<void> {
     if (state.loadFailed) throw cannotEnd('destroy')
     this.mayChange(state)
-    if (state.phase === 'stored') {
-      await this.store.destroy(state.ref!, state.indexedUser)
-      state.killedHere = true
-    }
+    if (state.phase === 'stored') await this.end(state)
     if (state.phase !== 'unavailable') state.phase = 'ended'
     state.sendCookie = false
     clearData(state.target)
@@ -269,7 +287,7 @@ export class Sessions {
     if (state.phase !== 'stored') return
     this.mayChange(state)
     const loaded = await this.store.load(state.ref!)
-    if (!loaded) {
+    if (typeof loaded === 'string') {
       // Destroyed or expired meanwhile: go on as a new session under a new token, so that
       // nothing can bring the dead one back.
       this.startOver(state)

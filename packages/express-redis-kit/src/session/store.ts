@@ -47,6 +47,16 @@ export interface Lifetimes {
 }
 
 const DATA_FIELD = 'd:'
+/**
+ * Why a cookie's session could not be loaded: none stored (never, destroyed, or already
+ * dropped by Redis when its TTL ran out), or found past its idle or absolute timeout.
+ */
+export type SessionMiss = 'not-found' | 'expired-idle' | 'expired-absolute'
+/** What REFRESH's replies 0, -1 and -2 mean (see scripts.ts). */
+const REFRESH_MISSES: Record<number, SessionMiss> = { 0: 'not-found', [-1]: 'expired-idle', [-2]: 'expired-absolute' }
+/** Traced names of the store's plain commands (see shared/diagnostics.ts). */
+const READ_CALL = { operation: 'session.read', command: 'HGETALL' }
+const DELETE_CALL = { operation: 'session.delete', command: 'DEL' }
 
 const userTags = new Map<string, string>()
 
@@ -111,9 +121,16 @@ export class SessionStore {
    * dies). A session last seen `refreshEvery` ago or more is refreshed: `lastSeenAt` and its
    * TTL restart (a second round trip, once per interval).
    */
-  async load(ref: SessionRef): Promise<LoadedSession | undefined> {
+  async load(ref: SessionRef): Promise<LoadedSession | SessionMiss> {
     const key = this.sessionKey(ref)
-    const stored = await runCommand(this.client, key, (redis) => redis.hGetAll(key), this.timeoutMs)
+    const stored = await runCommand(
+      this.client,
+      key,
+      (redis) => redis.hGetAll(key),
+      this.timeoutMs,
+      undefined,
+      READ_CALL,
+    )
     const fields = new Map<string, string>()
     let createdAt = 0
     let seenAt = 0
@@ -125,16 +142,23 @@ export class SessionStore {
       else if (field === 's') seenAt = Number(value)
       else if (field === 'm') meta = value
     }
-    if (fields.size === 0 && createdAt === 0) return undefined
+    if (fields.size === 0 && createdAt === 0) return 'not-found'
     const { refreshEvery, idle, absolute } = this.lifetimes
     let now = Date.now() + this.clockOffset
-    if (!(createdAt > 0 && seenAt > 0) || now - seenAt >= idle || now - createdAt >= absolute) {
-      await runCommand(this.client, key, (redis) => redis.del(key), this.timeoutMs)
-      return undefined
+    const miss: SessionMiss | undefined = !(createdAt > 0 && seenAt > 0)
+      ? 'not-found'
+      : now - createdAt >= absolute
+        ? 'expired-absolute'
+        : now - seenAt >= idle
+          ? 'expired-idle'
+          : undefined
+    if (miss) {
+      await runCommand(this.client, key, (redis) => redis.del(key), this.timeoutMs, undefined, DELETE_CALL)
+      return miss
     }
     if (refreshEvery > 0 && now - seenAt >= refreshEvery) {
       const refreshed = Number(await REFRESH.run(this.client, [key], [String(idle), String(absolute)], this.timeoutMs))
-      if (refreshed === 0) return undefined
+      if (refreshed <= 0) return REFRESH_MISSES[refreshed] ?? 'not-found'
       now = this.sawRedisClock(refreshed)
     }
     return { fields, meta, createdAt, now }

@@ -12,6 +12,7 @@ import {
 
 export { clusterSlot } from './cluster-health.js'
 
+import { type RedisCallContext, redisTracing } from './diagnostics.js'
 import { RedisKitError } from './errors.js'
 
 /**
@@ -66,8 +67,16 @@ export interface ScriptCapable {
 export class Script {
   readonly sha1: string
 
-  constructor(readonly source: string) {
+  /** The traced context of its runs (see diagnostics.ts). */
+  readonly #call: RedisCallContext
+
+  /** `operation` names what the script does in traces, e.g. `rateLimit.decide`. */
+  constructor(
+    readonly source: string,
+    operation: string,
+  ) {
     this.sha1 = createHash('sha1').update(source).digest('hex')
+    this.#call = { operation, command: 'EVALSHA' }
   }
 
   /**
@@ -96,9 +105,12 @@ export class Script {
         }),
       timeoutMs,
       onLateReply,
+      this.#call,
     )
   }
 }
+
+const UNNAMED_CALL: RedisCallContext = { operation: 'command', command: 'unknown' }
 
 /**
  * Sends `command` (about `key`) only if the connection that would carry it is ready, so
@@ -106,7 +118,8 @@ export class Script {
  * every failure becomes `ERK_REDIS_UNAVAILABLE`. On a cluster, the connection is the one to
  * the master of `key`'s slot (see cluster-health.ts): one still opening (a replica just
  * promoted) is waited for within `timeoutMs`; one that is down, or that keeps timing out (a
- * frozen master), makes the cluster ask for its topology again.
+ * frozen master), makes the cluster ask for its topology again. `call` names the round trip
+ * for the `express-redis-kit:redis` tracing channel.
  */
 export function runCommand<T>(
   client: RedisClient,
@@ -114,8 +127,15 @@ export function runCommand<T>(
   command: (redis: ScriptCapable) => Promise<T>,
   timeoutMs: number,
   onLateReply?: (reply: T) => void,
+  call: RedisCallContext = UNNAMED_CALL,
 ): Promise<T> {
   const redis = client as unknown as ScriptCapable
+  if (redisTracing.hasSubscribers) {
+    // Each traced round trip gets its own context object: subscribers keep state on it.
+    const context = { ...call }
+    const run = command
+    command = (connection) => redisTracing.tracePromise(() => run(connection), context)
+  }
   const node = slotNode(redis, key)
   // A cluster is as ready as the node of the key's slot (its own isReady drops while it
   // rediscovers the topology, and node-redis 5 clusters have none): it must only be open.
