@@ -3,6 +3,7 @@ import { createNotifier, type Notifier } from 'express-redis-kit'
 import type { Config } from './config.js'
 import { EventStream } from './events.js'
 import { PrismaClient } from './generated/prisma/client.js'
+import { createJobQueue, type JobQueue, jobOutboxHandler } from './jobs/index.js'
 import { cacheInvalidationHandler, OutboxRelay, userEventHandler } from './outbox.js'
 import { connectRedis, type Redis } from './redis.js'
 
@@ -14,6 +15,8 @@ export interface Services {
   redis: Redis
   notifier: Notifier
   events: EventStream
+  /** The background job queue (connects on first use): the relay enqueues the outbox's `job` rows into it. */
+  jobs: JobQueue
   /**
    * This instance's outbox relay (started; `undefined` with OUTBOX_RELAY=false): it relays `event` and `cache` rows;
    * register the handler of another kind with `outbox.register(kind, handler)`.
@@ -53,6 +56,7 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
     logger,
   })
   const stream = new EventStream(notifier, logger)
+  const jobs = createJobQueue(config, logger)
   const outbox = config.outbox.relay
     ? new OutboxRelay({
         databaseUrl: config.databaseUrl,
@@ -64,6 +68,8 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
         .register('event', userEventHandler(notifier))
         // the prefix app.ts gives the response cache and cached()
         .register('cache', cacheInvalidationHandler(redis, `${config.redisPrefix}cache:`))
+        // job rows: enqueued as job `<name>.outbox-<row id>` (a row relayed twice is one job)
+        .register('job', jobOutboxHandler(jobs, logger))
         .start()
     : undefined
   return {
@@ -71,10 +77,12 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
     redis,
     notifier,
     events: stream,
+    jobs,
     outbox,
     redisReady: (ms) => connection.ready(ms),
     async close() {
       await outbox?.stop()
+      await jobs.close()
       await stream.close()
       await notifier.close()
       connection.destroy()

@@ -1,8 +1,9 @@
 import { session } from 'express-redis-kit'
 import type { Config } from '../config.js'
+import type { Prisma } from '../generated/prisma/client.js'
 import type { Redis } from '../redis.js'
 import { queueLocation } from './connection.js'
-import { type JobName, outboxJobId } from './definitions.js'
+import { type JobData, JobInputError, type JobName, outboxJobId, parseJob } from './definitions.js'
 import { jobHandlers } from './handlers.js'
 import { createMailer } from './mail.js'
 import type { JobQueue } from './queue.js'
@@ -54,8 +55,27 @@ interface OutboxJobRow {
 /**
  * The outbox relay's handler of `job` rows: enqueues the job named by the row with the row's
  * payload, as job id `<name>.outbox-<row id>`, so a row relayed twice is one job, and every real
- * event (a new sign-up after a deletion too) a job of its own.
+ * event (a new sign-up after a deletion too) a job of its own. A row that can never be a job (an
+ * unknown name, data that does not fit: rows are validated when written, so only a row from
+ * another version or written by hand) is logged as an error and dropped rather than retried: the
+ * relay keeps its order and would hold every row behind it.
  */
-export function jobOutboxHandler(jobs: JobQueue): (row: OutboxJobRow) => Promise<void> {
-  return (row) => jobs.enqueue(row.name as JobName, row.payload as never, outboxJobId(row.name as JobName, row.id))
+export function jobOutboxHandler(jobs: JobQueue, logger: Pick<Console, 'error'>): (row: OutboxJobRow) => Promise<void> {
+  return async (row) => {
+    try {
+      const name = row.name as JobName
+      await jobs.enqueue(name, row.payload as JobData<typeof name>, outboxJobId(name, row.id))
+    } catch (error) {
+      if (!(error instanceof JobInputError)) throw error
+      logger.error(`jobs: dropped outbox row ${row.id}, which is no job: ${error.message}`)
+    }
+  }
+}
+
+/** A `job` row for the outbox (`writeOutbox`), its data validated now: a change with a malformed job fails. */
+export function outboxJob<N extends JobName>(
+  name: N,
+  data: JobData<N>,
+): { kind: 'job'; name: N; payload: Prisma.InputJsonValue } {
+  return { kind: 'job', name, payload: parseJob(name, data) as Prisma.InputJsonValue }
 }

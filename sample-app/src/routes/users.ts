@@ -7,6 +7,7 @@ import { HttpError } from '../errors.js'
 import type { UserEventName } from '../events.js'
 import type { Prisma, PrismaClient } from '../generated/prisma/client.js'
 import { body, email, name, ownUser, password, publicUser, requireUser, tooMany, uniqueEmail, userId } from '../http.js'
+import { outboxJob } from '../jobs/index.js'
 import { writeOutbox } from '../outbox.js'
 import { hashPassword, verifyPassword } from '../passwords.js'
 import type { Redis } from '../services.js'
@@ -104,6 +105,10 @@ export function userRoutes(deps: {
       .$transaction(async (tx) => {
         const created = await tx.user.create({ data: { email, name, passwordHash }, select: ownUser })
         await recordEvent(tx, 'user.created', created.id)
+        // its welcome mail: a job (src/jobs/) the relay enqueues, its id from this row's (unique per sign-up)
+        await writeOutbox(tx, [
+          outboxJob('welcome-email', { userId: created.id, email: created.email, name: created.name }),
+        ])
         return created
       })
       .catch(uniqueEmail)
@@ -198,6 +203,12 @@ export function userRoutes(deps: {
           select: { ...ownUser, credentialVersion: true },
         })
         await recordEvent(tx, 'user.updated', id)
+        // a new email: a notice to the old address and one to the new, a job each
+        if (updated.email !== stored.email) {
+          const notice = (to: string) =>
+            outboxJob('email-change-notice', { userId: id, to, oldEmail: stored.email, newEmail: updated.email })
+          await writeOutbox(tx, [notice(stored.email), notice(updated.email)])
+        }
         // Before the commit, the row locked: no cached copy of the old version outlives the change
         // (the check's loader waits for the row). Redis failing here rolls everything back (503).
         await invalidateTags(redis, [userTag(id)], { prefix: cachePrefix })
@@ -229,6 +240,8 @@ export function userRoutes(deps: {
     await prisma.$transaction(async (tx) => {
       await tx.user.delete({ where: { id } })
       await recordEvent(tx, 'user.deleted', id)
+      // ends its sessions and drops its cached copies again, retried, whatever fails below
+      await writeOutbox(tx, [outboxJob('account-cleanup', { userId: id })])
     })
     await sessions.destroyUserSessions(id)
     await req.session.destroy()
