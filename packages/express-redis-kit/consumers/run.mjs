@@ -6,7 +6,7 @@
  * node16 from CommonJS, moduleResolution bundler), with express and redis at the floor and at the
  * latest of their declared ranges, type-checks them, and runs a smoke app that uses every export
  * against the real Redis (single and Cluster): a request through each middleware, one cached()
- * value, one notifier message. Then publint and @arethetypeswrong/cli on the tarball.
+ * value, one notifier message, a diagnostics channel and the express-redis-kit/metrics entry point. Then publint and @arethetypeswrong/cli on the tarball.
  *
  *   node consumers/run.mjs        (from packages/express-redis-kit; needs the npm registry)
  *
@@ -75,7 +75,13 @@ async function prepare(cell, tarball, dir) {
     name: `consumer-${cell.name.replace(/[^a-z0-9-]/g, '-')}`,
     private: true,
     type,
-    dependencies: { 'express-redis-kit': `file:${tarball}`, express: cell.express, redis: cell.redis },
+    dependencies: {
+      'express-redis-kit': `file:${tarball}`,
+      express: cell.express,
+      redis: cell.redis,
+      // the optional peer of express-redis-kit/metrics
+      '@opentelemetry/api': '^1.9.0',
+    },
     devDependencies: ts
       ? {
           typescript: '~5.9.3',

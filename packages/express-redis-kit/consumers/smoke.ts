@@ -4,9 +4,11 @@
  * types stripped in the JavaScript ones. Ends with one line: "smoke ok ...".
  * Environment: SMOKE_MODE ('single' | 'cluster'), REDIS_URL, CLUSTER_NODES.
  */
+import diagnostics from 'node:diagnostics_channel'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import {
+  CHANNELS,
   cached,
   cacheResponse,
   createNotifier,
@@ -21,6 +23,7 @@ import {
   session,
   typedJson,
 } from 'express-redis-kit'
+import { enableMetrics, METRIC_NAMES } from 'express-redis-kit/metrics'
 import { createClient, createCluster } from 'redis'
 
 declare module 'express-redis-kit' {
@@ -43,6 +46,12 @@ async function connect() {
 }
 
 async function main(): Promise<void> {
+  // The metrics entry point (with @opentelemetry/api's default, no-op, MeterProvider) and a channel.
+  const stopMetrics = enableMetrics()
+  check(METRIC_NAMES.cacheRequests === 'cache.requests', 'express-redis-kit/metrics')
+  const decisions: unknown[] = []
+  const onDecision = (message: unknown) => decisions.push(message)
+  diagnostics.subscribe(CHANNELS.rateLimit, onDecision)
   const client = await connect()
   const asKitClient: RedisClient = client
   const prefix = `smoke:${process.pid}:${Date.now()}:`
@@ -128,7 +137,10 @@ async function main(): Promise<void> {
     check(optionError instanceof OptionError && optionError.code === 'ERK_INVALID_OPTION', 'OptionError')
     const code: ErrorCode = new RedisKitError('ERK_CLOSED', 'closed').code
     check(code === 'ERK_CLOSED', 'RedisKitError')
+    check(decisions.length > 0, 'no rate-limit decision on the diagnostics channel')
   } finally {
+    diagnostics.unsubscribe(CHANNELS.rateLimit, onDecision)
+    stopMetrics()
     await notifier.close()
     server.close()
     client.destroy()
