@@ -499,6 +499,26 @@ $('#sign-out-everywhere').addEventListener('click', async () => {
   }, $('#sessions-error'))
 })
 
+// ---- live stats -------------------------------------------------------------------------------
+
+/** How often the page asks for this instance's numbers. */
+const STATS_EVERY_MS = 5000
+
+/** Shows this instance's cache hit ratio and limited-request count (GET /stats); keeps the last ones if it fails. */
+async function loadStats() {
+  try {
+    const { data } = await api('GET', '/stats')
+    const { hits, misses, hitRatio } = data.cache
+    const ratio = $('#hit-ratio')
+    ratio.textContent = hitRatio === null ? 'no lookup yet' : `${Math.round(hitRatio * 100)}%`
+    ratio.title = `${hits} hit${hits === 1 ? '' : 's'}, ${misses} miss${misses === 1 ? '' : 'es'}`
+    $('#limited-count').textContent = String(data.rateLimit.limited)
+    $('#live-stats').classList.remove('stale')
+  } catch {
+    $('#live-stats').classList.add('stale')
+  }
+}
+
 // ---- start ------------------------------------------------------------------------------------
 
 async function start() {
@@ -508,6 +528,8 @@ async function start() {
     flash(error.message, 'error')
   }
   connectFeed()
+  void loadStats()
+  setInterval(loadStats, STATS_EVERY_MS)
   await show(location.hash.slice(2))
   document.body.dataset.ready = 'yes'
 }

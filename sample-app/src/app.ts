@@ -7,6 +7,8 @@ import { errorHandler, notFound } from './errors.js'
 import type { EventStream } from './events.js'
 import type { PrismaClient } from './generated/prisma/client.js'
 import { tooMany } from './http.js'
+import { type AppLogger, consoleStyle, createLogger, type Logger, pinoOf, requestLogging } from './logging.js'
+import { type Metrics, metricsRoutes } from './metrics.js'
 import { authRoutes } from './routes/auth.js'
 import { sessionRoutes } from './routes/sessions.js'
 import { systemRoutes } from './routes/system.js'
@@ -14,6 +16,7 @@ import { uiRoutes } from './routes/ui.js'
 import { userRoutes } from './routes/users.js'
 import { securityHeaders } from './security-headers.js'
 import type { Redis } from './services.js'
+import { type RequestStats, statsRoutes } from './stats.js'
 import { trustProxyWarning } from './trust-proxy.js'
 
 /** What the app needs from outside; the server builds them from the configuration, tests inject their own. */
@@ -24,20 +27,42 @@ export interface AppDependencies {
   redis: Redis
   notifier: Notifier
   events: EventStream
-  logger?: Pick<Console, 'warn' | 'error'>
+  /** GET /metrics (services.ts). */
+  metrics: Metrics
+  /** GET /stats (services.ts). */
+  stats: RequestStats
+  /**
+   * The pino logger of the request logs (logging.ts), and of the kit's middleware when `logger` is not given.
+   * @default a new one on standard output at LOG_LEVEL
+   */
+  log?: Logger
+  /**
+   * Where the app's own warnings and errors go (and the kit's: a test's recorder).
+   * @default `log`, through consoleStyle()
+   */
+  logger?: AppLogger
 }
 
 /** Creates the Express app (without listening). */
 export function createApp(deps: AppDependencies): express.Express {
-  const { config, prisma, redis, events, logger = console } = deps
+  const { config, prisma, redis, events, metrics, stats } = deps
+  const log = deps.log ?? createLogger(config.observability.logLevel)
+  const logger = deps.logger ?? consoleStyle(log)
+  // the kit's middleware take the pino logger itself (they log `{ err }` and a message, as pino wants)
+  const kitLogger = pinoOf(logger)
   const prefix = config.redisPrefix
   const app = express()
   app.disable('x-powered-by')
   app.set('trust proxy', config.trustProxy)
+  // first: the request id (X-Request-Id) and one log line per response, 429s and errors included
+  app.use(requestLogging(log))
   const proxyWarning = trustProxyWarning(config.trustProxy)
   if (proxyWarning) logger.warn(proxyWarning)
   // helmet's headers (one CSP, nosniff, no framing...) on every response, errors and 429s included
   app.use(securityHeaders())
+  // GET /metrics (with METRICS_TOKEN): before the rate limiter, so that scrapes neither count against
+  // the scraper's IP nor show up in the numbers they read; never cached
+  app.use(metricsRoutes(metrics, config.observability))
 
   // A general limit on every route; it lets requests through when Redis is down (availability first)
   app.use(
@@ -48,11 +73,13 @@ export function createApp(deps: AppDependencies): express.Express {
       prefix: `${prefix}rl:api:`,
       onRedisError: 'allow',
       handler: tooMany,
-      logger,
+      logger: kitLogger,
     }),
   )
   // unsafe methods from another site (Sec-Fetch-Site, else Origin): 403 before the body or the session is read
   app.use(csrfProtection())
+  // GET /stats: numbers only, rate-limited like any public route, before the session (it needs none)
+  app.use(statsRoutes(stats))
   app.use(express.json({ limit: '10kb' }))
   const sessions = session({
     client: redis,
@@ -66,7 +93,7 @@ export function createApp(deps: AppDependencies): express.Express {
     onRedisError: 'anonymous',
     // stored with each session when it is created: GET /sessions shows it ("which device")
     meta: (req) => ({ agent: req.get('user-agent')?.slice(0, 200) ?? '' }),
-    logger,
+    logger: kitLogger,
   })
   app.use(sessions)
   const cachePrefix = `${prefix}cache:`

@@ -3,22 +3,39 @@ import { z } from 'zod'
 import { parseClusterNodes } from './cluster-nodes.js'
 import { parseTrustProxy, type TrustProxy } from './trust-proxy.js'
 
+/** pino's levels, most severe first, and `silent` (nothing logged). */
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+/** A pino level (LOG_LEVEL). */
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
 const DEVELOPMENT_SECRET = 'development-only-secret-change-me-in-production'
 /** Where mail goes without SMTP_URL: sample-app/mail.log (ignored by git, like every *.log). */
 const DEFAULT_MAIL_LOG = path.resolve(import.meta.dirname, '..', 'mail.log')
+
+/** Parses `text` as an integer from `min` to `max`, or reports that `name` must be one. */
+const toInteger =
+  (name: string, min: number, max: number) =>
+  (text: string, ctx: z.RefinementCtx): number => {
+    const value = Number(text)
+    if (!/^\d+$/.test(text.trim()) || value < min || value > max) {
+      ctx.addIssue({ code: 'custom', message: `${name} must be an integer from ${min} to ${max}` })
+      return z.NEVER
+    }
+    return value
+  }
 
 const integer = (name: string, fallback: number, min: number, max: number) =>
   z
     .string()
     .default(String(fallback))
-    .transform((text, ctx) => {
-      const value = Number(text)
-      if (!/^\d+$/.test(text.trim()) || value < min || value > max) {
-        ctx.addIssue({ code: 'custom', message: `${name} must be an integer from ${min} to ${max}` })
-        return z.NEVER
-      }
-      return value
-    })
+    .transform(toInteger(name, min, max))
+
+/** An integer that may be left unset (or empty): undefined then. */
+const optionalInteger = (name: string, min: number, max: number) =>
+  z
+    .string()
+    .optional()
+    .transform((text, ctx) => (text === undefined || text === '' ? undefined : toInteger(name, min, max)(text, ctx)))
 
 const hasProtocol = (text: string, protocols: string[]) => {
   try {
@@ -101,7 +118,35 @@ const environment = z.object({
   OUTBOX_POLL_MS: integer('OUTBOX_POLL_MS', 5000, 10, 3_600_000),
   OUTBOX_BATCH_SIZE: integer('OUTBOX_BATCH_SIZE', 100, 1, 10_000),
   OUTBOX_RETRY_MAX_MS: integer('OUTBOX_RETRY_MAX_MS', 30_000, 100, 3_600_000),
+  // logs and metrics (src/logging.ts, src/metrics.ts)
+  LOG_LEVEL: z.enum(LOG_LEVELS, { message: `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}` }).default('info'),
+  METRICS_TOKEN: z
+    .string()
+    .optional()
+    .transform((text) => (text === '' ? undefined : text))
+    .refine(
+      (text) => text === undefined || /^[\x21-\x7e]{16,200}$/.test(text),
+      'METRICS_TOKEN must be 16 to 200 printable characters without spaces',
+    ),
+  METRICS_PORT: optionalInteger('METRICS_PORT', 0, 65535),
 })
+
+/** Logs and metrics (src/logging.ts, src/metrics.ts, src/stats.ts). */
+export interface ObservabilityConfig {
+  /** pino's level for the request logs and every other line of the app (`silent`: none). @default 'info' */
+  logLevel: LogLevel
+  /**
+   * The bearer token GET /metrics asks for (`Authorization: Bearer <token>`, compared in constant time).
+   * @default undefined: no /metrics on the app's port (404), only on `metricsPort` if that is set
+   */
+  metricsToken: string | undefined
+  /**
+   * A port of its own for GET /metrics, bound to HOST like the app (0: any free port). The token is
+   * asked there too when `metricsToken` is set.
+   * @default undefined: no metrics port
+   */
+  metricsPort: number | undefined
+}
 
 /** Background jobs (src/jobs/): where the queue lives, how jobs are retried, where mail goes. */
 export interface JobsConfig {
@@ -178,6 +223,8 @@ export interface Config {
   jobs: JobsConfig
   /** The outbox relay: OUTBOX_RELAY, OUTBOX_POLL_MS, OUTBOX_BATCH_SIZE, OUTBOX_RETRY_MAX_MS */
   outbox: OutboxConfig
+  /** Logs and metrics: LOG_LEVEL, METRICS_TOKEN, METRICS_PORT */
+  observability: ObservabilityConfig
 }
 
 /** Thrown for invalid settings; its message lists every problem, one per line. */
@@ -238,6 +285,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pollMs: values.OUTBOX_POLL_MS,
       batchSize: values.OUTBOX_BATCH_SIZE,
       retryMaxMs: values.OUTBOX_RETRY_MAX_MS,
+    },
+    observability: {
+      logLevel: values.LOG_LEVEL,
+      metricsToken: values.METRICS_TOKEN,
+      metricsPort: values.METRICS_PORT,
     },
   }
 }

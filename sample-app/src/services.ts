@@ -4,8 +4,11 @@ import type { Config } from './config.js'
 import { EventStream } from './events.js'
 import { PrismaClient } from './generated/prisma/client.js'
 import { createJobQueue, type JobQueue, jobOutboxHandler } from './jobs/index.js'
+import { type AppLogger, pinoOf } from './logging.js'
+import { Metrics } from './metrics.js'
 import { cacheInvalidationHandler, OutboxRelay, userEventHandler } from './outbox.js'
 import { connectRedis, type Redis } from './redis.js'
+import { RequestStats } from './stats.js'
 
 export type { Redis } from './redis.js'
 
@@ -22,6 +25,10 @@ export interface Services {
    * register the handler of another kind with `outbox.register(kind, handler)`.
    */
   outbox: OutboxRelay | undefined
+  /** The app's metrics (GET /metrics): the kit's instruments on a MeterProvider of this instance's own. */
+  metrics: Metrics
+  /** This instance's cache hits and misses and rate-limited requests (GET /stats). */
+  stats: RequestStats
   /** Resolves once Redis is connected, or after `ms` if it is not (the app then starts without it). */
   redisReady(ms: number): Promise<boolean>
   /** Ends the event streams and subscriptions, then the connections. */
@@ -33,7 +40,7 @@ export interface Services {
  * starts and serves what it can while Redis is down (nothing waits in an offline queue; the
  * middleware treat a disconnected client as unavailable) and uses Redis as soon as it answers.
  */
-export function createServices(config: Config, logger: Pick<Console, 'warn' | 'error'> = console): Services {
+export function createServices(config: Config, logger: AppLogger = console): Services {
   const prisma = new PrismaClient({
     adapter: new PrismaPg({
       connectionString: config.databaseUrl,
@@ -53,7 +60,7 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
     prefix: `${config.redisPrefix}events:`,
     mode: 'fanout',
     maxLength: config.eventsMaxLength,
-    logger,
+    logger: pinoOf(logger),
   })
   const stream = new EventStream(notifier, logger)
   const jobs = createJobQueue(config, logger)
@@ -72,6 +79,8 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
         .register('job', jobOutboxHandler(jobs, logger))
         .start()
     : undefined
+  const metrics = new Metrics()
+  const stats = new RequestStats(config.redisPrefix)
   return {
     prisma,
     redis,
@@ -79,6 +88,8 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
     events: stream,
     jobs,
     outbox,
+    metrics,
+    stats,
     redisReady: (ms) => connection.ready(ms),
     async close() {
       await outbox?.stop()
@@ -87,6 +98,8 @@ export function createServices(config: Config, logger: Pick<Console, 'warn' | 'e
       await notifier.close()
       connection.destroy()
       await prisma.$disconnect()
+      stats.close()
+      await metrics.close()
     },
   }
 }

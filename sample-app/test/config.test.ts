@@ -53,6 +53,9 @@ describe('loadConfig(env)', () => {
       JOB_BACKOFF_MS: '500',
       JOB_LOCK_MS: '10000',
       JOB_STALLED_INTERVAL_MS: '5000',
+      LOG_LEVEL: 'warn',
+      METRICS_TOKEN: 'a-metrics-token-of-32-characters',
+      METRICS_PORT: '9464',
     })
     expect(config).to.deep.equal({
       production: true,
@@ -83,6 +86,7 @@ describe('loadConfig(env)', () => {
         lockMs: 10_000,
         stalledIntervalMs: 5_000,
       },
+      observability: { logLevel: 'warn', metricsToken: 'a-metrics-token-of-32-characters', metricsPort: 9464 },
     })
     expect(usesDevelopmentSecret(config)).to.equal(false)
   })
@@ -132,6 +136,11 @@ describe('loadConfig(env)', () => {
     ['JOB_BACKOFF_MS', '-1'],
     ['JOB_LOCK_MS', '999'],
     ['JOB_STALLED_INTERVAL_MS', 'often'],
+    ['LOG_LEVEL', 'verbose'],
+    ['METRICS_TOKEN', 'too-short'],
+    ['METRICS_TOKEN', 'has a space in it, 1234567890'],
+    ['METRICS_PORT', '65536'],
+    ['METRICS_PORT', 'metrics'],
     ['SESSION_SECRETS', 'short'],
     ['SESSION_SECRETS', `${secret},short`],
   ] as const) {

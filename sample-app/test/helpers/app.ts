@@ -8,6 +8,7 @@ import { createClient, createCluster } from 'redis'
 import request, { type Response } from 'supertest'
 import { createApp } from '../../src/app.js'
 import { type Config, loadConfig } from '../../src/config.js'
+import { consoleStyle, type Logger } from '../../src/logging.js'
 import { createServices, type Services } from '../../src/services.js'
 import { prepareDatabase, testDatabaseUrl } from './db.js'
 
@@ -40,6 +41,8 @@ export function testEnv(overrides: Record<string, string> = {}): NodeJS.ProcessE
     LOGIN_FAILURES_PER_ACCOUNT_AND_IP: '1000000',
     LOGIN_FAILURES_PER_ACCOUNT: '1000000',
     SIGNUP_RATE_LIMIT: '1000000',
+    // no request logs in the test output (observability.test.ts reads them from a stream of its own)
+    LOG_LEVEL: 'silent',
     // mail from the test's job workers, never in sample-app/mail.log
     MAIL_LOG: path.join(tmpdir(), `express-redis-kit-test-mail-${process.pid}.log`),
     ...overrides,
@@ -79,13 +82,24 @@ export interface TestApp {
  * The app in this process as the server builds it (createServices + createApp), listening on a
  * free loopback port. With `waitForRedis` (default) it resolves once the Redis client is ready.
  */
-export async function startApp(overrides: Record<string, string> = {}, { waitForRedis = true } = {}): Promise<TestApp> {
+export async function startApp(
+  overrides: Record<string, string> = {},
+  {
+    waitForRedis = true,
+    log,
+  }: {
+    waitForRedis?: boolean
+    /** A pino logger (createLogger) for every line, the request logs', the app's and the kit's, as the server does; the TestApp's `logger` then records nothing. */
+    log?: Logger
+  } = {},
+): Promise<TestApp> {
   await prepareDatabase()
   const config = loadConfig(testEnv(overrides))
   const logger = recordingLogger()
-  const services = createServices(config, logger)
+  const appLogger = log ? consoleStyle(log) : logger
+  const services = createServices(config, appLogger)
   if (waitForRedis) await waitUntil(() => services.redis.isReady, 10_000, 'the Redis client to be ready')
-  const app = createApp({ config, ...services, logger })
+  const app = createApp({ config, ...services, logger: appLogger, log })
   const server = app.listen(0, '127.0.0.1')
   await once(server, 'listening')
   let closed: Promise<void> | undefined
