@@ -11,12 +11,12 @@ export interface GapInfo {
   channel: string
   /**
    * The position the subscription continues from: the stream id of the last message it
-   * delivered, or the `from` it was given. Messages published after it are missing.
+   * delivered, or the `from` it was given. Messages published after it may be missing.
    */
   after: string
   /**
-   * The id of the oldest message still in the stream (delivered next), or `undefined` when the
-   * stream is empty or gone (Redis restarted without persistence, or the key was deleted).
+   * The id of the oldest message still in the stream, delivered next; `undefined` when the stream
+   * is empty or gone (found after a reconnect: Redis restarted without persistence).
    */
   oldest: string | undefined
 }
@@ -24,13 +24,6 @@ export interface GapInfo {
 interface StreamMessage {
   id: string
   message: Record<string, string> | null
-}
-
-/** What XINFO STREAM tells about trimming (Redis 7: `max-deleted-entry-id`). */
-interface StreamInfo {
-  'last-generated-id'?: string
-  'max-deleted-entry-id'?: string
-  'first-entry'?: StreamMessage | null
 }
 
 /** The stream commands of a fan-out subscription or a history read, on a client or a cluster. */
@@ -41,7 +34,6 @@ export interface FanoutCommands {
   ): Promise<{ name: string; messages: StreamMessage[] }[] | null>
   xRange(key: string, start: string, end: string, options: { COUNT: number }): Promise<StreamMessage[]>
   xRevRange(key: string, end: string, start: string, options: { COUNT: number }): Promise<StreamMessage[]>
-  xInfoStream(key: string): Promise<StreamInfo>
 }
 
 interface FanoutConnection extends FanoutCommands {
@@ -63,39 +55,32 @@ export function compareStreamIds(a: string, b: string): number {
   return aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1
 }
 
+const MAX_SEQUENCE = 18_446_744_073_709_551_615n
+
+/** The id right before `id` (`'0-0'` has none: itself), so that a read "after" it includes `id`. */
+function previousId(id: string): string {
+  const [ms = 0n, seq = 0n] = id.split('-').map(BigInt)
+  if (seq > 0n) return `${ms}-${seq - 1n}`
+  return ms > 0n ? `${ms - 1n}-${MAX_SEQUENCE}` : '0-0'
+}
+
 /**
- * Whether entries published after `position` may be missing from the stream. `MAXLEN ~`
- * trimming does not move Redis's `max-deleted-entry-id` (only `XDEL` does), so a gap is
- * inferred the conservative way: the entry at `position` is gone itself (the oldest entry is
- * newer), an entry after it was deleted, or the stream does not know `position` at all (gone,
- * or recreated after a restart without persistence and not written to beyond it). It may say
- * so when only `position` itself was trimmed and its successor is still there: never the
- * other way round. `undefined` info: no such stream.
+ * Entries read from the id right before `position` (so `position` itself comes first if the
+ * stream still holds it), split: the ones after `position`, and whether some before them may be
+ * missing. Trimming (`MAXLEN ~`) removes the oldest entries first, so when `position` is still
+ * there nothing after it was trimmed; when it is gone and later entries came back, the entries
+ * between are missing: trimmed, or lost with the stream (a Redis restarted without persistence
+ * knows none of the old ids). Conservative: a gap is reported when only `position` itself was
+ * trimmed and its successor is still there, never missed (except entries removed with `XDEL`).
  */
-export function isGap(info: StreamInfo | undefined, position: string): boolean {
-  if (position === '0-0') return false
-  if (info === undefined) return true
-  const last = info['last-generated-id']
-  if (last !== undefined && compareStreamIds(last, position) < 0) return true
-  const deleted = info['max-deleted-entry-id']
-  if (deleted !== undefined && compareStreamIds(deleted, position) > 0) return true
-  const oldest = info['first-entry']?.id
-  if (oldest === undefined) return last !== undefined && compareStreamIds(last, position) > 0
-  return compareStreamIds(oldest, position) > 0
+export function afterPosition(position: string, entries: StreamMessage[]): { entries: StreamMessage[]; gap: boolean } {
+  if (position === '0-0') return { entries, gap: false }
+  if (entries[0]?.id === position) return { entries: entries.slice(1), gap: false }
+  return { entries, gap: true }
 }
 
-/** XINFO STREAM, or `undefined` when the stream does not exist. */
-export async function streamInfo(redis: FanoutCommands, key: string): Promise<StreamInfo | undefined> {
-  try {
-    return await redis.xInfoStream(key)
-  } catch (error) {
-    if (error instanceof Error && /no such key/i.test(error.message)) return undefined
-    throw error
-  }
-}
-
-/** The oldest entry of a stream, from XINFO STREAM. */
-export const oldestOf = (info: StreamInfo | undefined): string | undefined => info?.['first-entry']?.id ?? undefined
+/** The id to read after, to get `position` back first (see {@link afterPosition}). */
+export const readFrom = (position: string): string => (position === '0-0' ? position : previousId(position))
 
 /** Longest wait of one blocking read: a connection that froze is noticed within it. */
 const BLOCK_MS = 5_000
@@ -145,24 +130,20 @@ export class FanoutSubscription {
       this.#warn(`express-redis-kit notifier: the connection of fan-out subscriber ${this.#key} failed`, error),
     )
     this.#connection = connection
-    let checkFirst = false
     try {
       await connection.connect()
       if (this.#from === '$') {
         const [last] = await connection.xRevRange(this.#key, '+', '-', { COUNT: 1 })
         this.#position = last?.id ?? '0-0'
-      } else if (this.#from === '0') {
-        this.#position = '0-0'
       } else {
-        this.#position = this.#from
-        checkFirst = true
+        this.#position = this.#from === '0' ? '0-0' : this.#from
       }
     } catch (error) {
       connection.destroy()
       throw error
     }
     if (this.#stopping) connection.destroy()
-    else this.#loop = this.#run(connection, checkFirst)
+    else this.#loop = this.#run(connection)
   }
 
   /** Stops reading, lets a running handler finish, then closes the connection. */
@@ -171,46 +152,63 @@ export class FanoutSubscription {
     await stopLoop(this.#waiting, this.#subscriber, this.#loop, this.#connection, this.#options.timeoutMs)
   }
 
-  async #run(connection: FanoutConnection, checkFirst: boolean): Promise<void> {
-    // a gap is possible at the start from an id, after a failed read, and when a read comes back
-    // full (only then can more than maxLength entries have been added since the last one: MAXLEN ~
-    // keeps at least maxLength entries, so a trimmed one has at least a full batch after it)
-    let check = checkFirst
-    let failures = 0
+  /**
+   * While behind, each read is a non-blocking `XREAD` from the id right before the position, which
+   * gives the position's own entry back first if the stream still holds it (else: a gap, reported
+   * before what follows is delivered). Once caught up (a read returned less than a batch), it waits
+   * with a blocking `XREAD` after the position; a blocking read that comes back full may have
+   * jumped a gap (only a full batch can: `MAXLEN ~` keeps at least `maxLength`), so it is not
+   * delivered but read again the first way. After a failure it starts over the first way, which
+   * also notices at once a stream lost with a Redis restart.
+   */
+  async #run(connection: FanoutConnection): Promise<void> {
     const count = Math.min(this.#options.batchSize, this.#options.maxLength)
+    let failures = 0
+    let caughtUp = false
     while (!this.#stopping) {
       try {
-        if (check) await this.#checkGap(connection)
-        check = false
-        const messages = await this.#read(connection, count)
-        failures = 0
-        if (messages.length >= count) {
-          await this.#checkGap(connection)
+        if (caughtUp) {
+          const entries = await this.#read(connection, this.#position, count, BLOCK_MS)
+          failures = 0
+          if (entries.length >= count) caughtUp = false
+          else await this.#handle(entries)
+          continue
         }
-        await this.#handle(messages)
+        const extra = this.#position === '0-0' ? 0 : 1
+        const read = afterPosition(
+          this.#position,
+          await this.#read(connection, readFrom(this.#position), count + extra, undefined),
+        )
+        failures = 0
+        if (read.gap) await this.#reportGap(read.entries[0]?.id)
+        await this.#handle(read.entries)
+        caughtUp = read.entries.length < count
       } catch (error) {
         if (this.#stopping) break
         this.#warn(`express-redis-kit notifier: reading ${this.#key} failed; resuming after ${this.#position}`, error)
-        check = true
+        caughtUp = false
         failures++
         await this.#waiting.pause(Math.min(1_000, 50 * 2 ** Math.min(failures, 5)))
       }
     }
   }
 
-  async #read(connection: FanoutConnection, count: number): Promise<StreamMessage[]> {
-    const reading = connection.xRead({ key: this.#key, id: this.#position }, { COUNT: count, BLOCK: BLOCK_MS })
-    const reply = await this.#waiting.wait(reading)
+  async #read(
+    connection: FanoutConnection,
+    after: string,
+    count: number,
+    block: number | undefined,
+  ): Promise<StreamMessage[]> {
+    const options = block === undefined ? { COUNT: count } : { COUNT: count, BLOCK: block }
+    const reply = await this.#waiting.wait(connection.xRead({ key: this.#key, id: after }, options))
     return reply?.[0]?.messages ?? []
   }
 
-  /** Calls `onGap` (or logs) when entries after the position were trimmed before they were read. */
-  async #checkGap(connection: FanoutConnection): Promise<void> {
+  /** Calls `onGap` (or logs) before delivering past messages trimmed before they were read; once per position. */
+  async #reportGap(oldest: string | undefined): Promise<void> {
     if (this.#gapReportedAt === this.#position) return
-    const info = await streamInfo(connection, this.#key)
-    if (!isGap(info, this.#position)) return
     this.#gapReportedAt = this.#position
-    const gap: GapInfo = { channel: this.#subscriber.channel, after: this.#position, oldest: oldestOf(info) }
+    const gap: GapInfo = { channel: this.#subscriber.channel, after: this.#position, oldest }
     if (this.#onGap === undefined) {
       this.#options.logger.error(
         `express-redis-kit notifier: messages of ${this.#key} after ${gap.after} were trimmed before this ` +

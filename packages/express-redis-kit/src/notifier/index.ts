@@ -3,13 +3,12 @@ import { isCluster, runCommand } from '../shared/redis.js'
 import { DurableSubscription, ENTRY_FIELD } from './durable.js'
 import { type EventHandler, type EventMeta, encodeEnvelope, Subscriber } from './envelope.js'
 import {
+  afterPosition,
   entryEnvelope,
   type FanoutCommands,
   FanoutSubscription,
   type GapInfo,
-  isGap,
   STREAM_ID,
-  streamInfo,
 } from './fanout.js'
 import { isValidName, NAME_EXPECTED, type NotifierOptions, parseNotifierOptions } from './options.js'
 import { closedError, PubSubTransport } from './pubsub.js'
@@ -42,9 +41,10 @@ export interface SubscribeOptions<T> {
   from?: string
   /**
    * Fan-out mode: called, and awaited, before the subscription delivers past messages it never
-   * read because the stream trimmed them (`maxLength`): it started from an id, or fell more than
-   * about `maxLength` messages behind, or Redis lost the stream (a restart without persistence).
-   * Delivery then goes on with the oldest message still there. Errors it throws are logged.
+   * read because the stream no longer holds them: it started from an id that was trimmed, fell
+   * more than about `maxLength` messages behind, or Redis lost the stream (a restart without
+   * persistence; noticed when the subscription reconnects). Delivery then goes on with the oldest
+   * message still there (`oldest`). Errors it throws are logged.
    * @default undefined (the gap is logged as an error)
    */
   onGap?: (info: GapInfo) => void | Promise<void>
@@ -112,7 +112,7 @@ export interface Notifier {
   subscribe<T = unknown>(channel: string, handler: EventHandler<T>, options?: SubscribeOptions<T>): Promise<Unsubscribe>
   /**
    * Durable and fan-out modes: the messages of `channel` after `options.after`, oldest first, in
-   * one round trip on `client` (`XRANGE` exclusive, with `XINFO STREAM` to tell whether some were
+   * one command on `client` (`XRANGE` from `after` itself, which tells whether some after it were
    * trimmed): a server replays what one client missed without a connection per client. `parse`
    * is not applied. Rejects with `ERK_INVALID_ARGUMENT` for a bad `after` or `limit` (and in
    * pub/sub mode, which keeps no history) and with `ERK_REDIS_UNAVAILABLE` like `publish`.
@@ -271,27 +271,27 @@ export function createNotifier(options: NotifierOptions): Notifier {
       }
       if (closed) throw closedError()
       const key = prefix + channel
-      const [entries, info] = await runCommand(
+      // from `after` itself (inclusive): if the stream still holds it, nothing after it was trimmed
+      const start = after === undefined ? '-' : after
+      const range = await runCommand(
         client,
         key,
-        (redis) => {
-          const commands = redis as unknown as FanoutCommands
-          // both sent in the same tick: one round trip
-          return Promise.all([
-            commands.xRange(key, after === undefined ? '-' : `(${after}`, '+', { COUNT: limit }),
-            after === undefined ? undefined : streamInfo(commands, key),
-          ])
-        },
+        (redis) =>
+          (redis as unknown as FanoutCommands).xRange(key, start, '+', {
+            COUNT: limit + (after === undefined ? 0 : 1),
+          }),
         timeoutMs,
       )
+      const read = after === undefined ? { entries: range, gap: false } : afterPosition(after, range)
       const messages: History<T>['messages'] = []
-      for (const { id, message } of entries) {
+      for (const { id, message } of read.entries.slice(0, limit)) {
         const envelope = entryEnvelope(parsed, channel, key, id, message)
         if (envelope === undefined) continue
         const meta: EventMeta = { id: envelope.id, channel, time: envelope.time, deliveries: 1, streamId: id }
         messages.push({ event: envelope.payload as T, meta })
       }
-      return { messages, trimmed: after !== undefined && isGap(info, after) }
+      // a stream that no longer holds `after` (trimmed, or lost with a restart) cannot say what followed it
+      return { messages, trimmed: after !== undefined && (read.gap || range.length === 0) }
     },
 
     async close() {

@@ -383,31 +383,45 @@ describe(`notifier fanout (${mode} Redis)`, () => {
       await Promise.all(servers.splice(0).map((each) => each.stop()))
     })
 
-    it('the subscription comes back, reports the lost stream through onGap, and new messages arrive', async function () {
+    it('the subscription comes back, reports the lost stream through onGap at once, and new messages arrive', async function () {
       this.timeout(30_000)
       redis = await startDisposableRedis()
       servers.push(redis)
       const own = await connectTo(redis)
       const events = createNotifier({ client: own, mode: 'fanout', logger: recordingLogger() })
+      const calls: string[] = []
       const gaps: GapInfo[] = []
       const received = inbox()
       try {
-        await events.subscribe('orders', received.handler, { onGap: (gap) => void gaps.push(gap) })
+        await events.subscribe(
+          'orders',
+          (event, meta) => {
+            calls.push('message')
+            received.handler(event, meta)
+          },
+          {
+            onGap: (gap) => {
+              calls.push('gap')
+              gaps.push(gap)
+            },
+          },
+        )
         await events.publish('orders', 'before')
         await waitUntil(() => received.deliveries.length === 1, 5_000, 'the first message')
         await redis.stop()
         await sleep(300)
         servers.push(await startRedisOnPort(redis.port))
-        await waitUntil(() => own.isReady, 10_000, 'the client to reconnect')
-        await waitUntil(() => gaps.length === 1, 10_000, 'onGap')
+        await waitUntil(() => gaps.length === 1, 10_000, 'onGap, before anything new is published')
         expect(gaps[0]).to.deep.equal({
           channel: 'orders',
           after: received.deliveries[0]!.meta.streamId,
           oldest: undefined,
         })
+        await waitUntil(() => own.isReady, 10_000, 'the client to reconnect')
         await events.publish('orders', 'after')
         await waitUntil(() => received.deliveries.length === 2, 10_000, 'the message after the restart')
         expect(received.events()).to.deep.equal(['before', 'after'])
+        expect(calls).to.deep.equal(['message', 'gap', 'message'])
       } finally {
         await events.close()
         own.destroy()
