@@ -247,7 +247,7 @@ describe('the UI in a browser: two contexts on two instances', function () {
   })
 
   it('rate limits: the remaining requests are shown, and a 429 shows "retry in N s"', async () => {
-    // an instance allowing 10 requests a minute (the page itself takes 6: HTML, CSS, JS, /me, /users, /events)
+    // an instance allowing 10 requests a minute (the page itself takes 7: HTML, CSS, JS, /me, /users, /events, /stats)
     const page = await open(`http://127.0.0.1:${(limited!.server.address() as { port: number }).port}`, {
       hash: '#/users',
     })

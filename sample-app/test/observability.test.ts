@@ -2,6 +2,7 @@ import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Writable } from 'node:stream'
 import { expect } from 'chai'
+import { chromium } from 'playwright-core'
 import request from 'supertest'
 import { createLogger } from '../src/logging.js'
 import { listenForMetrics } from '../src/metrics.js'
@@ -265,6 +266,46 @@ describe(`observability (${process.env.REDIS_MODE === 'cluster' ? 'Redis Cluster
       expect(body.rateLimit.allowed).to.be.at.least(7)
       expect(Object.keys(body)).to.deep.equal(['since', 'cache', 'rateLimit'])
       expect(JSON.stringify(body)).not.to.include(app.config.redisPrefix)
+    })
+  })
+
+  describe('the page shows the hit ratio and the limited count (Chromium)', () => {
+    /** Debian's chromium (scripts/lib.sh ensure_chromium installs it); never a browser download. */
+    const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
+    let app: TestApp
+    before(async () => {
+      app = await startApp({ ...clusterEnv, SIGNUP_RATE_LIMIT: '1' })
+    })
+    after(() => app?.close())
+
+    it("the numbers of GET /stats, under the page's CSP, without a script error", async function () {
+      this.timeout(60_000)
+      for (let i = 0; i < 3; i++) await app.http().get('/users?limit=1')
+      await app.http().post('/users').send({})
+      expectError(await app.http().post('/users').send({}), 429, 'rate_limited')
+      const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
+      try {
+        const page = await browser.newPage()
+        const problems: string[] = []
+        page.on('console', (message) => {
+          // (a 401 of GET /me, signed out, is the console's error too: only CSP violations count)
+          if (/Content Security Policy/i.test(message.text())) problems.push(message.text())
+        })
+        page.on('pageerror', (error) => problems.push(error.message))
+        await page.goto(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}/#/users`)
+        await page.locator('body[data-loaded=users]').waitFor({ timeout: 20_000 })
+        // the page's own list request counted too: the page shows what /stats says once it has polled again
+        const { cache, rateLimit } = (await app.http().get('/stats')).body as StatsBody
+        expect(rateLimit.limited).to.equal(1)
+        expect(cache.hits).to.be.at.least(2)
+        const ratio = `${Math.round(cache.hitRatio! * 100)}%`
+        await page.locator('#limited-count').getByText('1', { exact: true }).waitFor({ timeout: 20_000 })
+        await page.locator('#hit-ratio').getByText(ratio, { exact: true }).waitFor({ timeout: 20_000 })
+        expect(await page.getAttribute('#hit-ratio', 'title')).to.equal(`${cache.hits} hits, ${cache.misses} misses`)
+        expect(problems).to.deep.equal([])
+      } finally {
+        await browser.close()
+      }
     })
   })
 })
