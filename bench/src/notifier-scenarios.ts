@@ -8,6 +8,9 @@ export const SCENARIOS = [
   'raw-durable-batch-ack',
   'erk-durable',
   'erk-durable-100',
+  'raw-fanout',
+  'erk-fanout',
+  'erk-fanout-100',
 ] as const
 export type Scenario = (typeof SCENARIOS)[number]
 
@@ -19,6 +22,9 @@ export const LABELS: Record<Scenario, string> = {
   'raw-durable-batch-ack': 'raw, the same with one XACK per read (all its ids)',
   'erk-durable': "notifier 'durable', batchSize 10 (default)",
   'erk-durable-100': "notifier 'durable', batchSize 100",
+  'raw-fanout': 'raw XADD MAXLEN ~ + XREAD COUNT 10 BLOCK from the last id (no group)',
+  'erk-fanout': "notifier 'fanout', batchSize 10 (default)",
+  'erk-fanout-100': "notifier 'fanout', batchSize 100",
 }
 
 /** The raw scenario each scenario is compared with (acking per read: what acking per message costs). */
@@ -28,9 +34,18 @@ export const BASELINE: Partial<Record<Scenario, Scenario>> = {
   'erk-pubsub-parse': 'raw-pubsub',
   'erk-durable': 'raw-durable',
   'erk-durable-100': 'raw-durable',
+  'erk-fanout': 'raw-fanout',
+  'erk-fanout-100': 'raw-fanout',
 }
 
 export const isDurable = (scenario: Scenario): boolean => scenario.includes('durable')
+
+/** The notifier mode of a notifier scenario. */
+export const modeOf = (scenario: Scenario): 'pubsub' | 'durable' | 'fanout' =>
+  isDurable(scenario) ? 'durable' : scenario.includes('fanout') ? 'fanout' : 'pubsub'
+
+/** The batchSize of a notifier scenario (the default, 10, unless it says 100). */
+export const batchSizeOf = (scenario: Scenario): number => (scenario.endsWith('-100') ? 100 : 10)
 
 /** The notifier's channel; raw scenarios use `<prefix><channel>` as the notifier does. */
 export const CHANNEL = 'user.updated'

@@ -11,10 +11,11 @@ import { execFileSync } from 'node:child_process'
 import { createNotifier } from 'express-redis-kit'
 import { createClient } from 'redis'
 import {
+  batchSizeOf,
   CHANNEL,
   FIELD,
   GROUP,
-  isDurable,
+  modeOf,
   type Scenario,
   type SubscriberMessage,
   type UserUpdated,
@@ -115,13 +116,31 @@ if (scenario === 'raw-pubsub') {
         )
     }
   })()
+} else if (scenario === 'raw-fanout') {
+  const reader = client.duplicate()
+  await reader.connect()
+  type Entry = { id: string; message: Record<string, string> }
+  // from the stream's last entry (or its start): what is published once `ready` is sent
+  const [last] = (await reader.xRevRange(key, '+', '-', { COUNT: 1 })) as unknown as Entry[]
+  let position = last?.id ?? '0-0'
+  void (async () => {
+    for (;;) {
+      const reply = (await reader.xRead({ key, id: position }, { COUNT: 10, BLOCK: 5000 })) as
+        | { messages: Entry[] }[]
+        | null
+      for (const { id, message } of reply?.[0]?.messages ?? []) {
+        receive(JSON.parse(message[FIELD]!))
+        position = id
+      }
+    }
+  })()
 } else {
   const notifier = createNotifier({
     client,
     prefix,
-    mode: isDurable(scenario) ? 'durable' : 'pubsub',
-    group: GROUP,
-    batchSize: scenario === 'erk-durable-100' ? 100 : 10,
+    mode: modeOf(scenario),
+    ...(modeOf(scenario) === 'durable' ? { group: GROUP } : {}),
+    batchSize: batchSizeOf(scenario),
   })
   await notifier.subscribe<UserUpdated>(CHANNEL, receive, scenario === 'erk-pubsub-parse' ? { parse } : {})
 }

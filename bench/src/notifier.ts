@@ -7,7 +7,8 @@
  *
  * Scenarios (src/notifier-scenarios.ts): raw PUBLISH/SUBSCRIBE; the notifier in 'pubsub'
  * mode, without and with `parse`; raw XADD + XREADGROUP + XACK, acknowledging per message
- * and per read; the notifier in 'durable' mode, batchSize 10 and 100. Each run is a fresh
+ * and per read; the notifier in 'durable' mode, batchSize 10 and 100; raw XADD + XREAD from
+ * the last id (no group); the notifier in 'fanout' mode, batchSize 10 and 100. Each run is a fresh
  * subscriber process and a fresh channel/stream: W unmeasured warm-up messages, then N
  * measured. The scenarios run in rounds, in alternating order; medians are reported, with
  * each notifier scenario's ratio to its raw baseline in each round. Redis commands per
@@ -34,8 +35,8 @@ import {
   BASELINE,
   CHANNEL,
   FIELD,
-  isDurable,
   LABELS,
+  modeOf,
   payload,
   SCENARIOS,
   type Scenario,
@@ -97,7 +98,7 @@ function publisher(scenario: Scenario, client: Client, prefix: string): [(id: nu
   const notifier = createNotifier({
     client,
     prefix,
-    mode: isDurable(scenario) ? 'durable' : 'pubsub',
+    mode: modeOf(scenario),
     maxLength: MAXLEN,
   })
   return [(id) => notifier.publish(CHANNEL, payload(id)), notifier]
