@@ -166,12 +166,15 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
       CHANNELS.notifier,
       (message) => {
         const event = message as NotifierEvent
+        if (event.result === 'lag') {
+          lags.set(event.channel, event.lag ?? 0)
+          return
+        }
         notifierMessages.add(event.count ?? 1, {
           result: event.result,
           mode: event.mode,
           ...(event.reason ? { reason: event.reason } : {}),
         })
-        if (event.lag !== undefined) lags.set(event.channel, event.lag)
       },
     ],
   ]

@@ -1,3 +1,4 @@
+import { publishNotifier } from '../shared/diagnostics.js'
 import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection } from '../shared/redis.js'
 import { decodeEnvelope, type EventMeta, type Subscriber } from './envelope.js'
@@ -169,6 +170,8 @@ export class DurableSubscription {
       cursor = reply.nextId
       const messages = reply.messages.filter((message): message is StreamMessage => message !== null)
       if (messages.length === 0) continue
+      const { channel } = this.#subscriber
+      publishNotifier(() => ({ result: 'reclaimed', channel, mode: 'durable', count: messages.length }))
       await this.#handle(connection, messages, await this.#deliveries(connection, messages))
     } while (cursor !== '0-0' && !this.#stopping)
     await this.#checkTrimmed(connection)
@@ -197,11 +200,16 @@ export class DurableSubscription {
     // Redis 7.0 leaves entries-read unset until the group's first read: from the stream's start, that is 0
     const read = group?.['entries-read'] ?? (group?.['last-delivered-id'] === '0-0' ? 0 : undefined)
     const added = stream['entries-added']
+    const { channel } = this.#subscriber
+    const lag = (group as { lag?: unknown } | undefined)?.lag
+    if (typeof lag === 'number') publishNotifier(() => ({ result: 'lag', channel, mode: 'durable', lag }))
     if (typeof read !== 'number' || typeof added !== 'number') return
     const lost = added - stream.length - read
     if (lost <= this.#reportedLost) return
+    const count = lost - this.#reportedLost
+    publishNotifier(() => ({ result: 'trimmed', channel, mode: 'durable', count }))
     this.#options.logger.error(
-      `express-redis-kit notifier: ${lost - this.#reportedLost} messages of ${this.#key} were trimmed before group ` +
+      `express-redis-kit notifier: ${count} messages of ${this.#key} were trimmed before group ` +
         `"${this.#group}" read them: raise maxLength, or consume faster`,
     )
     this.#reportedLost = lost
@@ -247,11 +255,19 @@ export class DurableSubscription {
       let finished: boolean
       if (typeof envelope === 'string') {
         this.#options.logger.warn(`express-redis-kit notifier: dropped entry ${id} of ${this.#key}: ${envelope}`)
+        publishNotifier(() => ({ result: 'dropped', channel, mode: 'durable', reason: 'malformed' }))
         finished = true
       } else if (count > this.#options.maxDeliveries) {
         this.#options.logger.error(
           `express-redis-kit notifier: dropped message ${envelope.id} on "${channel}" after ${count - 1} failed deliveries`,
         )
+        publishNotifier(() => ({
+          result: 'dropped',
+          channel,
+          id: envelope.id,
+          mode: 'durable',
+          reason: 'max-deliveries',
+        }))
         finished = true
       } else {
         const meta: EventMeta = { id: envelope.id, channel, time: envelope.time, deliveries: count, streamId: id }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { type NotifierEvent, notifierChannel } from '../shared/diagnostics.js'
 import { describe, RedisKitError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
 
@@ -105,6 +106,8 @@ export class Subscriber<T> {
     private readonly handler: EventHandler<T>,
     private readonly parse: ((payload: unknown) => T) | undefined,
     private readonly logger: Logger,
+    /** The notifier's mode, for the diagnostics events (a failed handler is retried only in durable mode). */
+    readonly mode: NotifierEvent['mode'] = 'pubsub',
   ) {}
 
   /**
@@ -132,17 +135,33 @@ export class Subscriber<T> {
         `express-redis-kit notifier: dropped message ${meta.id} on "${this.channel}": its payload failed parse()`,
         error,
       )
+      this.#publish(meta, 'dropped', 'parse')
       return true
     }
     try {
       await this.handler(event, meta)
+      this.#publish(meta, meta.deliveries > 1 ? 'redelivered' : 'delivered')
       return true
     } catch (error) {
       this.logger.error(
         `express-redis-kit notifier: the handler of "${this.channel}" failed on message ${meta.id}`,
         error,
       )
+      // In durable mode the message is delivered again (dropped after maxDeliveries: see durable.ts).
+      if (this.mode !== 'durable') this.#publish(meta, 'dropped', 'handler')
       return false
+    }
+  }
+
+  #publish(meta: EventMeta, result: NotifierEvent['result'], reason?: string): void {
+    if (notifierChannel.hasSubscribers) {
+      notifierChannel.publish({
+        result,
+        channel: this.channel,
+        id: meta.id,
+        mode: this.mode,
+        ...(reason ? { reason } : {}),
+      } satisfies NotifierEvent)
     }
   }
 }

@@ -1,3 +1,4 @@
+import { publishNotifier } from '../shared/diagnostics.js'
 import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection } from '../shared/redis.js'
 import { ENTRY_FIELD } from './durable.js'
@@ -209,6 +210,7 @@ export class FanoutSubscription {
     if (this.#gapReportedAt === this.#position) return
     this.#gapReportedAt = this.#position
     const gap: GapInfo = { channel: this.#subscriber.channel, after: this.#position, oldest }
+    publishNotifier(() => ({ result: 'trimmed', channel: gap.channel, mode: 'fanout' }))
     if (this.#onGap === undefined) {
       this.#options.logger.error(
         `express-redis-kit notifier: messages of ${this.#key} after ${gap.after} were trimmed before this ` +
@@ -255,5 +257,6 @@ export function entryEnvelope(
     text === undefined ? 'it has no message field' : decodeEnvelope(text, channel, options.maxMessageBytes)
   if (typeof envelope !== 'string') return envelope
   options.logger.warn(`express-redis-kit notifier: dropped entry ${id} of ${key}: ${envelope}`)
+  publishNotifier(() => ({ result: 'dropped', channel, mode: options.mode, reason: 'malformed' }))
   return undefined
 }

@@ -1,3 +1,4 @@
+import { publishNotifier } from '../shared/diagnostics.js'
 import { ArgumentError, OptionError, RedisKitError } from '../shared/errors.js'
 import { isCluster, runCommand } from '../shared/redis.js'
 import { DurableSubscription, ENTRY_FIELD } from './durable.js'
@@ -153,6 +154,12 @@ export function createNotifier(options: NotifierOptions): Notifier {
     if (!isValidName(channel)) throw new OptionError('channel', NAME_EXPECTED, channel)
   }
 
+  /** The traced name of a publication (see shared/diagnostics.ts). */
+  const publishCall = {
+    operation: 'notifier.publish',
+    command: mode !== 'pubsub' ? 'XADD' : cluster ? 'SPUBLISH' : 'PUBLISH',
+  }
+
   return {
     mode,
 
@@ -183,7 +190,10 @@ export function createNotifier(options: NotifierOptions): Notifier {
           return cluster ? commands.sPublish(key, json) : commands.publish(key, json)
         },
         timeoutMs,
+        undefined,
+        publishCall,
       )
+      publishNotifier(() => ({ result: 'published', channel, id, mode }))
       return id
     },
 
@@ -203,7 +213,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
       }
       if (onGap !== undefined && typeof onGap !== 'function') throw new OptionError('onGap', 'a function', onGap)
       if (closed) throw closedError()
-      const subscriber = new Subscriber(channel, handler, parse, parsed.logger) as Subscriber<unknown>
+      const subscriber = new Subscriber(channel, handler, parse, parsed.logger, mode) as Subscriber<unknown>
 
       if (mode === 'fanout') {
         const subscription = new FanoutSubscription(parsed, subscriber, from ?? '$', onGap)

@@ -1,4 +1,5 @@
 import { clusterSlot, type NodeClient, rediscoverUnmapped, refreshTopology } from '../shared/cluster-health.js'
+import { publishNotifier } from '../shared/diagnostics.js'
 import { RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection, isCluster, withTimeout } from '../shared/redis.js'
@@ -123,6 +124,7 @@ export class PubSubTransport {
     const envelope = decodeEnvelope(message, channel, this.#options.maxMessageBytes)
     if (typeof envelope === 'string') {
       this.#warn(`express-redis-kit notifier: dropped a message on "${channel}": ${envelope}`)
+      publishNotifier(() => ({ result: 'dropped', channel, mode: 'pubsub', reason: 'malformed' }))
       return
     }
     const meta = { id: envelope.id, channel, time: envelope.time, deliveries: 1 }

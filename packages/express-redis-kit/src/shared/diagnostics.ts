@@ -91,14 +91,24 @@ export interface CacheEvent {
 
 /** A notifier message event (channel {@link CHANNELS.notifier}). */
 export interface NotifierEvent {
-  result: 'published' | 'delivered' | 'dropped' | 'redelivered' | 'reclaimed' | 'trimmed'
+  /**
+   * `published`; `delivered` (a handler resolved), `redelivered` (the same, for a durable message
+   * delivered before); `dropped` (`reason`); `reclaimed` (durable: `count` messages idle past
+   * `claimIdle` taken from a dead or failing consumer); `trimmed` (messages `MAXLEN ~` removed
+   * before they were read: durable `count`, or a fan-out gap); `lag` (durable: `lag`, the entries
+   * the group has not read yet, as `XINFO GROUPS` reports it each claim round).
+   */
+  result: 'published' | 'delivered' | 'redelivered' | 'dropped' | 'reclaimed' | 'trimmed' | 'lag'
+  /** The channel, without the prefix. */
   channel: string
   /** The message id (`meta.id`), when known. */
   id?: string
-  mode: string
-  /** `dropped`: why (`malformed`, `parse`, `handler`, `max-deliveries`, ...). */
+  mode: 'pubsub' | 'durable' | 'fanout'
+  /**
+   * `dropped`: `malformed` (not an envelope of this channel), `parse` (`parse` threw), `handler`
+   * (pub/sub and fan-out: the handler threw; the message is not retried), `max-deliveries` (durable).
+   */
   reason?: string
-  /** Entries the consumer group has not read yet, where Redis reports it (durable mode). */
   lag?: number
   count?: number
 }
