@@ -56,6 +56,11 @@ describe('loadConfig(env)', () => {
       LOG_LEVEL: 'warn',
       METRICS_TOKEN: 'a-metrics-token-of-32-characters',
       METRICS_PORT: '9464',
+      EVENTS_MAX_LENGTH: '5000',
+      OUTBOX_RELAY: 'false',
+      OUTBOX_POLL_MS: '250',
+      OUTBOX_BATCH_SIZE: '20',
+      OUTBOX_RETRY_MAX_MS: '1000',
     })
     expect(config).to.deep.equal({
       production: true,
@@ -87,6 +92,8 @@ describe('loadConfig(env)', () => {
         stalledIntervalMs: 5_000,
       },
       observability: { logLevel: 'warn', metricsToken: 'a-metrics-token-of-32-characters', metricsPort: 9464 },
+      eventsMaxLength: 5000,
+      outbox: { relay: false, pollMs: 250, batchSize: 20, retryMaxMs: 1000 },
     })
     expect(usesDevelopmentSecret(config)).to.equal(false)
   })
@@ -105,6 +112,10 @@ describe('loadConfig(env)', () => {
     ['LOGIN_SLOWDOWN_MS', '-1'],
     ['LOGIN_SLOWDOWN_MS', '60001'],
     ['SIGNUP_RATE_LIMIT', '0'],
+    ['EVENTS_MAX_LENGTH', '50'],
+    ['OUTBOX_RELAY', 'yes'],
+    ['OUTBOX_POLL_MS', '0'],
+    ['OUTBOX_BATCH_SIZE', '100000'],
     ['DATABASE_URL', 'mysql://localhost/app'],
     ['DATABASE_URL', 'not a url'],
     ['REDIS_URL', 'http://127.0.0.1:6379'],
