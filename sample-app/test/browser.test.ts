@@ -62,6 +62,8 @@ describe('the UI in a browser: two contexts on two instances', function () {
   const prefix = uniquePrefix('ui')
   let a: ServerProcess | undefined
   let b: ServerProcess | undefined
+  /** The environment of the two server processes. */
+  let env: Record<string, string>
   let limited: TestApp | undefined
   let browser: Browser | undefined
   const contexts: BrowserContext[] = []
@@ -82,7 +84,7 @@ describe('the UI in a browser: two contexts on two instances', function () {
       )
     }
     database = await ownDatabase()
-    const env = serverEnv({ DATABASE_URL: database.url, REDIS_PREFIX: prefix, API_RATE_LIMIT: '600' })
+    env = serverEnv({ DATABASE_URL: database.url, REDIS_PREFIX: prefix, API_RATE_LIMIT: '600' })
     const started = await Promise.allSettled([
       startServer(env),
       startServer(env),
@@ -199,6 +201,30 @@ describe('the UI in a browser: two contexts on two instances', function () {
     await screenshot(pageA, 'profile')
     await pageB.waitForTimeout(2_600) // the highlight of the changed row fades
     await screenshot(pageB, 'users')
+  })
+
+  it("B's feed resumes after its instance restarted: the event published meanwhile arrives, once", async () => {
+    await pageB.locator('#feed-state', { hasText: 'live' }).waitFor()
+    // B's instance restarts on the same port: its EventSource loses the stream and retries (with
+    // Last-Event-ID) until the instance is back; meanwhile A's change is published.
+    const port = new URL(b!.url).port
+    await b!.stop()
+    await pageB.locator('#feed-state', { hasText: /reconnecting|offline/ }).waitFor()
+    await pageA.click('[data-nav=profile]')
+    await waitForScreen(pageA, 'profile')
+    await pageA.fill('#profile-form [name=name]', 'Ada King')
+    await pageA.click('#profile-form button[type=submit]')
+    await pageA.locator('#flash', { hasText: 'Saved: you are now Ada King.' }).waitFor()
+    b = await startServer({ ...env, PORT: port })
+    const missed = pageB.locator('#feed li[data-event="user.updated"]', { hasText: `user #${adaId} (Ada King)` })
+    await missed.waitFor({ timeout: 20_000 })
+    await pageB.locator('#feed-state', { hasText: 'live' }).waitFor()
+    expect(await missed.count(), 'the missed event, once').to.equal(1)
+    expect(await pageB.locator('#feed li[data-event="resync"]').count(), 'no resync: nothing was lost').to.equal(0)
+    // back to the name the later steps expect
+    await pageA.fill('#profile-form [name=name]', 'Ada Lovelace')
+    await pageA.click('#profile-form button[type=submit]')
+    await pageA.locator('#flash', { hasText: 'Saved: you are now Ada Lovelace.' }).waitFor()
   })
 
   it('sessions: every session of the user with its device, this one marked; revoking one signs that device out', async () => {
