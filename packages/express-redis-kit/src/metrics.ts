@@ -10,7 +10,7 @@
  * ```
  */
 import diagnostics from 'node:diagnostics_channel'
-import { type Attributes, type MeterProvider, metrics } from '@opentelemetry/api'
+import { type Attributes, type Meter, type MeterProvider, metrics, type ObservableResult } from '@opentelemetry/api'
 import {
   type CacheEvent,
   CHANNELS,
@@ -55,6 +55,34 @@ export const METRIC_NAMES = {
   notifierLag: 'notifier.consumer.lag',
 } as const
 
+/**
+ * A monotonic counter counted in this process and reported when the SDK collects (an
+ * ObservableCounter): a recording is one Map lookup, where a synchronous counter would hash its
+ * attributes on every request. `key` identifies the attribute set; `attributes` is built only
+ * the first time a key is seen.
+ */
+interface Tally {
+  add(value: number, key: string, attributes: () => Attributes): void
+  stop(): void
+}
+
+function tally(meter: Meter, name: string, options: { description: string; unit: string }): Tally {
+  const counts = new Map<string, { attributes: Attributes; value: number }>()
+  const counter = meter.createObservableCounter(name, options)
+  const observe = (result: ObservableResult) => {
+    for (const { attributes, value } of counts.values()) result.observe(value, attributes)
+  }
+  counter.addCallback(observe)
+  return {
+    add(value, key, attributes) {
+      const entry = counts.get(key)
+      if (entry) entry.value += value
+      else counts.set(key, { attributes: attributes(), value })
+    },
+    stop: () => counter.removeCallback(observe),
+  }
+}
+
 /** The rate-limiting result, as ASP.NET Core names it (`acquired`), and ours for the rest. */
 const RATE_LIMIT_RESULT: Record<RateLimitEvent['result'], string> = {
   allowed: 'acquired',
@@ -76,15 +104,15 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
   }
   const meter = provider.getMeter('express-redis-kit')
 
-  const rateLimitRequests = meter.createCounter(METRIC_NAMES.rateLimitRequests, {
+  const rateLimitRequests = tally(meter, METRIC_NAMES.rateLimitRequests, {
     description: 'Requests a rate limiter decided on',
     unit: '{request}',
   })
-  const cacheRequests = meter.createCounter(METRIC_NAMES.cacheRequests, {
+  const cacheRequests = tally(meter, METRIC_NAMES.cacheRequests, {
     description: 'Cache lookups by result (hit, stale, miss, bypass, error)',
     unit: '{request}',
   })
-  const cacheFills = meter.createCounter(METRIC_NAMES.cacheFills, {
+  const cacheFills = tally(meter, METRIC_NAMES.cacheFills, {
     description: 'Fills stored or refused',
     unit: '{fill}',
   })
@@ -92,15 +120,15 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
     description: "Time a request waited for another request's fill",
     unit: 's',
   })
-  const cacheInvalidated = meter.createCounter(METRIC_NAMES.cacheInvalidated, {
+  const cacheInvalidated = tally(meter, METRIC_NAMES.cacheInvalidated, {
     description: 'Entries removed by tag invalidations',
     unit: '{entry}',
   })
-  const sessionOperations = meter.createCounter(METRIC_NAMES.sessionOperations, {
+  const sessionOperations = tally(meter, METRIC_NAMES.sessionOperations, {
     description: 'Session loads, saves and destroys by result',
     unit: '{operation}',
   })
-  const notifierMessages = meter.createCounter(METRIC_NAMES.notifierMessages, {
+  const notifierMessages = tally(meter, METRIC_NAMES.notifierMessages, {
     description: 'Notifier messages by result (published, delivered, dropped, redelivered, reclaimed, trimmed)',
     unit: '{message}',
   })
@@ -119,12 +147,12 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
       CHANNELS.rateLimit,
       (message) => {
         const event = message as RateLimitEvent
-        rateLimitRequests.add(1, {
+        rateLimitRequests.add(1, `${event.result}\n${event.source}\n${event.mode}\n${event.policy}`, () => ({
           'rate_limiting.result': RATE_LIMIT_RESULT[event.result],
           'rate_limiting.source': event.source,
           'rate_limiting.mode': event.mode,
           'rate_limiting.policy': event.policy,
-        })
+        }))
       },
     ],
     [
@@ -134,24 +162,28 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
         switch (event.result) {
           case 'stored':
           case 'refused':
-            cacheFills.add(1, {
+            cacheFills.add(1, `${event.result}\n${event.source}\n${event.reason ?? ''}`, () => ({
               result: event.result,
               source: event.source,
               ...(event.reason ? { reason: event.reason } : {}),
-            })
+            }))
             return
           case 'waited':
             cacheWait.record((event.waitedMs ?? 0) / 1000, { source: event.source })
             return
           case 'invalidated':
-            cacheInvalidated.add(event.count ?? 0, { source: event.source })
+            cacheInvalidated.add(event.count ?? 0, event.source, () => ({ source: event.source }))
             return
           default:
-            cacheRequests.add(1, {
-              result: event.result,
-              source: event.source,
-              ...(event.result === 'bypass' && event.reason ? { reason: event.reason } : {}),
-            })
+            cacheRequests.add(
+              1,
+              `${event.result}\n${event.source}\n${event.result === 'bypass' ? event.reason : ''}`,
+              () => ({
+                result: event.result,
+                source: event.source,
+                ...(event.result === 'bypass' && event.reason ? { reason: event.reason } : {}),
+              }),
+            )
         }
       },
     ],
@@ -159,7 +191,10 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
       CHANNELS.session,
       (message) => {
         const event = message as SessionEvent
-        sessionOperations.add(1, { operation: event.operation, result: event.result })
+        sessionOperations.add(1, `${event.operation}\n${event.result}`, () => ({
+          operation: event.operation,
+          result: event.result,
+        }))
       },
     ],
     [
@@ -170,11 +205,11 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
           lags.set(event.channel, event.lag ?? 0)
           return
         }
-        notifierMessages.add(event.count ?? 1, {
+        notifierMessages.add(event.count ?? 1, `${event.result}\n${event.mode}\n${event.reason ?? ''}`, () => ({
           result: event.result,
           mode: event.mode,
           ...(event.reason ? { reason: event.reason } : {}),
-        })
+        }))
       },
     ],
   ]
@@ -187,6 +222,8 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
     advice: { explicitBucketBoundaries: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1] },
   })
   const noop = () => {}
+  /** The attributes of each (operation, command, error) seen: built once. */
+  const durationAttributes = new Map<string, Attributes>()
   const timing = {
     start(context: RedisCallContext & { startedAt?: number }) {
       context.startedAt = performance.now()
@@ -195,12 +232,18 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
     asyncStart: noop,
     asyncEnd(context: RedisCallContext & { startedAt?: number }) {
       if (context.startedAt === undefined) return
-      const attributes: Attributes = {
-        'db.system.name': 'redis',
-        'db.operation.name': context.command,
-        'express_redis_kit.operation': context.operation,
+      const error = context.error === undefined ? '' : errorType(context.error)
+      const key = `${context.operation}\n${context.command}\n${error}`
+      let attributes = durationAttributes.get(key)
+      if (!attributes) {
+        attributes = {
+          'db.system.name': 'redis',
+          'db.operation.name': context.command,
+          'express_redis_kit.operation': context.operation,
+          ...(error ? { 'error.type': error } : {}),
+        }
+        durationAttributes.set(key, attributes)
       }
-      if (context.error !== undefined) attributes['error.type'] = errorType(context.error)
       redisDuration.record((performance.now() - context.startedAt) / 1000, attributes)
     },
     error: noop,
@@ -212,6 +255,15 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
     for (const [name, listener] of listeners) diagnostics.unsubscribe(name, listener)
     if (redisDurations) tracing.unsubscribe(timing)
     notifierLag.removeCallback(observeLag)
+    for (const counter of [
+      rateLimitRequests,
+      cacheRequests,
+      cacheFills,
+      cacheInvalidated,
+      sessionOperations,
+      notifierMessages,
+    ])
+      counter.stop()
   }
 }
 
