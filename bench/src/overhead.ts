@@ -12,7 +12,9 @@
  *   git worktree add /tmp/erk-baseline 7989a47 && (cd /tmp/erk-baseline && pnpm install --offline && pnpm build)
  *   BENCH_BASELINE=/tmp/erk-baseline pnpm bench:overhead      (this checkout's package built first)
  *
- * Environment: BENCH_BASELINE (required), BENCH_ROUNDS (default 30), BENCH_REQUESTS (per batch, default 2000).
+ * Environment: BENCH_BASELINE (required), BENCH_ROUNDS (default 20), BENCH_REQUESTS (per batch, default 2000),
+ * BENCH_FEATURES (default 'rate-limit,session,cache'), BENCH_PHASES (default 'nobody,metrics'),
+ * BENCH_REDIS_DURATIONS ('0': enableMetrics({ redisDurations: false })).
  */
 import { join } from 'node:path'
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
@@ -28,7 +30,7 @@ type Kit = Pick<typeof current, 'rateLimit' | 'session' | 'cacheResponse'>
 const baselineDir = process.env.BENCH_BASELINE
 if (!baselineDir) throw new Error('BENCH_BASELINE: the path of a built checkout of the commit before the events')
 const baseline = (await import(join(baselineDir, 'packages/express-redis-kit/dist/esm/index.js'))) as Kit
-const ROUNDS = Math.round(positive('BENCH_ROUNDS', 30))
+const ROUNDS = Math.round(positive('BENCH_ROUNDS', 20))
 const REQUESTS = Math.round(positive('BENCH_REQUESTS', 2000))
 const client = await createClient({ url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' }).connect()
 const kitClient = client as unknown as current.RedisClient
@@ -74,7 +76,9 @@ async function variant(name: string, kit: Kit, feature: string): Promise<Variant
   return { name, app: handler, path: '/page', check }
 }
 
-const FEATURES = ['rate-limit', 'session', 'cache'] as const
+const FEATURES = (process.env.BENCH_FEATURES || 'rate-limit,session,cache').split(',')
+const PHASES = (process.env.BENCH_PHASES || 'nobody,metrics').split(',')
+const redisDurations = process.env.BENCH_REDIS_DURATIONS !== '0'
 const lines = [
   `## diagnostics events: CPU per request side by side (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, \`pnpm bench:overhead\`)`,
   '',
@@ -82,7 +86,7 @@ const lines = [
     `${ROUNDS} rounds of ${REQUESTS} requests per variant in rotating order after a warm-up round; ratios are per round against the build without events.`,
   '',
 ]
-for (const feature of FEATURES) {
+for (const feature of PHASES.includes('nobody') ? FEATURES : []) {
   const results = await compare(
     [await variant('without events', baseline, feature), await variant('events, no subscriber', current, feature)],
     ROUNDS,
@@ -97,8 +101,9 @@ class IdleReader extends MetricReader {
   protected onForceFlush = () => Promise.resolve()
   protected onShutdown = () => Promise.resolve()
 }
-enableMetrics({ meterProvider: new MeterProvider({ readers: [new IdleReader()] }) })
-for (const feature of FEATURES) {
+if (PHASES.includes('metrics'))
+  enableMetrics({ meterProvider: new MeterProvider({ readers: [new IdleReader()] }), redisDurations })
+for (const feature of PHASES.includes('metrics') ? FEATURES : []) {
   const results = await compare(
     [
       await variant('without events', baseline, feature),
@@ -110,7 +115,10 @@ for (const feature of FEATURES) {
   log(
     `${feature} + metrics: ${results.map((r) => `${r.name} ${r.cpuUs.toFixed(1)} µs ${r.ratio.toFixed(3)}x`).join(', ')}`,
   )
-  lines.push(`### ${feature}, with express-redis-kit/metrics recording`, '', ...table(results, 'without events'), '')
+  const what = redisDurations
+    ? 'express-redis-kit/metrics recording'
+    : 'express-redis-kit/metrics recording, redisDurations: false'
+  lines.push(`### ${feature}, with ${what}`, '', ...table(results, 'without events'), '')
 }
 
 const keys = await client.keys(`${runPrefix}*`)

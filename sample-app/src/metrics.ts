@@ -22,7 +22,8 @@ export class Metrics {
   constructor() {
     this.#exporter = new PrometheusExporter({ preventServerStart: true })
     this.meterProvider = new MeterProvider({ readers: [this.#exporter] })
-    this.#stopKitMetrics = enableMetrics({ meterProvider: this.meterProvider })
+    // Redis round-trip durations too: they cost some CPU per request (see the package README), worth it in a demo
+    this.#stopKitMetrics = enableMetrics({ meterProvider: this.meterProvider, redisDurations: true })
     observeProcess(this.meterProvider)
   }
 

@@ -55,7 +55,7 @@ describe(`express-redis-kit/metrics (${mode === 'cluster' ? 'Redis Cluster' : 's
   beforeEach(() => {
     reader = new CollectingReader()
     provider = new MeterProvider({ readers: [reader] })
-    stop = enableMetrics({ meterProvider: provider })
+    stop = enableMetrics({ meterProvider: provider, redisDurations: true })
   })
   afterEach(async () => {
     stop()
@@ -106,6 +106,19 @@ describe(`express-redis-kit/metrics (${mode === 'cluster' ? 'Redis Cluster' : 's
     const sessions = await pointsOf(reader, METRIC_NAMES.sessionOperations)
     expect(total(sessions, { operation: 'save', result: 'saved' })).to.equal(1)
     expect(total(sessions, { operation: 'load', result: 'loaded' })).to.equal(1)
+  })
+
+  it('without redisDurations (the default), no Redis round trip is traced or recorded', async () => {
+    stop()
+    stop = enableMetrics({ meterProvider: provider })
+    const app = express()
+    app.use(rateLimit({ client, prefix: uniquePrefix('metrics-nodur'), limit: 5, windowMs: '1m' }))
+    app.get('/', (_req, res) => {
+      res.send('ok')
+    })
+    await request(app).get('/')
+    expect(total(await pointsOf(reader, METRIC_NAMES.rateLimitRequests), {})).to.equal(1)
+    expect(await pointsOf(reader, METRIC_NAMES.redisDuration)).to.deep.equal([])
   })
 
   it('the function returned stops recording; bad options name the option', async () => {
