@@ -99,7 +99,8 @@ describe(`diagnostics_channel events (${mode === 'cluster' ? 'Redis Cluster' : '
       ])
       for (const event of mine) {
         expect(event).to.include({ key: 'client-7', policy: '2-in-1min', limit: 2, mode: 'enforce' })
-        expect(event.resetMs).to.be.within(1, 60_000)
+        // A sliding window can keep a client out for up to 1.5 windows (the previous window still weighs)
+        expect(event.resetMs).to.be.within(1, 90_000)
       }
     })
 

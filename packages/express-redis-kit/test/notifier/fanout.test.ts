@@ -42,9 +42,20 @@ describe(`notifier fanout (${mode} Redis)`, () => {
     return created
   }
 
-  /** Kills (CLIENT KILL) every fan-out reader connection of this suite; resolves with how many. */
-  async function killReaders(): Promise<number> {
-    const readers = (await clientList()).filter((info) => info.name === clientName && info.cmd === 'xread')
+  /**
+   * Kills (CLIENT KILL) every fan-out reader connection of this suite; resolves with how many.
+   * With `expected`, first waits (up to 5 s) until that many readers are back in an XREAD: a
+   * reader still reconnecting from the last kill is not in one yet.
+   */
+  async function killReaders(expected = 0): Promise<number> {
+    const list = async () => (await clientList()).filter((info) => info.name === clientName && info.cmd === 'xread')
+    let readers = await list()
+    for (
+      const deadline = Date.now() + 5_000;
+      readers.length < expected && Date.now() < deadline;
+      readers = await list()
+    )
+      await sleep(20)
     await Promise.all(readers.map((info) => redisCli(Number(info.node), ['CLIENT', 'KILL', 'ID', String(info.id)])))
     return readers.length
   }
@@ -202,7 +213,7 @@ describe(`notifier fanout (${mode} Redis)`, () => {
       let killed = 0
       for (let i = 0; i < 300; i++) {
         await publisher.publish('orders', i)
-        if (i % 60 === 30) killed += await killReaders()
+        if (i % 60 === 30) killed += await killReaders(listeners.length)
       }
       expect(killed, 'reader connections killed').to.be.at.least(4)
       for (const each of inboxes) await waitUntil(() => each.deliveries.length >= 300, 20_000, '300 messages')
