@@ -38,7 +38,9 @@ function isDatabaseUnavailable(error: unknown): boolean {
     if (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || /^P1\d{3}$/.test(code))) return true
     if (
       typeof message === 'string' &&
-      /ECONNREFUSED|ETIMEDOUT|Connection terminated|timeout exceeded when trying to connect|database system is (starting up|shutting down)/i.test(
+      // (P2028 "Unable to start a transaction in the given time": an interactive transaction, such as
+      // a write with its outbox row, found no connection that answers)
+      /ECONNREFUSED|ETIMEDOUT|Connection terminated|timeout exceeded when trying to connect|database system is (starting up|shutting down)|Unable to start a transaction in the given time/i.test(
         message,
       )
     ) {
