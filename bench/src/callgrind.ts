@@ -1,7 +1,7 @@
 /**
- * Instruction counts under valgrind's callgrind, shared by the instruction benchmarks
- * (src/session-instructions.ts, src/rate-limit-instructions.ts): a figure that, unlike req/s on
- * this shared machine, comes out nearly the same from run to run.
+ * Requests answered in this process, built in memory (no HTTP parsing, no socket I/O), shared by
+ * the instruction benchmark (src/session-instructions.ts, which counts them under valgrind's
+ * callgrind with callgrindInstructions) and the side-by-side CPU comparisons (src/in-process.ts).
  */
 import { execFile } from 'node:child_process'
 import { IncomingMessage, ServerResponse } from 'node:http'

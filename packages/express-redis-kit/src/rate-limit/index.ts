@@ -162,21 +162,24 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     }
   }
 
+  /** Publishes a decision on the rate-limit channel (diagnostics); call only when it has subscribers. */
+  function publishDecision(limit: number, window: number, event: Omit<RateLimitEvent, 'mode' | 'prefix' | 'policy'>) {
+    const policy = (fixedPolicyNames ?? policyNames(limit))[window]!
+    rateLimitChannel.publish({ ...event, mode: config.mode, prefix, policy } satisfies RateLimitEvent)
+  }
+
   function onRedisFailure(key: string, limit: number, error: unknown, res: Response, next: NextFunction): void {
     if (rateLimitChannel.hasSubscribers) {
-      rateLimitChannel.publish({
+      publishDecision(limit, 0, {
         result: 'error',
         source: 'none',
-        mode: config.mode,
-        prefix,
         key,
-        policy: (fixedPolicyNames ?? policyNames(limit))[0]!,
         limit,
         remaining: limit,
         resetMs: 0,
         onRedisError: config.onRedisError === 'allow' ? 'allow' : 'block',
         error,
-      } satisfies RateLimitEvent)
+      })
     }
     logRedisError(
       `express-redis-kit rateLimit: Redis unavailable, ${config.onRedisError === 'allow' ? 'allowing' : 'blocking'} requests`,
@@ -280,18 +283,15 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     if (config.requestPropertyName === 'rateLimit') req.rateLimit = info
     else (req as unknown as Record<string, unknown>)[config.requestPropertyName] = info
     if (rateLimitChannel.hasSubscribers) {
-      rateLimitChannel.publish({
+      publishDecision(limit, bound, {
         result: decision.allowed ? 'allowed' : 'limited',
         source,
-        mode: config.mode,
-        prefix,
         key,
-        policy: (fixedPolicyNames ?? policyNames(limit))[bound]!,
         limit: info.limit,
         remaining: info.remaining,
         resetMs: waitMs,
         ...(redisError ? { error: redisError } : {}),
-      } satisfies RateLimitEvent)
+      })
     }
 
     try {
