@@ -6,6 +6,7 @@ export {
   cached,
   cacheResponse,
   invalidateTags,
+  type LocalCacheOptions,
   type Serializer,
   typedJson,
 } from './cache/index.js'

@@ -21,6 +21,7 @@ import { serveEntry } from './serve.js'
 import { type Acquired, type Fence, type Lookup, publishAcquired } from './store.js'
 
 export { type CachedOptions, cached, invalidateTags } from './cached.js'
+export type { LocalCacheOptions } from './local.js'
 export type { CacheCommonOptions, CacheResponseOptions } from './options.js'
 export { type Serializer, typedJson } from './serializer.js'
 

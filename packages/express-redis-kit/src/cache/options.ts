@@ -11,6 +11,7 @@ import {
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 import type { LifetimeSettings } from './freshness.js'
+import { type LocalCacheOptions, localCacheOf, parseLocalCache } from './local.js'
 import { CacheStore, type Lifetimes } from './store.js'
 
 export { check }
@@ -59,6 +60,19 @@ export interface CacheCommonOptions {
    * @default console
    */
   logger?: Logger
+  /**
+   * Keeps fresh entries in this process's memory too, and serves them with no Redis command,
+   * kept coherent across every instance by Redis's server-assisted client-side caching
+   * (`CLIENT TRACKING` in broadcasting mode): after an entry is replaced, invalidated or
+   * expires anywhere, no instance serves the old one more than `fenceMs` later. `true` for
+   * the defaults, or `{ maxBytes, fenceMs }` (see {@link LocalCacheOptions}). Costs one more
+   * connection per Redis node (per master on a Cluster) per process, shared by every cache of
+   * the client, and Redis pushes every change of a cache key to every process that tracks it.
+   * Needs node-redis 5.9 or later (`emitInvalidate`): with an older client it warns once and
+   * serves every hit from Redis. Misses, stale entries, locks and tags work exactly as without it.
+   * @default false
+   */
+  localCache?: boolean | LocalCacheOptions
 }
 
 export interface CommonConfig {
@@ -95,19 +109,22 @@ export function parseCommonOptions(client: RedisClient, options: CacheCommonOpti
   const lockMs = parseDuration(options.lockTimeout ?? '5s', 'lockTimeout')
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
   const logger = parseLogger(options.logger)
+  const localCache = parseLocalCache(options.localCache)
 
   let byClient = stores.get(client)
   if (!byClient) {
     byClient = new Map()
     stores.set(client, byClient)
   }
-  const id = `${prefix}\n${timeoutMs}\n${lockMs}`
+  const warn = warnerFor(logger)
+  const id = `${prefix}\n${timeoutMs}\n${lockMs}\n${localCache ? 'local' : ''}`
+  const local = localCache ? localCacheOf(client, localCache, prefix, warn) : undefined
   let store = byClient.get(id)
-  if (!store) {
-    store = new CacheStore(client, prefix, timeoutMs, lockMs)
+  if (!store || store.local !== local) {
+    store = new CacheStore(client, prefix, timeoutMs, lockMs, local)
     byClient.set(id, store)
   }
-  return { store, lifetimes: { ttl, staleWhileRevalidate, staleIfError }, warn: warnerFor(logger) }
+  return { store, lifetimes: { ttl, staleWhileRevalidate, staleIfError }, warn }
 }
 
 /** Options of {@link cacheResponse}. Only `client` is required. */
@@ -212,6 +229,7 @@ const RESPONSE_OPTIONS = new Set([
   'freshness',
   'maxTtl',
   'invalidateOnUnsafe',
+  'localCache',
 ])
 
 /** Validates cacheResponse()'s options. */

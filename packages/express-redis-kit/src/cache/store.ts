@@ -5,6 +5,7 @@ import { type CacheEvent, cacheChannel, publishCache } from '../shared/diagnosti
 import type { Warn } from '../shared/logger.js'
 import { encodeKeyPart, isCluster, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
+import type { LocalCache } from './local.js'
 import { COMMIT, INVALIDATE_URL, LOOKUP, RELEASE, REVALIDATE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 
 /**
@@ -60,6 +61,8 @@ export interface Lookup {
   lastTags: string[] | undefined
   /** When `lock` is 'owned': how many times the URL was invalidated ('' for never); the commit checks it. */
   invalidations: string
+  /** Served from the local cache (no Redis command). */
+  local?: boolean
 }
 
 /**
@@ -117,6 +120,8 @@ export class CacheStore {
     readonly prefix: string,
     readonly timeoutMs: number,
     readonly lockMs: number,
+    /** The client's local cache, when this store serves fresh entries from memory (`localCache`). */
+    readonly local?: LocalCache,
   ) {
     // Replies as Buffers, so that bodies come back byte for byte.
     this.binary = (client as unknown as { withTypeMapping(mapping: object): RedisClient }).withTypeMapping({
@@ -243,8 +248,29 @@ export class CacheStore {
     this.varyByEntry.set(entryKey, vary)
   }
 
-  /** Looks the variant up; with `lock`, takes the fill lock if the entry is not fresh. */
+  /**
+   * Looks the variant up; with `lock`, takes the fill lock if the entry is not fresh. With a
+   * local cache, a fresh local copy answers without Redis, and a fresh reply is kept locally.
+   */
   async lookup(entryKey: string, variant: string, lock: boolean, warn: Warn): Promise<Lookup> {
+    const { local } = this
+    if (!local) return this.lookupRedis(entryKey, variant, lock, warn)
+    const hit = local.get(entryKey, variant)
+    if (hit) return hit
+    const ticket = local.begin(entryKey)
+    if (!ticket) return this.lookupRedis(entryKey, variant, lock, warn)
+    let lookup: Lookup
+    try {
+      lookup = await this.lookupRedis(entryKey, variant, lock, warn)
+    } catch (error) {
+      local.end(ticket)
+      throw error
+    }
+    local.keep(ticket, variant, lookup)
+    return lookup
+  }
+
+  private async lookupRedis(entryKey: string, variant: string, lock: boolean, warn: Warn): Promise<Lookup> {
     const token = lock ? nextToken() : ''
     // A lookup that timed out here may still run on Redis later (a stalled server) and take
     // the lock for nobody: give such a lock back at once rather than after lockTimeout.
@@ -438,6 +464,7 @@ export function publishAcquired(source: CacheEvent['source'], key: string, acqui
     result,
     key,
     ...(acquired.state === 'origin' ? { reason: acquired.reason } : {}),
+    ...(acquired.lookup.local ? { local: true } : {}),
   } satisfies CacheEvent)
 }
 

@@ -86,6 +86,8 @@ export interface CacheEvent {
   tags?: string[]
   /** `invalidated`: how many entries were removed. */
   count?: number
+  /** `hit`: served from the local cache (`localCache`), with no Redis command. */
+  local?: true
   error?: unknown
 }
 
