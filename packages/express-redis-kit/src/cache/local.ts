@@ -185,15 +185,28 @@ class Tracker {
     this.cache.flush()
   }
 
+  /** The registrations in progress, one after the other (two at once could interleave their commands). */
+  private registering: Promise<void> = Promise.resolve()
+
   /**
-   * Registers broadcasting tracking for every prefix. node-redis's `emitInvalidate` turns
-   * plain tracking on in its handshake (checked: a client without it would never report an
-   * invalidation), which must be turned off before broadcasting mode can be.
+   * Registers broadcasting tracking for every prefix (on each 'ready', and when a prefix is
+   * added). Nothing local is trusted until it is done.
    */
-  async register(): Promise<void> {
+  register(): Promise<void> {
     const generation = ++this.generation
     this.up = false
     this.cache.flush()
+    this.registering = this.registering.then(() => this.registerNow(generation))
+    return this.registering
+  }
+
+  /**
+   * node-redis's `emitInvalidate` turns plain tracking on in its handshake (checked: a client
+   * without it would never report an invalidation), which must be turned off before
+   * broadcasting mode can be. On a Cluster the node must still be a master.
+   */
+  private async registerNow(generation: number): Promise<void> {
+    if (generation !== this.generation || this.closed) return
     try {
       const info = (await this.connection.sendCommand(['CLIENT', 'TRACKINGINFO'])) as { flags?: unknown }
       const flags = Array.isArray(info?.flags) ? info.flags.map(String) : []
@@ -210,8 +223,12 @@ class Tracker {
       const prefixes = [...this.cache.prefixes].flatMap((prefix) => ['PREFIX', prefix])
       await this.connection.sendCommand(['CLIENT', 'TRACKING', 'ON', 'BCAST', ...prefixes])
     } catch (error) {
-      if (generation !== this.generation) return
-      this.cache.warn('express-redis-kit localCache: could not turn CLIENT TRACKING on; serving hits from Redis', error)
+      if (generation === this.generation && !this.closed) {
+        this.cache.warn(
+          'express-redis-kit localCache: could not turn CLIENT TRACKING on; serving hits from Redis',
+          error,
+        )
+      }
       return
     }
     if (generation !== this.generation || this.closed) return
@@ -301,6 +318,8 @@ export class LocalCache {
   private lastUse = 0
   /** CLIENT TRACKING invalidations are not available with this client: serve everything from Redis. */
   private disabled = false
+  /** The user's client was seen open: once it is closed, so is this. */
+  private seenOpen = false
   closed = false
 
   constructor(
@@ -538,10 +557,16 @@ export class LocalCache {
   private tick(): void {
     if (this.closed) return
     if (!this.client.isOpen) {
-      this.close()
-      caches.delete(this.client)
+      // Closed after having been open: stop. Not connected yet: wait for it.
+      if (this.seenOpen) {
+        this.close()
+        caches.delete(this.client)
+      } else {
+        this.schedule(IDLE_CHECK_MS)
+      }
       return
     }
+    this.seenOpen = true
     if (Date.now() - this.lastUse > IDLE_MS) {
       this.schedule(IDLE_CHECK_MS)
       return
