@@ -99,7 +99,7 @@ export function createApp(deps: AppDependencies): express.Express {
   const cachePrefix = `${prefix}cache:`
   // lets requireUser() refuse a session from before its user's last password or email change
   // (credentials.ts); reads nothing until a route asks for the user
-  app.use(accountCheck({ prisma, redis, cachePrefix, logger }))
+  app.use(accountCheck({ prisma, redis, cachePrefix, localCache: config.localCache, logger }))
 
   app.use(
     systemRoutes({ prisma, redis, events, streamLimits: { perIp: config.sseMaxPerIp, total: config.sseMaxTotal } }),

@@ -129,6 +129,11 @@ const environment = z.object({
       'METRICS_TOKEN must be 16 to 200 printable characters without spaces',
     ),
   METRICS_PORT: optionalInteger('METRICS_PORT', 0, 65535),
+  // the local cache in front of Redis for GET /users/:id and the session check (routes/users.ts, credentials.ts)
+  LOCAL_CACHE: z
+    .enum(['true', 'false', '1', '0'], { message: 'LOCAL_CACHE must be true or false (or 1 or 0)' })
+    .default('true'),
+  LOCAL_CACHE_FENCE_MS: integer('LOCAL_CACHE_FENCE_MS', 20, 4, 60_000),
 })
 
 /** Logs and metrics (src/logging.ts, src/metrics.ts, src/stats.ts). */
@@ -225,6 +230,15 @@ export interface Config {
   outbox: OutboxConfig
   /** Logs and metrics: LOG_LEVEL, METRICS_TOKEN, METRICS_PORT */
   observability: ObservabilityConfig
+  /**
+   * The kit's `localCache` option of GET /users/:id and of the session check's cached() read
+   * (one local cache per Redis client: both get this same value): fresh entries served from this
+   * instance's memory with no Redis command, dropped on every instance when they change in Redis.
+   * `false` with LOCAL_CACHE=false (or 0); `fenceMs` (LOCAL_CACHE_FENCE_MS) is the longest another
+   * instance may serve a copy after its change in Redis.
+   * @default { fenceMs: 20 }
+   */
+  localCache: false | { fenceMs: number }
 }
 
 /** Thrown for invalid settings; its message lists every problem, one per line. */
@@ -291,6 +305,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       metricsToken: values.METRICS_TOKEN,
       metricsPort: values.METRICS_PORT,
     },
+    localCache:
+      values.LOCAL_CACHE === 'true' || values.LOCAL_CACHE === '1' ? { fenceMs: values.LOCAL_CACHE_FENCE_MS } : false,
   }
 }
 

@@ -1,5 +1,6 @@
 import type { Request, RequestHandler } from 'express'
-import { cached } from 'express-redis-kit'
+import { type CachedOptions, cached } from 'express-redis-kit'
+import type { Config } from './config.js'
 import { unauthorized } from './errors.js'
 import type { PrismaClient } from './generated/prisma/client.js'
 import type { Redis } from './services.js'
@@ -16,6 +17,8 @@ import type { Redis } from './services.js'
  * the tag every write to the user invalidates. A change invalidates it before its commit, with the
  * row locked, and the loader reads the row `FOR SHARE` (it waits for a change in progress): no
  * cached copy from before a change can outlive it, even when Redis fails right after the commit.
+ * With the local cache (LOCAL_CACHE), an instance may serve its copy up to `fenceMs` after the
+ * invalidation: a credential change waits that long before its commit (routes/users.ts).
  */
 
 /** The user's record as the session check and GET /me read it: the own fields and the credential version. */
@@ -33,6 +36,8 @@ export interface AccountDeps {
   redis: Redis
   /** The prefix of the app's cache keys (the one invalidateTags is given). */
   cachePrefix: string
+  /** The app's `localCache` option (config.localCache): the same as GET /users/:id's, one local cache per client. */
+  localCache: Config['localCache']
   logger: Pick<Console, 'warn' | 'error'>
 }
 
@@ -41,8 +46,9 @@ export const userTag = (id: number) => `user:${id}`
 
 /** The user's record (or null) through the read-through cache; the database when Redis fails. */
 export function loadAccount(deps: AccountDeps, id: number): Promise<Account | null> {
-  const { prisma, redis, cachePrefix, logger } = deps
-  return cached(redis, `account:${id}`, { prefix: cachePrefix, ttl: '5m', tags: [userTag(id)], logger }, async () => {
+  const { prisma, redis, cachePrefix, localCache, logger } = deps
+  const options: CachedOptions = { prefix: cachePrefix, ttl: '5m', tags: [userTag(id)], localCache, logger }
+  return cached(redis, `account:${id}`, options, async () => {
     const rows = await prisma.$queryRaw<Account[]>`
       SELECT "id", "email", "name", "createdAt", "updatedAt", "credentialVersion"
       FROM "User" WHERE "id" = ${id} FOR SHARE`

@@ -61,6 +61,8 @@ describe('loadConfig(env)', () => {
       OUTBOX_POLL_MS: '250',
       OUTBOX_BATCH_SIZE: '20',
       OUTBOX_RETRY_MAX_MS: '1000',
+      LOCAL_CACHE: '1',
+      LOCAL_CACHE_FENCE_MS: '50',
     })
     expect(config).to.deep.equal({
       production: true,
@@ -94,6 +96,7 @@ describe('loadConfig(env)', () => {
       observability: { logLevel: 'warn', metricsToken: 'a-metrics-token-of-32-characters', metricsPort: 9464 },
       eventsMaxLength: 5000,
       outbox: { relay: false, pollMs: 250, batchSize: 20, retryMaxMs: 1000 },
+      localCache: { fenceMs: 50 },
     })
     expect(usesDevelopmentSecret(config)).to.equal(false)
   })
@@ -152,6 +155,9 @@ describe('loadConfig(env)', () => {
     ['METRICS_TOKEN', 'has a space in it, 1234567890'],
     ['METRICS_PORT', '65536'],
     ['METRICS_PORT', 'metrics'],
+    ['LOCAL_CACHE', 'yes'],
+    ['LOCAL_CACHE_FENCE_MS', '3'],
+    ['LOCAL_CACHE_FENCE_MS', '60001'],
     ['SESSION_SECRETS', 'short'],
     ['SESSION_SECRETS', `${secret},short`],
   ] as const) {
@@ -198,6 +204,13 @@ describe('loadConfig(env)', () => {
       .that.matches(
         /REDIS_CLUSTER_NODES: REDIS_CLUSTER_NODES must be a comma-separated list of host:port .*"10\.0\.0\.2"/,
       )
+  })
+
+  it('turns the local cache on by default (fenceMs 20); LOCAL_CACHE=false or 0 turns it off', () => {
+    expect(loadConfig({}).localCache).to.deep.equal({ fenceMs: 20 })
+    expect(loadConfig({ LOCAL_CACHE: 'true' }).localCache).to.deep.equal({ fenceMs: 20 })
+    expect(loadConfig({ LOCAL_CACHE: 'false', LOCAL_CACHE_FENCE_MS: '50' }).localCache).to.equal(false)
+    expect(loadConfig({ LOCAL_CACHE: '0' }).localCache).to.equal(false)
   })
 
   it("runs jobs on the app's Redis, mail to sample-app/mail.log and a worker in the server by default", () => {

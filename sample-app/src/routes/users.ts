@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { type Request, Router } from 'express'
 import { cacheResponse, invalidateTags, rateLimit, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
@@ -83,7 +84,16 @@ export function userRoutes(deps: {
   }
 
   // One user's public page: its writes below go through it too, and invalidate it (RFC 9111 4.4).
-  const userPage = cacheResponse({ client: redis, prefix: cachePrefix, ttl: '5m', statuses: [200, 404], logger })
+  // With LOCAL_CACHE (the default) a fresh page is served from this instance's memory, no Redis
+  // command, and dropped on every instance within fenceMs of its invalidation anywhere.
+  const userPage = cacheResponse({
+    client: redis,
+    prefix: cachePrefix,
+    ttl: '5m',
+    statuses: [200, 404],
+    localCache: config.localCache,
+    logger,
+  })
 
   // Sign-ups per client IP (each costs an Argon2id hash, and makes an account): every attempt counts.
   // With Redis failing, each instance goes on counting in its own memory ('local'): still bounded.
@@ -212,9 +222,14 @@ export function userRoutes(deps: {
         // Before the commit, the row locked: no cached copy of the old version outlives the change
         // (the check's loader waits for the row). Redis failing here rolls everything back (503).
         await invalidateTags(redis, [userTag(id)], { prefix: cachePrefix })
+        const invalidatedAt = Date.now()
         // this session stays signed in: it carries the new version
         req.session.credentialVersion = updated.credentialVersion
         await req.session.save()
+        // Local copies of the record (LOCAL_CACHE) may be served up to fenceMs after the invalidation:
+        // the commit waits that long, so that from the commit on no instance has the old version.
+        const fenced = config.localCache ? invalidatedAt + config.localCache.fenceMs - Date.now() : 0
+        if (fenced > 0) await sleep(fenced)
         return updated
       })
       .catch((error: unknown) => {
