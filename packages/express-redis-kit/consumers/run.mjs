@@ -6,7 +6,9 @@
  * node16 from CommonJS, moduleResolution bundler), with express and redis at the floor and at the
  * latest of their declared ranges, type-checks them, and runs a smoke app that uses every export
  * against the real Redis (single and Cluster): a request through each middleware, one cached()
- * value, one notifier message, a diagnostics channel and the express-redis-kit/metrics entry point. Then publint and @arethetypeswrong/cli on the tarball.
+ * value, one notifier message, a diagnostics channel and the express-redis-kit/metrics entry point,
+ * and cached() with `localCache` (local hits with node-redis 5.9+, a warning and Redis hits
+ * before). Then publint and @arethetypeswrong/cli on the tarball.
  *
  *   node consumers/run.mjs        (from packages/express-redis-kit; needs the npm registry)
  *
@@ -132,7 +134,16 @@ async function runCell(cell, tarball, root) {
   await sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--cache', cache, '--loglevel', 'error'], {
     cwd: dir,
   })
-  const env = { ...process.env, SMOKE_MODE: cell.mode, REDIS_URL: redisUrl, CLUSTER_NODES: clusterNodes }
+  const installed = JSON.parse(
+    (await sh('npm', ['ls', 'express', 'redis', '--json', '--depth=0'], { cwd: dir })).stdout,
+  ).dependencies
+  const env = {
+    ...process.env,
+    SMOKE_MODE: cell.mode,
+    SMOKE_REDIS_VERSION: installed.redis.version,
+    REDIS_URL: redisUrl,
+    CLUSTER_NODES: clusterNodes,
+  }
   let entry
   if (cell.kind === 'ts-bundler') {
     await sh('npx', ['tsc', '-p', '.'], { cwd: dir })
@@ -144,9 +155,6 @@ async function runCell(cell, tarball, root) {
     entry = ['node', ['smoke.js']]
   }
   const { stdout } = await sh(entry[0], entry[1], { cwd: dir, env, timeout: 60_000 })
-  const installed = JSON.parse(
-    (await sh('npm', ['ls', 'express', 'redis', '--json', '--depth=0'], { cwd: dir })).stdout,
-  ).dependencies
   return `${stdout.trim().split('\n').at(-1)} (express ${installed.express.version}, redis ${installed.redis.version})`
 }
 

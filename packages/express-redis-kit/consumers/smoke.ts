@@ -45,6 +45,40 @@ async function connect() {
   return createClient({ url: process.env.REDIS_URL }).connect()
 }
 
+/**
+ * cached() with `localCache`: node-redis 5.9 and later report CLIENT TRACKING invalidations, so
+ * hits come from memory (a `local: true` event); an older client gets one warning saying so and
+ * every hit from Redis. The value is right either way.
+ */
+async function checkLocalCache(client: RedisClient, prefix: string): Promise<void> {
+  const [major = 0, minor = 0] = (process.env.SMOKE_REDIS_VERSION ?? '').split('.').map(Number)
+  const supported = major > 5 || (major === 5 && minor >= 9)
+  const warnings: string[] = []
+  const logger = { warn: (message: string) => void warnings.push(message), error: () => {} }
+  let localHits = 0
+  const onCache = (message: unknown) => {
+    if ((message as { local?: boolean }).local) localHits++
+  }
+  diagnostics.subscribe(CHANNELS.cache, onCache)
+  try {
+    const deadline = Date.now() + 3_000
+    while (Date.now() < deadline && localHits === 0 && warnings.length === 0) {
+      const value = await cached(client, 'local', { prefix, ttl: '1m', localCache: true, logger }, () => 'local value')
+      check(value === 'local value', `localCache value: ${String(value)}`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  } finally {
+    diagnostics.unsubscribe(CHANNELS.cache, onCache)
+  }
+  if (supported)
+    check(localHits > 0, `no local hit with redis ${process.env.SMOKE_REDIS_VERSION}: ${warnings.join('; ')}`)
+  else
+    check(
+      localHits === 0 && warnings.some((w) => w.includes('5.9')),
+      `localCache with redis ${process.env.SMOKE_REDIS_VERSION}: no warning`,
+    )
+}
+
 async function main(): Promise<void> {
   // The metrics entry point (with @opentelemetry/api's default, no-op, MeterProvider) and a channel.
   const stopMetrics = enableMetrics()
@@ -116,6 +150,7 @@ async function main(): Promise<void> {
     const body = (await second.json()) as { at: string; bytes: number[]; runs: number }
     check(body.at === '1970-01-01T00:00:00.000Z' && body.bytes.join() === '1,2' && body.runs === 1, 'cached body')
     check((await invalidateTags(client, ['smoke'], { prefix: `${prefix}cache:` })) >= 1, 'invalidateTags')
+    await checkLocalCache(asKitClient, `${prefix}local:`)
 
     let deliver: (payload: unknown) => void = () => {}
     const received = new Promise<unknown>((resolve) => {
