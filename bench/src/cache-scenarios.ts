@@ -5,20 +5,34 @@ import { cacheResponse } from 'express-redis-kit'
 import type { Redis } from 'ioredis'
 import type { ServerRedis } from './serve.js'
 
-export const CACHE_SCENARIOS = ['no-cache', 'erk-cache', 'apicache-plus', 'apicache-plus-br', 'express'] as const
+export const CACHE_SCENARIOS = [
+  'no-cache',
+  'erk-cache',
+  'erk-cache-local',
+  'apicache-plus',
+  'apicache-plus-br',
+  'express',
+] as const
 export type CacheScenario = (typeof CACHE_SCENARIOS)[number]
 
 export const CACHE_LABELS: Record<CacheScenario, string> = {
   'no-cache': 'no cache (20 ms handler every time)',
   'erk-cache': 'express-redis-kit cacheResponse, warm',
+  'erk-cache-local': 'express-redis-kit cacheResponse with localCache, warm',
   'apicache-plus': 'apicache-plus 2.3 + ioredis 5, warm',
   'apicache-plus-br': 'apicache-plus 2.3 + ioredis 5, warm, client accepts br',
   express: 'plain Express, no delay (ceiling)',
 }
 
 /** The scenarios that answer from a Redis cache (each with its own connection). */
-export const CACHED_SCENARIOS: readonly CacheScenario[] = ['erk-cache', 'apicache-plus', 'apicache-plus-br']
+export const CACHED_SCENARIOS: readonly CacheScenario[] = [
+  'erk-cache',
+  'erk-cache-local',
+  'apicache-plus',
+  'apicache-plus-br',
+]
 export const isCached = (scenario: CacheScenario): boolean => CACHED_SCENARIOS.includes(scenario)
+export const isKit = (scenario: CacheScenario): boolean => scenario === 'erk-cache' || scenario === 'erk-cache-local'
 export const isApicache = (scenario: CacheScenario): boolean =>
   scenario === 'apicache-plus' || scenario === 'apicache-plus-br'
 
@@ -71,10 +85,17 @@ export interface ServerStats {
  * marks its replays with `apicache-store` (outside NODE_ENV=production) and nothing else.
  */
 export function outcomeOf(scenario: CacheScenario, header: (name: string) => unknown): string {
-  if (scenario === 'erk-cache') return String(header('x-cache') ?? 'none')
+  if (isKit(scenario)) return String(header('x-cache') ?? 'none')
   if (isApicache(scenario)) return header('apicache-store') === undefined ? 'MISS' : 'HIT'
   return 'origin'
 }
+
+/**
+ * The name (CLIENT SETNAME) of the server's node-redis connection: the local cache's tracking
+ * connection is a duplicate of it and carries the same name, so the benchmark finds it in
+ * CLIENT LIST (the server's own connection being `redisAddr`).
+ */
+export const clientNameOf = (prefix: string): string => `bench-${prefix.replace(/[^\w:.-]/g, '_')}`
 
 /** The Redis connection of a scenario's server: node-redis 6 for express-redis-kit, ioredis 5 for apicache-plus. */
 export interface ScenarioRedis {
@@ -115,9 +136,10 @@ export function buildApp(scenario: CacheScenario, redis: ScenarioRedis, prefix: 
 }
 
 function cacheOf(scenario: CacheScenario, redis: ScenarioRedis, prefix: string): RequestHandler | undefined {
-  if (scenario === 'erk-cache') {
+  if (isKit(scenario)) {
     if (!redis.node) throw new Error(`${scenario} needs a node-redis client`)
-    return cacheResponse({ client: redis.node, ttl: '1h', prefix })
+    // localCache: true is its defaults (64 MiB, fenceMs 20): fresh hits from memory, no Redis command.
+    return cacheResponse({ client: redis.node, ttl: '1h', prefix, localCache: scenario === 'erk-cache-local' })
   }
   if (isApicache(scenario)) {
     // Its keys get the prefix from ioredis's keyPrefix (set by cache-server.ts), which

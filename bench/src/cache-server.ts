@@ -3,7 +3,15 @@
  * src/serve.ts). Environment: BENCH_SCENARIO (one of CACHE_SCENARIOS), BENCH_PREFIX.
  */
 import { Redis } from 'ioredis'
-import { buildApp, CACHE_SCENARIOS, type CacheScenario, isApicache, type ScenarioRedis } from './cache-scenarios.js'
+import {
+  buildApp,
+  CACHE_SCENARIOS,
+  type CacheScenario,
+  clientNameOf,
+  isApicache,
+  isKit,
+  type ScenarioRedis,
+} from './cache-scenarios.js'
 import { REDIS_URL } from './redis-stats.js'
 import { type Closable, connectRedis, serve } from './serve.js'
 
@@ -14,8 +22,8 @@ const prefix = process.env.BENCH_PREFIX ?? ''
 const redis: ScenarioRedis = {}
 let connection: Closable | undefined
 let redisAddr: string | undefined
-if (scenario === 'erk-cache') {
-  const { client, redisAddr: addr } = await connectRedis(scenario)
+if (isKit(scenario)) {
+  const { client, redisAddr: addr } = await connectRedis(scenario, clientNameOf(prefix))
   redis.node = client
   connection = client
   redisAddr = addr

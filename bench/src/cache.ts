@@ -3,6 +3,9 @@
  * on one route whose handler takes 20 ms, GET /items?page=1 answering about 2 kB of JSON:
  *   no cache        the 20 ms handler on every request (the baseline)
  *   erk-cache       cacheResponse({ client, ttl: '1h', prefix }), warm
+ *   erk-cache-local the same with localCache: true (fresh hits from the process's memory, kept
+ *                   coherent by CLIENT TRACKING on one more connection, which PINGs every 5 ms
+ *                   while hits are asked for: counted apart as background commands per second)
  *   apicache-plus   apicache-plus 2.x with an ioredis client ('1 hour'), warm
  *   apicache-plus-br the same, with a client that accepts br (apicache-plus stores bodies
  *                   brotli-compressed and decompresses them on a hit for other clients)
@@ -33,6 +36,7 @@ import {
   CACHE_SCENARIOS,
   CACHED_SCENARIOS,
   type CacheScenario,
+  clientNameOf,
   HANDLER_MS,
   isCached,
   outcomeOf,
@@ -79,6 +83,7 @@ import {
 const CACHE_SERVER = new URL('./cache-server.ts', import.meta.url)
 const PROBE_REQUESTS = 200
 const MINE: CacheScenario = 'erk-cache'
+const LOCAL: CacheScenario = 'erk-cache-local'
 const PEERS: readonly CacheScenario[] = ['apicache-plus', 'apicache-plus-br']
 const BASE: CacheScenario = 'no-cache'
 const CEILING: CacheScenario = 'express'
@@ -105,6 +110,8 @@ interface Probe {
   /** Handler runs it took to warm the cache, and during the probe's hits. */
   warmRuns: number
   probeRuns: number
+  /** The server's other connections (a local cache's tracking connection), watched apart. */
+  background: string[]
 }
 
 async function main(client: Client, version: string): Promise<string> {
@@ -176,13 +183,19 @@ async function probe(client: Client, scenario: CacheScenario): Promise<Probe> {
     const warmRuns = await warm(server)
     // Steady state only: the scripts are loaded by now (a first EVALSHA may have met NOSCRIPT).
     for (let i = 0; i < 10; i++) await request(server)
+    const background = await otherConnections(client, prefix, server.redisAddr!)
     const changesBefore = await rdbChanges(client)
-    const monitor = await monitorWhile(client, server.redisAddr!, async () => {
-      for (let i = 0; i < PROBE_REQUESTS; i++) {
-        const outcome = await request(server)
-        if (outcome !== 'HIT') throw new Error(`${scenario}: probe request ${i + 1} was not a hit (${outcome})`)
-      }
-    })
+    const monitor = await monitorWhile(
+      client,
+      server.redisAddr!,
+      async () => {
+        for (let i = 0; i < PROBE_REQUESTS; i++) {
+          const outcome = await request(server)
+          if (outcome !== 'HIT') throw new Error(`${scenario}: probe request ${i + 1} was not a hit (${outcome})`)
+        }
+      },
+      background,
+    )
     const changesAfter = await rdbChanges(client)
     const probeRuns = (await serverStats(server)).handlerRuns - warmRuns
     log(`probe ${scenario}: ok (handler ran ${warmRuns} time(s) to warm, ${probeRuns} during the probe)`)
@@ -191,11 +204,26 @@ async function probe(client: Client, scenario: CacheScenario): Promise<Probe> {
       changes: changesAfter >= changesBefore ? changesAfter - changesBefore : undefined,
       warmRuns,
       probeRuns,
+      background,
     }
   } finally {
     await server.stop()
     await deleteUnder(client, prefix)
   }
+}
+
+/**
+ * The addresses of the server's connections other than `own`, found in CLIENT LIST by the name
+ * the server gave its client (a local cache's tracking connection is a duplicate, same name).
+ */
+async function otherConnections(client: Client, prefix: string, own: string): Promise<string[]> {
+  const name = clientNameOf(prefix)
+  const list = String(await client.sendCommand(['CLIENT', 'LIST']))
+  return list
+    .split('\n')
+    .filter((line) => line.includes(` name=${name} `))
+    .map((line) => /(?:^| )addr=(\S+)/.exec(line)?.[1] ?? '')
+    .filter((addr) => addr && addr !== own)
 }
 
 async function measure(client: Client, scenario: CacheScenario, round: number): Promise<Run> {
@@ -226,6 +254,20 @@ async function measure(client: Client, scenario: CacheScenario, round: number): 
     await server.stop()
     await deleteUnder(client, prefix)
   }
+}
+
+/** The background connections' commands over the probe, per second (the local cache's fence PINGs). */
+function describeBackground(probe: Probe): string {
+  if (probe.background.length === 0) return ''
+  const seconds = probe.monitor.elapsedMs / 1000
+  const counts = [...probe.monitor.background]
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, calls]) => `${name} ${calls} (${(calls / seconds).toFixed(0)}/s)`)
+    .join(', ')
+  return (
+    `; its ${probe.background.length} other connection(s) (tracking) sent over the probe's ${seconds.toFixed(2)} s: ` +
+    `${counts || 'nothing'}, ${(total(probe.monitor.background) / PROBE_REQUESTS).toFixed(2)} / hit, off the request path`
+  )
 }
 
 const describeOutcomes = (outcomes: Record<string, number>): string =>
@@ -297,23 +339,27 @@ function report(
     }
   }
 
-  lines.push(
-    '',
-    `### ${CACHE_LABELS[MINE]} / apicache-plus`,
-    '',
-    '| against | req/s ratio (medians) | p99 ratio (medians) | server CPU ratio (medians) | req/s ratio in each round |',
-    '|---|--:|--:|--:|---|',
-  )
-  for (const peer of PEERS) {
-    const perRound = of(MINE).map((run) => {
-      const other = of(peer).find((candidate) => candidate.round === run.round)
-      return other ? ratio(run.requestsPerSecond, other.requestsPerSecond) : '?'
-    })
+  const compare = (mine: CacheScenario, against: readonly CacheScenario[]) => {
     lines.push(
-      `| ${CACHE_LABELS[peer]} | ${ratio(rpsOf(MINE), rpsOf(peer))} | ${ratio(p99Of(MINE), p99Of(peer))} | ` +
-        `${ratio(cpuOf(MINE), cpuOf(peer))} | ${perRound.join(', ')} |`,
+      '',
+      `### ${CACHE_LABELS[mine]} / others`,
+      '',
+      '| against | req/s ratio (medians) | p99 ratio (medians) | server CPU ratio (medians) | req/s ratio in each round |',
+      '|---|--:|--:|--:|---|',
     )
+    for (const peer of against) {
+      const perRound = of(mine).map((run) => {
+        const other = of(peer).find((candidate) => candidate.round === run.round)
+        return other ? ratio(run.requestsPerSecond, other.requestsPerSecond) : '?'
+      })
+      lines.push(
+        `| ${CACHE_LABELS[peer]} | ${ratio(rpsOf(mine), rpsOf(peer))} | ${ratio(p99Of(mine), p99Of(peer))} | ` +
+          `${ratio(cpuOf(mine), cpuOf(peer))} | ${perRound.join(', ')} |`,
+      )
+    }
   }
+  compare(LOCAL, [MINE, ...PEERS, CEILING])
+  compare(MINE, PEERS)
 
   lines.push(
     '',
@@ -354,7 +400,7 @@ function report(
         `- ${CACHE_LABELS[scenario]}: handler ran ${result.warmRuns} time(s) to warm, ${result.probeRuns} during ` +
         `the probe; dataset changes ${
           result.changes === undefined ? '?' : (result.changes / PROBE_REQUESTS).toFixed(2)
-        } / hit (every client of the Redis)`,
+        } / hit (every client of the Redis)${describeBackground(result)}`,
     ),
     '',
     columnNotes(`${PROBE_REQUESTS} unloaded hits`, 'the scenarios without Redis show that noise'),

@@ -115,16 +115,26 @@ export interface MonitorCounts {
   sent: Map<string, number>
   /** Commands its Lua scripts ran inside Redis. */
   inScripts: Map<string, number>
+  /** Commands sent by the `background` connections (e.g. a local cache's tracking connection), off the request path. */
+  background: Map<string, number>
+  /** How long the watch lasted (ms), for a background rate. */
+  elapsedMs: number
 }
 
 /**
  * Watches `MONITOR` while `work` runs and counts what the connection `addr` sent, and what
  * the scripts it started ran (MONITOR shows them as `[db lua]` right after the EVAL/EVALSHA
  * that started them, and a script runs alone, so they are attributed to the last top-level
- * command). Other clients of a shared Redis do not disturb these counts.
+ * command). Other clients of a shared Redis do not disturb these counts. Commands of the
+ * `background` connections (addresses) are counted apart, over the time `work` took.
  */
-export async function monitorWhile(client: Client, addr: string, work: () => Promise<void>): Promise<MonitorCounts> {
-  const counts: MonitorCounts = { sent: new Map(), inScripts: new Map() }
+export async function monitorWhile(
+  client: Client,
+  addr: string,
+  work: () => Promise<void>,
+  background: readonly string[] = [],
+): Promise<MonitorCounts> {
+  const counts: MonitorCounts = { sent: new Map(), inScripts: new Map(), background: new Map(), elapsedMs: 0 }
   const sentinel = `bench-monitor-end-${process.pid}-${Date.now()}`
   let ownsScript = false
   let ended: () => void = () => {}
@@ -146,8 +156,11 @@ export async function monitorWhile(client: Client, addr: string, work: () => Pro
       if (name === 'echo' && firstArg === sentinel) ended()
       ownsScript = from === addr
       if (ownsScript) add(counts.sent, name)
+      else if (background.includes(from!)) add(counts.background, name)
     })
+    const started = performance.now()
     await work()
+    counts.elapsedMs = performance.now() - started
     // Everything the server sent was executed before this ECHO, so MONITOR showed it first.
     await client.echo(sentinel)
     await Promise.race([end, new Promise((resolve) => setTimeout(resolve, 5000))])

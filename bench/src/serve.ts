@@ -33,9 +33,12 @@ export interface Closable {
 // The parent is gone (crashed or killed): never outlive it.
 process.on('disconnect', () => process.exit(0))
 
-/** The server's one Redis connection, and its address as Redis sees it. */
-export async function connectRedis(name: string): Promise<{ client: ServerRedis; redisAddr: string }> {
-  const client: ServerRedis = createClient({ url: REDIS_URL })
+/** The server's one Redis connection (named `clientName` in CLIENT LIST if given), and its address as Redis sees it. */
+export async function connectRedis(
+  name: string,
+  clientName?: string,
+): Promise<{ client: ServerRedis; redisAddr: string }> {
+  const client: ServerRedis = createClient({ url: REDIS_URL, ...(clientName ? { name: clientName } : {}) })
   client.on('error', (error: unknown) => console.error(`[${name}] redis:`, error))
   await client.connect()
   return { client, redisAddr: (await client.clientInfo()).addr }
