@@ -1,10 +1,20 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import diagnostics from 'node:diagnostics_channel'
 import type { Server } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
 import express from 'express'
 import { createCluster } from 'redis'
-import { cacheResponse, createNotifier, type Notifier, rateLimit } from '../../src/index.js'
-import { PUBLIC_HOST, rawRequest, responseEntryKey } from '../helpers/cache-app.js'
+import {
+  type CacheEvent,
+  CHANNELS,
+  cached,
+  cacheResponse,
+  createNotifier,
+  type Notifier,
+  rateLimit,
+} from '../../src/index.js'
+import { cachedEntryKey, PUBLIC_HOST, rawRequest, responseEntryKey } from '../helpers/cache-app.js'
 import { type FailoverCluster, startFailoverCluster } from '../helpers/failover-cluster.js'
 import { closeServer, listen, recordingLogger } from '../helpers/outage.js'
 import { mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
@@ -17,7 +27,10 @@ import { mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
  * app uses the promoted replica within 5 s of the promotion; no rate-limit decision counts
  * late; every message whose publish Redis confirmed is delivered or followed by onReconnect,
  * and messages flow again; caching goes on, fills included, on the healthy shards; no crash,
- * no unhandled rejection.
+ * no unhandled rejection. And the local cache (`localCache`) of a value on the victim's shard,
+ * read all along by a client of its own: once the value is deleted on the promoted master
+ * (right after the promotion, and again after the recovery), no read sent `fenceMs` later
+ * returns a value read before (its tracking must follow the promotion), and local hits resume.
  *
  * It starts its own cluster, so it runs once, in the suite's single-Redis pass.
  */
@@ -25,7 +38,17 @@ const TIMEOUT_MS = 300
 /** Three kit calls at most per request, each bounded by TIMEOUT_MS, plus the test's own slack. */
 const REQUEST_BOUND_MS = 3 * TIMEOUT_MS + 600
 const RECOVERY_BOUND_MS = 5_000
+/** The local cache's fence; MARGIN_MS covers Date.now()'s whole milliseconds (see test/cache/local.test.ts). */
+const FENCE_MS = 20
+const MARGIN_MS = 2
 
+/** A read of the locally cached value. */
+interface LocalRead {
+  sentAt: number
+  doneAt: number
+  value: string
+  local: boolean
+}
 interface Answer {
   at: number
   ms: number
@@ -42,6 +65,14 @@ describeFailover(
     this.timeout(120_000)
     let cluster: FailoverCluster
     let client: RedisClient
+    /** The local cache's own client (one local cache per client, with its tracking connections). */
+    let localClient: RedisClient
+    let localKey: string
+    const localReads = new AsyncLocalStorage<{ local: boolean }>()
+    const onCacheEvent = (message: unknown) => {
+      const read = localReads.getStore()
+      if (read && (message as CacheEvent).local) read.local = true
+    }
     let server: Server
     let notifier: Notifier
     const unhandled: unknown[] = []
@@ -75,12 +106,15 @@ describeFailover(
       })
       connecting.on('error', () => {})
       client = await connecting.connect()
+      localClient = await connecting.duplicate().connect()
       prefix = uniquePrefix('failover')
       victimClient = 'victim'
       victim = await cluster.masterOf(`${prefix}rl:{${victimClient}}`)
       healthyClient = await onOtherShard('healthy', (candidate) => `${prefix}rl:{${candidate}}`)
       healthyTag = await onOtherShard('tag', (candidate) => `${prefix}cache:tag:{${candidate}}`)
       victimChannel = await onShard('events', (candidate) => `${prefix}ev:${candidate}`)
+      localKey = await onShard('local', (candidate) => cachedEntryKey(`${prefix}local:`, candidate))
+      diagnostics.subscribe(CHANNELS.cache, onCacheEvent)
       reconnects = 0
       received = []
 
@@ -128,9 +162,11 @@ describeFailover(
 
     afterEach(async () => {
       process.off('unhandledRejection', onUnhandled)
+      diagnostics.unsubscribe(CHANNELS.cache, onCacheEvent)
       await notifier?.close()
       await closeServer(server)
       client?.destroy()
+      localClient?.destroy()
       await cluster?.stop()
     })
 
@@ -153,9 +189,59 @@ describeFailover(
       throw new Error('no page found on a healthy shard')
     }
 
+    /** One read of the local cache's value (every fill's value is new: when it was made). */
+    async function readLocal(): Promise<LocalRead> {
+      const sentAt = Date.now()
+      const state = { local: false }
+      const value = await localReads.run(state, () =>
+        cached(
+          localClient,
+          localKey,
+          {
+            prefix: `${prefix}local:`,
+            ttl: '10m',
+            localCache: { fenceMs: FENCE_MS },
+            timeoutMs: TIMEOUT_MS,
+            logger: recordingLogger(),
+          },
+          () => `made ${Date.now()} ${Math.random()}`,
+        ),
+      )
+      return { sentAt, doneAt: Date.now(), value, local: state.local }
+    }
+
+    /**
+     * Deletes the local cache's value in Redis (UNLINK, retried until Redis confirms it: a
+     * promoted master may not be known yet). Resolves with when it was sent and when it resolved.
+     */
+    async function deleteLocalValue(): Promise<{ sentAt: number; resolvedAt: number }> {
+      const entryKey = cachedEntryKey(`${prefix}local:`, localKey)
+      const deadline = Date.now() + RECOVERY_BOUND_MS
+      for (;;) {
+        const sentAt = Date.now()
+        try {
+          await client.unlink(entryKey)
+          return { sentAt, resolvedAt: Date.now() }
+        } catch (error) {
+          if (Date.now() > deadline) throw error
+          await sleep(50)
+        }
+      }
+    }
+
+    /**
+     * No read sent `fenceMs` after a deletion resolved returned a value read before it was sent
+     * (each such value had been stored before it was read, so the deletion removed it from Redis).
+     */
+    function staleLocalReads(reads: LocalRead[], deletion: { sentAt: number; resolvedAt: number }) {
+      const old = new Set(reads.filter((read) => read.doneAt < deletion.sentAt).map((read) => read.value))
+      return reads.filter((read) => read.sentAt >= deletion.resolvedAt + FENCE_MS + MARGIN_MS && old.has(read.value))
+    }
+
     /** Sends requests in a loop (the victim's client, a healthy client, a cached page) until stopped. */
     function load(pages: { hot: number }) {
       const answers = { victim: [] as Answer[], healthy: [] as Answer[], page: [] as Answer[] }
+      const local: LocalRead[] = []
       /** Messages whose publish Redis confirmed, with the onReconnect count at that time. */
       const confirmed: { n: number; reconnectsBefore: number }[] = []
       let running = true
@@ -180,6 +266,12 @@ describeFailover(
           await sleep(20)
         }
       })()
+      const reading = (async () => {
+        while (running) {
+          local.push(await readLocal())
+          await sleep(2)
+        }
+      })()
       const publishing = (async () => {
         for (let n = 1; running; n++) {
           const reconnectsBefore = reconnects
@@ -194,9 +286,10 @@ describeFailover(
       return {
         answers,
         confirmed,
+        local,
         stop: async () => {
           running = false
-          await Promise.all([loop, publishing])
+          await Promise.all([loop, publishing, reading])
         },
       }
     }
@@ -217,6 +310,10 @@ describeFailover(
         (await rawRequest(server, `/page/${hot}`, { headers: { host: PUBLIC_HOST } })).headers['x-cache'],
       ).to.equal('MISS')
       expect(await messagesFlow(), 'messages flow before the fault').to.equal(true)
+      for (let attempt = 0; !(await readLocal()).local; attempt++) {
+        if (attempt > 200) throw new Error('the value was never served locally before the fault')
+        await sleep(5)
+      }
       const running = load({ hot })
       await sleep(500)
       const faultAt = Date.now()
@@ -225,8 +322,10 @@ describeFailover(
       // A page never filled yet, on a healthy shard, filled while the victim's shard is down or just failed over.
       const fresh = await healthyPage(hot + 1)
       const fill = await rawRequest(server, `/page/${fresh}`, { headers: { host: PUBLIC_HOST } })
+      const deletedAfterPromotion = await deleteLocalValue()
       await sleep(RECOVERY_BOUND_MS)
       await after?.()
+      const deletedAfterRecovery = await deleteLocalValue()
       await sleep(1_000)
       await running.stop()
       const refill = await rawRequest(server, `/page/${fresh}`, { headers: { host: PUBLIC_HOST } })
@@ -284,6 +383,18 @@ describeFailover(
         [],
       )
       expect(await messagesFlow(), 'messages flow after the failover').to.equal(true)
+      // The local cache: no value deleted on the promoted master is read fenceMs later; local hits resume.
+      const localRead = running.local
+      expect(
+        staleLocalReads(localRead, deletedAfterPromotion),
+        'local cache: reads of a value deleted after the promotion',
+      ).to.deep.equal([])
+      expect(
+        staleLocalReads(localRead, deletedAfterRecovery),
+        'local cache: reads of a value deleted after the recovery',
+      ).to.deep.equal([])
+      const resumed = localRead.find((read) => read.sentAt > deletedAfterRecovery.resolvedAt && read.local)
+      expect(resumed, 'local hits resume after the recovery').to.not.equal(undefined)
       expect(unhandled).to.deep.equal([])
       report.push(
         `promoted ${promotedAt - faultAt} ms after the fault; the app decided with the new master ` +
@@ -291,7 +402,9 @@ describeFailover(
           `policy (onRedisError) ${victimAnswers.filter((answer) => !answer.decided).length} of ${victimAnswers.length}, ` +
           `healthy-shard ones ${healthy.filter((answer) => !answer.decided).length} of ${healthy.length}; slowest request ` +
           `${Math.max(...all.map((answer) => answer.ms))} ms; counted ${used} of ${decided} decided (no late count); ` +
-          `messages confirmed ${running.confirmed.length}, lost ${lost.length}, onReconnect ${reconnects}`,
+          `messages confirmed ${running.confirmed.length}, lost ${lost.length}, onReconnect ${reconnects}; ` +
+          `local cache: ${localRead.filter((read) => read.local).length} of ${localRead.length} reads local, ` +
+          `local hits again ${resumed!.sentAt - deletedAfterRecovery.resolvedAt} ms after the deletion that followed the recovery`,
       )
     }
 
