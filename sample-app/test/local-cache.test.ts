@@ -148,10 +148,10 @@ for (const mode of modes) {
       expect(lookups.length, `cache commands for ${reads} reads, ${localHits} of them local`).to.equal(
         reads - localHits,
       )
-      // MONITOR did see every request: each one's general rate limit, the only other command it sent
+      // MONITOR did see every request: each one's general rate limit (the app's event readers and
+      // relay, in the background, send commands of their own meanwhile)
       const rateLimits = seen.filter((line) => line.includes(`${prefix}rl:api:`))
       expect(rateLimits.length, 'the rate limiter ran once per request').to.equal(reads)
-      expect(seen.filter((line) => line.includes(prefix)).length).to.equal(rateLimits.length + lookups.length)
     })
 
     it('a PATCH through B is seen by A once fenceMs has passed, never the old body after; /me too', async () => {
