@@ -15,10 +15,13 @@ export const CACHE_SCENARIOS = [
 ] as const
 export type CacheScenario = (typeof CACHE_SCENARIOS)[number]
 
+/** BENCH_FENCE_MS: the local cache's fenceMs in erk-cache-local (default: the package's, 20). */
+export const LOCAL_FENCE_MS = process.env.BENCH_FENCE_MS ? Number(process.env.BENCH_FENCE_MS) : undefined
+
 export const CACHE_LABELS: Record<CacheScenario, string> = {
   'no-cache': 'no cache (20 ms handler every time)',
   'erk-cache': 'express-redis-kit cacheResponse, warm',
-  'erk-cache-local': 'express-redis-kit cacheResponse with localCache, warm',
+  'erk-cache-local': `express-redis-kit cacheResponse with localCache${LOCAL_FENCE_MS ? ` (fenceMs ${LOCAL_FENCE_MS})` : ''}, warm`,
   'apicache-plus': 'apicache-plus 2.3 + ioredis 5, warm',
   'apicache-plus-br': 'apicache-plus 2.3 + ioredis 5, warm, client accepts br',
   express: 'plain Express, no delay (ceiling)',
@@ -139,7 +142,8 @@ function cacheOf(scenario: CacheScenario, redis: ScenarioRedis, prefix: string):
   if (isKit(scenario)) {
     if (!redis.node) throw new Error(`${scenario} needs a node-redis client`)
     // localCache: true is its defaults (64 MiB, fenceMs 20): fresh hits from memory, no Redis command.
-    return cacheResponse({ client: redis.node, ttl: '1h', prefix, localCache: scenario === 'erk-cache-local' })
+    const localCache = scenario === 'erk-cache-local' && (LOCAL_FENCE_MS ? { fenceMs: LOCAL_FENCE_MS } : true)
+    return cacheResponse({ client: redis.node, ttl: '1h', prefix, localCache })
   }
   if (isApicache(scenario)) {
     // Its keys get the prefix from ioredis's keyPrefix (set by cache-server.ts), which

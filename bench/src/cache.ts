@@ -24,7 +24,8 @@
  * which of them write. Prints Markdown on stdout, progress on stderr.
  *
  * Environment: BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, BENCH_CONNECTIONS, BENCH_PROFILE,
- * as for `pnpm bench` (src/harness.ts).
+ * as for `pnpm bench` (src/harness.ts); BENCH_FENCE_MS, the local cache's fenceMs in
+ * erk-cache-local (default: the package's default, 20).
  *
  * Nothing shared is flushed: every key lives under a prefix unique to this run, and the
  * keys are deleted (SCAN + UNLINK) after each run and again on exit.
