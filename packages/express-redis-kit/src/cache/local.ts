@@ -299,6 +299,17 @@ export function localCacheOf(
   return cache
 }
 
+/**
+ * This process changed or deleted `keys` in Redis: its own local copies go at once (and no
+ * lookup already in flight keeps its reply), without waiting for Redis's invalidation on
+ * the tracking connection, which may come after the change's reply. So a request that
+ * follows an invalidation on the same instance never gets the old entry.
+ */
+export function dropLocalCopies(client: RedisClient, keys: readonly string[]): void {
+  const cache = caches.get(client)
+  if (cache) for (const key of keys) cache.invalidate(key)
+}
+
 /** See the comment at the top of this file. */
 export class LocalCache {
   /** The tracked key prefixes (`<cache prefix>{`). */

@@ -5,7 +5,7 @@ import { type CacheEvent, cacheChannel, publishCache } from '../shared/diagnosti
 import type { Warn } from '../shared/logger.js'
 import { encodeKeyPart, isCluster, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
-import type { LocalCache } from './local.js'
+import { dropLocalCopies, type LocalCache } from './local.js'
 import { COMMIT, INVALIDATE_URL, LOOKUP, RELEASE, REVALIDATE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 
 /**
@@ -350,6 +350,7 @@ export class CacheStore {
       await this.release(entryKey, token, false)
       return false
     }
+    // A commit may replace what this process keeps locally (a new vary spec drops every variant).
     const committed = await COMMIT.run(
       this.client,
       [entryKey, this.lockKey(entryKey), this.tagsKey(entryKey)],
@@ -363,6 +364,7 @@ export class CacheStore {
       ],
       this.timeoutMs,
     )
+    dropLocalCopies(this.client, [entryKey])
     return Number(committed) === 1
   }
 
@@ -394,9 +396,12 @@ export class CacheStore {
    */
   async invalidateEntries(entryKeys: string[]): Promise<void> {
     const keepMs = String(URL_INVALIDATIONS_KEPT_MS)
-    await Promise.all(
-      [...new Set(entryKeys)].map((key) => INVALIDATE_URL.run(this.client, [key], [keepMs], this.timeoutMs)),
-    )
+    const keys = [...new Set(entryKeys)]
+    try {
+      await Promise.all(keys.map((key) => INVALIDATE_URL.run(this.client, [key], [keepMs], this.timeoutMs)))
+    } finally {
+      dropLocalCopies(this.client, keys)
+    }
   }
 
   /**
@@ -437,11 +442,15 @@ export class CacheStore {
       ),
     )
     const entries = [...new Set(taken.flat().map(String))]
-    await Promise.all(
-      entries.map((key) =>
-        runCommand(this.client, key, (redis) => redis.unlink(key), this.timeoutMs, undefined, UNLINK_CALL),
-      ),
-    )
+    try {
+      await Promise.all(
+        entries.map((key) =>
+          runCommand(this.client, key, (redis) => redis.unlink(key), this.timeoutMs, undefined, UNLINK_CALL),
+        ),
+      )
+    } finally {
+      dropLocalCopies(this.client, entries)
+    }
     publishCache(() => ({ source, result: 'invalidated', tags, count: entries.length }))
     return entries.length
   }

@@ -592,6 +592,39 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
         for (const proxy of proxies) await proxy.close()
       }
     })
+
+    it("this instance's own invalidation is seen at once, without waiting for Redis's (its tracking connection stalled, fenceMs 2 s)", async () => {
+      const proxies: StallingProxy[] = []
+      try {
+        for (const port of ports) proxies.push(await startStallingProxy({ host: '127.0.0.1', port }))
+        const client = await connect(
+          `erk-local-${process.pid}-own`,
+          new Map(ports.map((port, i) => [port, proxies[i]!.port])),
+        )
+        const prefix = uniquePrefix('local-own')
+        // A long fence: with the invalidations held back by the proxy, only the process's own
+        // knowledge of what it invalidated can keep it from serving the old value.
+        const localCache = { fenceMs: 2_000 }
+        let version = 1
+        const load = () => `value v${version}`
+        for (let round = 0; round < 5; round++) {
+          for (let attempt = 0; !(await read(client, prefix, 'key', localCache, load)).local; attempt++) {
+            if (attempt > 200) throw new Error('never served locally')
+            await sleep(5)
+          }
+          for (const proxy of proxies) proxy.stall()
+          version++
+          await invalidateTags(client, ['key'], { prefix })
+          const next = await read(client, prefix, 'key', localCache, load)
+          expect(next.body, `round ${round}: the read right after this process's invalidateTags()`).to.equal(
+            `value v${version}`,
+          )
+          for (const proxy of proxies) proxy.resume()
+        }
+      } finally {
+        for (const proxy of proxies) await proxy.close()
+      }
+    })
   })
 
   describe('memory bound (maxBytes)', () => {
