@@ -315,7 +315,9 @@ function report(
     const p99 = p99Of(scenario)
     const perRequest = medianOf(scenario, (run) => total(run.commands) / run.completed)
     const monitor = probes.get(scenario)?.monitor
-    const redisUsec = monitor ? redisUsecPerRequest(mine, monitor.sent.keys()).toFixed(1) : '-'
+    // A local hit sends nothing, but a hit the fence sends to Redis sends what erk-cache's does.
+    const sent = scenario === LOCAL ? probes.get(MINE)?.monitor.sent : monitor?.sent
+    const redisUsec = monitor && sent ? redisUsecPerRequest(mine, sent.keys()).toFixed(1) : '-'
     lines.push(
       `| ${CACHE_LABELS[scenario]} | ${thousands(rps)} | ${ratio(rps, baseRps)} | ${ratio(rps, ceilingRps)} | ` +
         `${p99} | ${ratio(p99, baseP99)} | ${ratio(p99, ceilingP99)} | ${Math.round(cpuOf(scenario))} | ${redisUsec} | ` +
