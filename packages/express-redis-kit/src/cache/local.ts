@@ -63,6 +63,9 @@ const DEFAULT_SETTINGS: LocalCacheSettings = { maxBytes: 64 * 1024 * 1024, fence
 /** Bytes counted per entry on top of its data (its objects and map slots). */
 const ENTRY_OVERHEAD = 200
 
+/** At most this many PINGs unanswered on one tracking connection. */
+const MAX_PINGS_IN_FLIGHT = 4
+
 /** Local hits not asked for this long: the fence's PINGs stop until the next one is. */
 const IDLE_MS = 2_000
 
@@ -155,7 +158,9 @@ class Tracker {
   up = false
   /** When the last answered PING was sent (this host's ms): the fence. */
   fencedAt = 0
-  private pinging = false
+  /** When the last PING was sent, and how many are unanswered. */
+  private sentAt = 0
+  private inFlight = 0
   closed = false
 
   constructor(
@@ -233,7 +238,7 @@ class Tracker {
     }
     if (generation !== this.generation || this.closed) return
     this.up = true
-    this.ping()
+    this.ping(Date.now(), 0)
   }
 
   private async isMaster(): Promise<boolean> {
@@ -241,19 +246,22 @@ class Tracker {
     return String(role?.[0]) === 'master'
   }
 
-  /** PINGs the connection (one at a time): its answer moves the fence. */
-  ping(): void {
-    if (!this.up || this.pinging) return
-    this.pinging = true
+  /**
+   * PINGs the connection, unless one was sent less than `every` ms ago: the answer moves the
+   * fence. Several may be in flight (a slow answer does not hold the next PING back).
+   */
+  ping(now: number, every: number): void {
+    if (!this.up || now - this.sentAt < every || this.inFlight >= MAX_PINGS_IN_FLIGHT) return
+    this.sentAt = now
+    this.inFlight++
     const generation = this.generation
-    const sentAt = Date.now()
     this.connection.sendCommand(['PING']).then(
       () => {
-        this.pinging = false
-        if (generation === this.generation && sentAt > this.fencedAt) this.fencedAt = sentAt
+        this.inFlight--
+        if (generation === this.generation && now > this.fencedAt) this.fencedAt = now
       },
       () => {
-        this.pinging = false
+        this.inFlight--
       },
     )
   }
@@ -326,6 +334,9 @@ export class LocalCache {
   /** The cluster slot map the trackers were made for (a Cluster only). */
   private slots: unknown
   private timer: NodeJS.Timeout | undefined
+  /** How often the fence PINGs (ms), and when it last did. */
+  private readonly pingEvery: number
+  private pingedAt = 0
   private lastUse = 0
   /** CLIENT TRACKING invalidations are not available with this client: serve everything from Redis. */
   private disabled = false
@@ -338,6 +349,7 @@ export class LocalCache {
     readonly settings: LocalCacheSettings,
     readonly warn: Warn,
   ) {
+    this.pingEvery = Math.max(1, Math.floor(settings.fenceMs / 4))
     this.schedule(IDLE_CHECK_MS)
   }
 
@@ -355,7 +367,10 @@ export class LocalCache {
     if (now - this.lastUse > IDLE_MS / 2) this.wake(now)
     this.lastUse = now
     const entry = this.entries.get(entryKey)?.get(variant)
-    if (!entry || !this.fenced(now)) return undefined
+    if (!entry) return undefined
+    // Under load the timer runs late: the requests send the fence's PINGs when they are due.
+    if (now - this.pingedAt >= this.pingEvery) this.pingAll(now)
+    if (!this.fenced(now)) return undefined
     if (now >= entry.expiresAt) {
       this.remove(entry)
       return undefined
@@ -558,6 +573,11 @@ export class LocalCache {
     this.schedule(0)
   }
 
+  private pingAll(now: number): void {
+    this.pingedAt = now
+    for (const tracker of this.trackers.values()) tracker.ping(now, this.pingEvery)
+  }
+
   private schedule(delay: number): void {
     clearTimeout(this.timer)
     this.timer = setTimeout(() => this.tick(), delay)
@@ -583,7 +603,7 @@ export class LocalCache {
       return
     }
     this.reconcile()
-    for (const tracker of this.trackers.values()) tracker.ping()
-    this.schedule(Math.max(1, Math.floor(this.settings.fenceMs / 4)))
+    this.pingAll(Date.now())
+    this.schedule(this.pingEvery)
   }
 }
