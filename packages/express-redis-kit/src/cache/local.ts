@@ -30,8 +30,10 @@ import type { Lookup } from './store.js'
  *   - Flushes. Everything local is dropped when a tracking connection errs, closes or
  *     reconnects (invalidations may have been lost), on a flush-all invalidation, and on a
  *     Cluster whenever its slot map is rebuilt (a failover, a slot migration, a node added).
- *   - Lifetimes. A local entry expires when it stops being fresh, on this host's clock, counted
- *     from when its lookup was sent: never later than in Redis.
+ *   - Lifetimes. A local entry expires when it stops being fresh, counted from when its lookup
+ *     was sent: never later than in Redis.
+ * Every local time is `performance.now()`, which never jumps: a wall clock set back must not
+ * stretch the fence or a local entry's life.
  */
 
 /** Settings of the local cache (the `localCache` option). */
@@ -111,9 +113,9 @@ interface LocalEntry {
   meta: Buffer
   body: Buffer
   times: NonNullable<Lookup['times']>
-  /** Redis's clock minus this host's when the lookup was sent (Redis ms ahead). */
+  /** Redis's clock (ms) minus the monotonic clock (`performance.now()`) when the lookup was sent. */
   offset: number
-  /** When it stops being fresh, on this host's clock. */
+  /** When it stops being fresh, on the monotonic clock. */
   expiresAt: number
   bytes: number
 }
@@ -156,7 +158,7 @@ class Tracker {
   private generation = 0
   /** Tracking is registered (BCAST with every prefix) and the connection is up. */
   up = false
-  /** When the last answered PING was sent (this host's ms): the fence. */
+  /** When the last answered PING was sent (`performance.now()`): the fence. */
   fencedAt = 0
   /** When the last PING was sent, and how many are unanswered. */
   private sentAt = 0
@@ -238,7 +240,7 @@ class Tracker {
     }
     if (generation !== this.generation || this.closed) return
     this.up = true
-    this.ping(Date.now(), 0)
+    this.ping(performance.now(), 0)
   }
 
   private async isMaster(): Promise<boolean> {
@@ -363,7 +365,7 @@ export class LocalCache {
 
   /** The local copy of a fresh variant, as a lookup, or undefined (go to Redis). */
   get(entryKey: string, variant: string): Lookup | undefined {
-    const now = Date.now()
+    const now = performance.now()
     if (now - this.lastUse > IDLE_MS / 2) this.wake(now)
     this.lastUse = now
     const entry = this.entries.get(entryKey)?.get(variant)
@@ -404,7 +406,7 @@ export class LocalCache {
       this.pending.set(entryKey, pending)
     }
     pending.count++
-    return { entryKey, pending, generation: pending.generation, epoch: this.epoch, sentAt: Date.now() }
+    return { entryKey, pending, generation: pending.generation, epoch: this.epoch, sentAt: performance.now() }
   }
 
   /** Keeps a fresh lookup's reply for `variant` if nothing invalidated it since its ticket. */
@@ -415,7 +417,7 @@ export class LocalCache {
     if (lookup.lock !== 'fresh' || !meta || !body || !times) return
     const expiresAt = ticket.sentAt + (times.freshUntil - lookup.now)
     const bytes = ENTRY_OVERHEAD + meta.length + body.length + 2 * (ticket.entryKey.length + variant.length)
-    if (expiresAt <= Date.now() || bytes > this.settings.maxBytes) return
+    if (expiresAt <= performance.now() || bytes > this.settings.maxBytes) return
     const entry: LocalEntry = {
       entryKey: ticket.entryKey,
       variant,
@@ -598,12 +600,12 @@ export class LocalCache {
       return
     }
     this.seenOpen = true
-    if (Date.now() - this.lastUse > IDLE_MS) {
+    if (performance.now() - this.lastUse > IDLE_MS) {
       this.schedule(IDLE_CHECK_MS)
       return
     }
     this.reconcile()
-    this.pingAll(Date.now())
+    this.pingAll(performance.now())
     this.schedule(this.pingEvery)
   }
 }
