@@ -3,9 +3,11 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import diagnostics from 'node:diagnostics_channel'
 import { once } from 'node:events'
 import { Agent, request as httpRequest } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
+import express from 'express'
 import { createClient, createCluster } from 'redis'
 import {
   type CacheEvent,
@@ -18,7 +20,7 @@ import {
 import { clusterSlot } from '../../src/shared/redis.js'
 import { cachedEntryKey, PUBLIC_HOST, responseEntryKey, storedTimes, untilStored } from '../helpers/cache-app.js'
 import type { LocalCacheWorkerConfig } from '../helpers/local-cache-worker.js'
-import { recordingLogger, startRedisOnPort } from '../helpers/outage.js'
+import { listen, recordingLogger, startRedisOnPort } from '../helpers/outage.js'
 import {
   type DisposableCluster,
   type DisposableRedis,
@@ -626,6 +628,81 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
       }
     })
   })
+
+  describe('everything but a fresh hit works as without it', () => {
+    it('stale-while-revalidate, the fill lock, tags and HEAD: served from Redis as before, never a local copy past its freshness', async () => {
+      const client = await connect(`erk-local-${process.pid}-same`)
+      const prefix = uniquePrefix('local-same')
+      let runs = 0
+      const cache = cacheResponse({
+        client,
+        prefix,
+        ttl: '300ms',
+        staleWhileRevalidate: '10s',
+        tags: ['same'],
+        localCache: { fenceMs: FENCE_MS },
+        logger: logs,
+      })
+      const app = express()
+      app.get('/page', cache, async (_req, res) => {
+        const run = ++runs
+        await sleep(50)
+        res.send(`run ${run}`)
+      })
+      const server = await listen(app)
+      let localHits = 0
+      const onEvent = (message: unknown) => {
+        const event = message as CacheEvent
+        if (event.result === 'hit' && event.local) localHits++
+      }
+      diagnostics.subscribe(CHANNELS.cache, onEvent)
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/page`
+      const get = async (method = 'GET') => {
+        const res = await fetch(url, { method })
+        return { xCache: res.headers.get('x-cache'), body: await res.text(), at: Date.now() }
+      }
+      try {
+        // Ten at once on a cold entry: one fill, the others wait for it (the lock, as without it).
+        const first = await Promise.all(Array.from({ length: 10 }, () => get()))
+        expect(runs, 'handler runs for 10 concurrent misses').to.equal(1)
+        expect(new Set(first.map((answer) => answer.body))).to.deep.equal(new Set(['run 1']))
+        await untilStoredLocally(get, () => localHits)
+        const headBefore = localHits
+        const head = await get('HEAD')
+        expect(head.xCache).to.equal('HIT')
+        expect(localHits, 'HEAD served from the local copy').to.equal(headBefore + 1)
+        // Past its freshness: STALE from Redis (a local copy is only ever fresh), refreshed once.
+        await sleep(350)
+        const before = localHits
+        const stale = await get()
+        expect(stale).to.include({ xCache: 'STALE', body: 'run 1' })
+        expect(localHits, 'no local hit once stale').to.equal(before)
+        for (let attempt = 0; (await get()).body !== 'run 2'; attempt++) {
+          if (attempt > 100) throw new Error('never refreshed')
+          await sleep(10)
+        }
+        expect(runs, 'one background refresh').to.equal(2)
+        // Tags: invalidated on every instance, the next request fills again.
+        await untilStoredLocally(get, () => localHits)
+        expect(await cache.invalidateTags(['same'])).to.equal(1)
+        const after = await get()
+        expect(after).to.include({ xCache: 'MISS', body: 'run 3' })
+      } finally {
+        diagnostics.unsubscribe(CHANNELS.cache, onEvent)
+        await new Promise((resolve) => server.close(resolve))
+      }
+    })
+  })
+
+  /** Reads until a read is served from the local cache (a fill's own writes invalidate the read after it). */
+  async function untilStoredLocally(get: () => Promise<unknown>, count: () => number): Promise<void> {
+    const start = count()
+    for (let attempt = 0; count() === start; attempt++) {
+      if (attempt > 200) throw new Error('never served locally')
+      await get()
+      await sleep(5)
+    }
+  }
 
   describe('memory bound (maxBytes)', () => {
     it('the least recently used entries are dropped first; a value larger than maxBytes is never kept', async () => {
