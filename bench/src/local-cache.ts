@@ -31,12 +31,12 @@
  * BENCH_FANOUT_TRACKERS (3), BENCH_FANOUT_SECONDS (10), BENCH_FANOUT_ROUNDS (4).
  * Prints Markdown on stdout, progress on stderr.
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process'
-import { createServer } from 'node:net'
+import { type ChildProcess, fork } from 'node:child_process'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createClient, createCluster } from 'redis'
 import { log, median, positive, thousands } from './harness.js'
 import type { ReaderReport, WorkerCommand, WorkerMessage, WriteLog } from './local-cache-protocol.js'
+import { privateRedis } from './private-redis.js'
 import { deleteUnder } from './redis-stats.js'
 
 const WORKER = new URL('./local-cache-worker.ts', import.meta.url)
@@ -108,45 +108,6 @@ function startWorker(role: 'reader' | 'tracker' | 'writer', target: Target, pref
     },
   }
   return worker.next('ready').then(() => worker)
-}
-
-/** A free loopback port (the OS's pick, released just before use). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-/** A redis-server of this benchmark's own (no persistence), stopped on exit. */
-async function privateRedis(): Promise<{ url: string; stop(): void }> {
-  const port = await freePort()
-  const server = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    {
-      stdio: 'ignore',
-    },
-  )
-  process.on('exit', () => server.kill('SIGKILL'))
-  const url = `redis://127.0.0.1:${port}`
-  for (let attempt = 0; ; attempt++) {
-    const probe = createClient({ url, socket: { reconnectStrategy: false } })
-    probe.on('error', () => {})
-    try {
-      await probe.connect()
-      await probe.close()
-      break
-    } catch (error) {
-      if (attempt === 50) throw new Error(`the private redis-server on port ${port} did not start: ${error}`)
-      await sleep(100)
-    }
-  }
-  return { url, stop: () => server.kill('SIGTERM') }
 }
 
 const percentile = (sorted: number[], p: number): number =>
