@@ -340,8 +340,6 @@ export class LocalCache {
   private readonly pingEvery: number
   private pingedAt = 0
   private lastUse = 0
-  /** CLIENT TRACKING invalidations are not available with this client: serve everything from Redis. */
-  private disabled = false
   /** The user's client was seen open: once it is closed, so is this. */
   private seenOpen = false
   closed = false
@@ -399,7 +397,7 @@ export class LocalCache {
    * (nothing is kept). Every ticket must be given to {@link keep} or {@link end}.
    */
   begin(entryKey: string): Ticket | undefined {
-    if (this.disabled || !this.tracking()) return undefined
+    if (!this.tracking()) return undefined
     let pending = this.pending.get(entryKey)
     if (!pending) {
       pending = { count: 0, generation: 0 }
@@ -429,14 +427,13 @@ export class LocalCache {
       expiresAt,
       bytes,
     }
+    const previous = this.entries.get(entry.entryKey)?.get(variant)
+    if (previous) this.remove(previous)
     let variants = this.entries.get(entry.entryKey)
     if (!variants) {
       variants = new Map()
       this.entries.set(entry.entryKey, variants)
     }
-    const previous = variants.get(variant)
-    if (previous) this.remove(previous)
-    if (!this.entries.has(entry.entryKey)) this.entries.set(entry.entryKey, variants)
     variants.set(variant, entry)
     this.recency.add(entry)
     this.bytes += bytes
@@ -487,15 +484,14 @@ export class LocalCache {
 
   /** The client cannot report invalidations: warn once, and never serve a local hit. */
   unsupported(): void {
-    if (this.disabled) return
-    this.disabled = true
+    if (this.closed) return
     this.warn(
       'express-redis-kit localCache: this node-redis client does not report CLIENT TRACKING invalidations (emitInvalidate needs node-redis 5.9 or later); every hit is served from Redis',
     )
     this.close()
   }
 
-  /** Stops tracking and drops everything (the user's client was closed). */
+  /** Stops tracking and drops everything, for good (the user's client was closed, or cannot report invalidations). */
   close(): void {
     this.closed = true
     clearTimeout(this.timer)
@@ -536,7 +532,7 @@ export class LocalCache {
    * made again (and everything local dropped) whenever the cluster rebuilt its slot map.
    */
   private reconcile(): void {
-    if (this.closed || this.disabled || this.prefixes.size === 0 || !this.client.isOpen) return
+    if (this.closed || this.prefixes.size === 0 || !this.client.isOpen) return
     if (!isCluster(this.client)) {
       if (this.trackers.size === 0) this.trackers.set('', this.newTracker(this.client))
       return

@@ -563,14 +563,22 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
       ).to.include('express-redis-kit localCache: a tracking connection failed; local hits resume once it is back')
     })
 
-    it('a stalled tracking connection (a proxy holds what Redis sends it): no stale hit, the app keeps working', async () => {
+    /** Runs `test` with a client whose connection to each node goes through a stalling proxy of its own. */
+    async function throughStallingProxies(
+      name: string,
+      test: (client: RedisClient, proxies: StallingProxy[]) => Promise<void>,
+    ): Promise<void> {
       const proxies: StallingProxy[] = []
       try {
         for (const port of ports) proxies.push(await startStallingProxy({ host: '127.0.0.1', port }))
-        const client = await connect(
-          `erk-local-${process.pid}-stalled`,
-          new Map(ports.map((port, i) => [port, proxies[i]!.port])),
-        )
+        await test(await connect(name, new Map(ports.map((port, i) => [port, proxies[i]!.port]))), proxies)
+      } finally {
+        for (const proxy of proxies) await proxy.close()
+      }
+    }
+
+    it('a stalled tracking connection (a proxy holds what Redis sends it): no stale hit, the app keeps working', async () => {
+      await throughStallingProxies(`erk-local-${process.pid}-stalled`, async (client, proxies) => {
         let stalledAt = 0
         const seen = await underFault(
           'stalled tracking connection',
@@ -590,19 +598,11 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
         )
         expect(duringStall.length, 'reads during the stall').to.be.above(0)
         expect(duringStall.filter((item) => item.local)).to.deep.equal([])
-      } finally {
-        for (const proxy of proxies) await proxy.close()
-      }
+      })
     })
 
     it("this instance's own invalidation is seen at once, without waiting for Redis's (its tracking connection stalled, fenceMs 2 s)", async () => {
-      const proxies: StallingProxy[] = []
-      try {
-        for (const port of ports) proxies.push(await startStallingProxy({ host: '127.0.0.1', port }))
-        const client = await connect(
-          `erk-local-${process.pid}-own`,
-          new Map(ports.map((port, i) => [port, proxies[i]!.port])),
-        )
+      await throughStallingProxies(`erk-local-${process.pid}-own`, async (client, proxies) => {
         const prefix = uniquePrefix('local-own')
         // A long fence: with the invalidations held back by the proxy, only the process's own
         // knowledge of what it invalidated can keep it from serving the old value.
@@ -623,9 +623,7 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
           )
           for (const proxy of proxies) proxy.resume()
         }
-      } finally {
-        for (const proxy of proxies) await proxy.close()
-      }
+      })
     })
   })
 
