@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import diagnostics from 'node:diagnostics_channel'
 import { request as httpRequest, type Server } from 'node:http'
 import { Writable } from 'node:stream'
 import { gunzipSync } from 'node:zlib'
@@ -9,7 +10,7 @@ import cors from 'cors'
 import express, { type Express, type Request, type RequestHandler } from 'express'
 import helmet from 'helmet'
 import morgan from 'morgan'
-import { cached, cacheResponse, rateLimit, session } from '../../src/index.js'
+import { type CacheEvent, CHANNELS, cached, cacheResponse, rateLimit, session } from '../../src/index.js'
 import { eventually, gate, type RawResponse, rawRequest, responseEntryKey, untilStored } from '../helpers/cache-app.js'
 import { closeServer, listen } from '../helpers/outage.js'
 import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
@@ -345,6 +346,66 @@ describe(`cacheResponse in a real middleware stack (${mode} Redis)`, () => {
     })
   })
 
+  describe('12. localCache: a hit served from memory is replayed as a hit from Redis', () => {
+    let local: Stack
+    let localHits = 0
+    const onEvent = (message: unknown) => {
+      const event = message as CacheEvent
+      if (event.result === 'hit' && event.local) localHits++
+    }
+    beforeEach(async () => {
+      local = await startStack(client, true)
+      diagnostics.subscribe(CHANNELS.cache, onEvent)
+    })
+    afterEach(async () => {
+      diagnostics.unsubscribe(CHANNELS.cache, onEvent)
+      await closeServer(local.server)
+    })
+    const getLocal = (path: string, headers: Record<string, string> = {}): Promise<RawResponse> =>
+      rawRequest(local.server, path, { headers: { host: HOST, ...headers } })
+    /** Reads `path` until an answer comes from the local copy (the read after a fill often goes to Redis). */
+    async function untilLocal(path: string, headers: Record<string, string>): Promise<void> {
+      const before = localHits
+      for (let attempt = 0; localHits === before; attempt++) {
+        if (attempt > 200) throw new Error(`${path} never served from the local cache`)
+        await getLocal(path, headers)
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+    }
+
+    it("a local HIT carries the current client's RateLimit, request id, CORS and helmet headers, and the handler's own", async () => {
+      const miss = await getLocal('/api/users', { 'x-client': 'alice', origin: 'https://a.example' })
+      await untilLocal('/api/users', { 'x-client': 'alice', origin: 'https://a.example' })
+      const before = localHits
+      const bob = await getLocal('/api/users', { 'x-client': 'bob', origin: 'https://a.example' })
+      expect(localHits, "bob's answer came from memory").to.equal(before + 1)
+      expect(bob.headers['x-cache']).to.equal('HIT')
+      expect(remainingOf(bob), 'bob has used 1 of his own limit').to.equal(LIMIT - 1)
+      expect(bob.headers['access-control-allow-origin']).to.equal('https://a.example')
+      expect(bob.headers['x-request-id']).to.match(/^[0-9a-f-]{36}$/)
+      expect(bob.headers['x-request-id']).not.to.equal(miss.headers['x-request-id'])
+      expect(bob.headers['content-security-policy']).to.be.a('string')
+      expect(bob.headers['x-handler']).to.equal('users')
+      expect(bob.body.toString()).to.equal(miss.body.toString())
+      expect(local.runs.get('users')).to.equal(1)
+    })
+
+    it('compression before the cache: a local HIT decodes to what the miss decoded to, gzip or not', async () => {
+      const decoded = (res: RawResponse): string =>
+        (res.headers['content-encoding'] === 'gzip' ? gunzipSync(res.body) : res.body).toString()
+      expect(decoded(await getLocal('/text', { 'accept-encoding': 'gzip' }))).to.equal(TEXT)
+      await untilLocal('/text', { 'accept-encoding': 'gzip' })
+      for (const encoding of ['gzip', 'identity']) {
+        const before = localHits
+        const hit = await getLocal('/text', { 'accept-encoding': encoding })
+        expect(localHits, `the ${encoding} answer came from memory`).to.equal(before + 1)
+        expect(hit.headers['content-encoding']).to.equal(encoding === 'gzip' ? 'gzip' : undefined)
+        expect(decoded(hit)).to.equal(TEXT)
+      }
+      expect(local.runs.get('text')).to.equal(1)
+    })
+  })
+
   describe('Cache-Status (RFC 9211)', () => {
     it('a miss that is stored, a hit with its ttl, a HEAD hit', async () => {
       const miss = await get('/api/users')
@@ -364,7 +425,8 @@ describe(`cacheResponse in a real middleware stack (${mode} Redis)`, () => {
 })
 
 /** The stack under test, listening on a port of its own. */
-async function startStack(client: RedisClient): Promise<Stack> {
+/** The stack; `localCache` turns the main cache's local cache on. */
+async function startStack(client: RedisClient, localCache = false): Promise<Stack> {
   const prefix = uniquePrefix('stack')
   const runs = new Map<string, number>()
   const gates = new Map<string, Promise<void>>()
@@ -438,6 +500,7 @@ async function startStack(client: RedisClient): Promise<Stack> {
     lockTimeout: '30s',
     maxBodyBytes: 20 * 1024 * 1024,
     bypass: (req: Request) => req.cookies?.jwt !== undefined,
+    localCache,
   })
   app.use(cache)
 
