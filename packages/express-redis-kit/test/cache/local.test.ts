@@ -225,6 +225,16 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
   }
 
   /**
+   * Lets `reading` run for 100 ms, and on until it has seen a local hit (at most 5 s more: on a
+   * busy machine the fence may send every read to Redis for a while).
+   */
+  async function untilLocalSeen(reading: { seen: Seen[] }): Promise<void> {
+    await sleep(100)
+    const deadline = Date.now() + 5_000
+    while (!reading.seen.some((item) => item.local) && Date.now() < deadline) await sleep(10)
+  }
+
+  /**
    * What was seen of the old body at `resolvedAt` + fenceMs + margin or later (must be none),
    * and the latest the old body was seen after `resolvedAt` (ms, for the figures).
    */
@@ -309,15 +319,15 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
       )
 
     /**
-     * Warms `paths` on every worker, reads them from every worker while `change` runs (after
-     * 100 ms; it resolves with when the change resolved), and for `afterMs` more. Checks the
+     * Warms `paths` on every worker, reads them from every worker while `change` runs (once
+     * they served a local hit; it resolves with when the change resolved), and for `afterMs` more. Checks the
      * bound, and that every worker serves the new body locally again.
      */
     async function coherence(what: string, paths: string[], change: () => Promise<number>, afterMs = 400) {
       const old = new Set<string>()
       for (const path of paths) old.add(await warm(path))
       const reading = keepReading(everyWorker(paths))
-      await sleep(100)
+      await untilLocalSeen(reading)
       const resolvedAt = await change()
       await sleep(afterMs)
       // Then until every worker served the new body locally (the fence may hold hits back on a busy machine).
@@ -517,7 +527,7 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
         await sleep(5)
       }
       const reading = keepReading([{ name: what, read: () => read(client, prefix, 'key', localCache, load) }])
-      await sleep(100)
+      await untilLocalSeen(reading)
       await fault()
       version = 2
       await invalidateTags(writer, ['key'], { prefix })

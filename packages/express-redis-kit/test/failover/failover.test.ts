@@ -327,6 +327,12 @@ describeFailover(
       await after?.()
       const deletedAfterRecovery = await deleteLocalValue()
       await sleep(1_000)
+      // and on until a local hit came back (at most 10 s more: a busy machine's fence may hold them back)
+      const resumedBy = Date.now() + 10_000
+      while (!running.local.some((read) => read.sentAt > deletedAfterRecovery.resolvedAt && read.local)) {
+        if (Date.now() > resumedBy) break
+        await sleep(20)
+      }
       await running.stop()
       const refill = await rawRequest(server, `/page/${fresh}`, { headers: { host: PUBLIC_HOST } })
 
