@@ -26,7 +26,8 @@ import type { Lookup } from './store.js'
  *     before the write's reply, so a PONG cannot overtake an invalidation of a write that
  *     completed before the PING: a stalled or half-dead tracking connection stops local hits
  *     within `fenceMs`, it never makes them stale. PINGs run every `fenceMs / 4` while local
- *     hits are asked for (and stop after 2 s without any).
+ *     hits are asked for (and stop after 2 s without any). On a Cluster the probe is ROLE, and
+ *     only a master's answer counts (one that stepped down flushes and refreshes the slot map).
  *   - Flushes. Everything local is dropped when a tracking connection errs, closes or
  *     reconnects (invalidations may have been lost), on a flush-all invalidation, and on a
  *     Cluster whenever its slot map is rebuilt (a failover, a slot migration, a node added).
@@ -158,7 +159,7 @@ class Tracker {
   private generation = 0
   /** Tracking is registered (BCAST with every prefix) and the connection is up. */
   up = false
-  /** When the last answered PING was sent (`performance.now()`): the fence. */
+  /** When the last answered PING (ROLE on a Cluster, from a master) was sent (`performance.now()`): the fence. */
   fencedAt = 0
   /** When the last PING was sent, and how many are unanswered. */
   private sentAt = 0
@@ -250,17 +251,27 @@ class Tracker {
 
   /**
    * PINGs the connection, unless one was sent less than `every` ms ago: the answer moves the
-   * fence. Several may be in flight (a slow answer does not hold the next PING back).
+   * fence. Several may be in flight (a slow answer does not hold the next PING back). On a
+   * Cluster the probe is ROLE: a master that stepped down (CLUSTER FAILOVER) stays up as a
+   * replica and keeps answering, but writes now go to its successor, whose invalidations it
+   * only sees by replication, late. Its answer stops the local hits and asks for the slot map.
    */
   ping(now: number, every: number): void {
     if (!this.up || now - this.sentAt < every || this.inFlight >= MAX_PINGS_IN_FLIGHT) return
     this.sentAt = now
     this.inFlight++
     const generation = this.generation
-    this.connection.sendCommand(['PING']).then(
-      () => {
+    this.connection.sendCommand(this.master ? ['ROLE'] : ['PING']).then(
+      (reply) => {
         this.inFlight--
-        if (generation === this.generation && now > this.fencedAt) this.fencedAt = now
+        if (generation !== this.generation) return
+        if (this.master && String((reply as unknown[] | undefined)?.[0]) !== 'master') {
+          this.fencedAt = 0
+          this.cache.flush()
+          this.cache.topologyChanged(this.master)
+        } else if (now > this.fencedAt) {
+          this.fencedAt = now
+        }
       },
       () => {
         this.inFlight--

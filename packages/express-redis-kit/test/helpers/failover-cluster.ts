@@ -30,6 +30,8 @@ export interface FailoverCluster {
   failover(replicaPort: number): Promise<void>
   /** Resolves (with when, Date.now()) once the node at `port` says it is a master. */
   untilMaster(port: number, withinMs?: number): Promise<number>
+  /** How many connections to the node at `port` have CLIENT TRACKING on (`t` in CLIENT LIST's flags). */
+  trackingClients(port: number): Promise<number>
   /** Kills every node; safe to call more than once. */
   stop(): Promise<void>
 }
@@ -162,6 +164,10 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
     async untilMaster(port, withinMs = 15_000) {
       await until(async () => (await cli(port, 'role')).startsWith('master'), withinMs, 20)
       return Date.now()
+    },
+    async trackingClients(port) {
+      const list = await cli(port, 'client', 'list')
+      return list.split('\n').filter((line) => /\bflags=\S*t/.test(line)).length
     },
     stop,
   }
