@@ -153,6 +153,9 @@ interface ClusterView {
   masters?: { address?: string; client?: { duplicate(options: object): unknown } }[]
 }
 
+/** A ROLE reply names a master. */
+const saysMaster = (role: unknown): boolean => String((role as unknown[] | undefined)?.[0]) === 'master'
+
 /** One tracking connection (one Redis node). */
 class Tracker {
   /** Counts the connection's losses: a registration finishing after one is void. */
@@ -245,8 +248,7 @@ class Tracker {
   }
 
   private async isMaster(): Promise<boolean> {
-    const role = (await this.connection.sendCommand(['ROLE'])) as unknown[]
-    return String(role?.[0]) === 'master'
+    return saysMaster(await this.connection.sendCommand(['ROLE']))
   }
 
   /**
@@ -265,7 +267,7 @@ class Tracker {
       (reply) => {
         this.inFlight--
         if (generation !== this.generation) return
-        if (this.master && String((reply as unknown[] | undefined)?.[0]) !== 'master') {
+        if (this.master && !saysMaster(reply)) {
           this.fencedAt = 0
           this.cache.flush()
           this.cache.topologyChanged(this.master)
