@@ -4,7 +4,8 @@
  * installs the tarball from the npm registry's point of view into fresh projects of each kind
  * (ESM and CommonJS JavaScript, TypeScript with module nodenext from ESM and from CommonJS,
  * node16 from CommonJS, moduleResolution bundler), with express and redis at the floor and at the
- * latest of their declared ranges, type-checks them, and runs a smoke app that uses every export
+ * latest of their declared ranges, type-checks them (the package's declarations too, without
+ * skipLibCheck, against @types/node at its floor and at its latest), and runs a smoke app that uses every export
  * against the real Redis (single and Cluster): a request through each middleware, one cached()
  * value, one notifier message, a diagnostics channel and the express-redis-kit/metrics entry point,
  * and cached() with `localCache` (local hits with node-redis 5.9+, a warning and Redis hits
@@ -35,14 +36,44 @@ const clusterNodes = process.env.CLUSTER_NODES ?? '127.0.0.1:7000,127.0.0.1:7001
  * Each cell: how the project is set up and which versions it installs. Every declared floor
  * (express 4.21.0 and 5.0.0, redis 5.0.1) and every latest major (express 4 and 5, redis 5 and
  * 6) appears at least once, each kind of project once, each Redis mode more than once.
+ * `node`: the @types/node range (default ^20.19.0); `libCheck: true` type-checks the
+ * installed declarations, ours included (`skipLibCheck: false`), which a TypeScript project
+ * does by default: @types/node at the floor (20.19.0) and at the latest, ESM and CommonJS.
  */
 const CELLS = [
   { name: 'esm-js', kind: 'esm', express: '5', redis: '6', mode: 'single' },
   { name: 'cjs-js', kind: 'cjs', express: '4.21.0', redis: '5.0.1', mode: 'single' },
   { name: 'cjs-js-cluster', kind: 'cjs', express: '5', redis: '6', mode: 'cluster' },
-  { name: 'ts-nodenext-esm', kind: 'ts-esm', express: '5.0.0', redis: '6', mode: 'cluster', types: '5' },
-  { name: 'ts-nodenext-cjs', kind: 'ts-cjs', express: '4', redis: '5', mode: 'single', types: '4' },
-  { name: 'ts-node16-cjs', kind: 'ts-node16', express: '5', redis: '5.0.1', mode: 'cluster', types: '5' },
+  {
+    name: 'ts-nodenext-esm+node-types-latest',
+    kind: 'ts-esm',
+    express: '5.0.0',
+    redis: '6',
+    mode: 'cluster',
+    types: '5',
+    node: 'latest',
+    libCheck: true,
+  },
+  {
+    name: 'ts-nodenext-cjs+node-types-floor',
+    kind: 'ts-cjs',
+    express: '4',
+    redis: '5',
+    mode: 'single',
+    types: '4',
+    node: '20.19.0',
+    libCheck: true,
+  },
+  {
+    name: 'ts-node16-cjs+node-types-latest',
+    kind: 'ts-node16',
+    express: '5',
+    redis: '5.0.1',
+    mode: 'cluster',
+    types: '5',
+    node: 'latest',
+    libCheck: true,
+  },
   {
     name: 'ts-bundler+express-session-types',
     kind: 'ts-bundler',
@@ -70,6 +101,18 @@ const tsconfigs = {
   'ts-bundler': { module: 'esnext', moduleResolution: 'bundler', type: 'module' },
 }
 
+/** The version a dist-tag (`latest`) names today, asked once: `npm ls` holds a tag in package.json as invalid. */
+const tagged = new Map()
+function resolveTag(name, range) {
+  if (range !== 'latest') return range
+  if (!tagged.has(name))
+    tagged.set(
+      name,
+      sh('npm', ['view', `${name}@latest`, 'version', '--cache', cache]).then(({ stdout }) => stdout.trim()),
+    )
+  return tagged.get(name)
+}
+
 async function prepare(cell, tarball, dir) {
   const ts = cell.kind.startsWith('ts')
   const type = ts ? tsconfigs[cell.kind].type : cell.kind === 'esm' ? 'module' : 'commonjs'
@@ -88,7 +131,7 @@ async function prepare(cell, tarball, dir) {
       ? {
           typescript: '~5.9.3',
           '@types/express': `^${cell.types}`,
-          '@types/node': '^20.19.0',
+          '@types/node': await resolveTag('@types/node', cell.node ?? '^20.19.0'),
           ...(cell.kind === 'ts-bundler' ? { tsx: '^4.20.0' } : {}),
           ...(cell.extra ?? {}),
         }
@@ -103,7 +146,7 @@ async function prepare(cell, tarball, dir) {
       module,
       moduleResolution,
       strict: true,
-      skipLibCheck: true,
+      skipLibCheck: !cell.libCheck,
       esModuleInterop: true,
       outDir: 'out',
       // Every installed @types package takes part, as in a project without a `types` list
@@ -135,7 +178,7 @@ async function runCell(cell, tarball, root) {
     cwd: dir,
   })
   const installed = JSON.parse(
-    (await sh('npm', ['ls', 'express', 'redis', '--json', '--depth=0'], { cwd: dir })).stdout,
+    (await sh('npm', ['ls', 'express', 'redis', '@types/node', '--json', '--depth=0'], { cwd: dir })).stdout,
   ).dependencies
   const env = {
     ...process.env,
@@ -155,7 +198,9 @@ async function runCell(cell, tarball, root) {
     entry = ['node', ['smoke.js']]
   }
   const { stdout } = await sh(entry[0], entry[1], { cwd: dir, env, timeout: 60_000 })
-  return `${stdout.trim().split('\n').at(-1)} (express ${installed.express.version}, redis ${installed.redis.version})`
+  const nodeTypes = installed['@types/node'] ? `, @types/node ${installed['@types/node'].version}` : ''
+  const libCheck = cell.libCheck ? ', skipLibCheck: false' : ''
+  return `${stdout.trim().split('\n').at(-1)} (express ${installed.express.version}, redis ${installed.redis.version}${nodeTypes}${libCheck})`
 }
 
 async function main() {

@@ -17,6 +17,7 @@ import {
   type NotifierEvent,
   type RateLimitEvent,
   type RedisCallContext,
+  redisTracing,
   type SessionEvent,
 } from './shared/diagnostics.js'
 import { OptionError } from './shared/errors.js'
@@ -216,7 +217,6 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
   ]
   for (const [name, listener] of listeners) diagnostics.subscribe(name, listener)
 
-  const tracing = diagnostics.tracingChannel<unknown, RedisCallContext & { startedAt?: number }>(CHANNELS.redis)
   const redisDuration = meter.createHistogram(METRIC_NAMES.redisDuration, {
     description: 'Duration of Redis round trips made by express-redis-kit',
     unit: 's',
@@ -250,11 +250,11 @@ export function enableMetrics(options: MetricsOptions = {}): () => void {
     error: noop,
   }
   const redisDurations = options.redisDurations ?? false
-  if (redisDurations) tracing.subscribe(timing)
+  if (redisDurations) redisTracing.subscribe(timing)
 
   return () => {
     for (const [name, listener] of listeners) diagnostics.unsubscribe(name, listener)
-    if (redisDurations) tracing.unsubscribe(timing)
+    if (redisDurations) redisTracing.unsubscribe(timing)
     notifierLag.removeCallback(observeLag)
     for (const counter of [
       rateLimitRequests,

@@ -14,15 +14,21 @@ export type StoredHeader = [string, string | string[]]
  * The parts of the default key: protocol and host as the handler sees them (`req.protocol`,
  * and the host Express 5's `req.host` gives, so `X-Forwarded-Host` only when `trust proxy`
  * trusts it), the path exactly as Express routes it (no `..`, `%2e` or `//` resolved: two
- * paths share an entry only if they are the same string), and the query with its parameters
- * in a canonical order.
+ * paths share an entry only if they are the same string), and the query exactly as sent, from
+ * its `?` ('' for a URL without one).
+ *
+ * The query is not normalised (no sorting, no dropping of empty pairs, no decoding): merging
+ * two spellings is safe only if every reader of the query reads them alike, and the readers
+ * are the app's `query parser` (`node:querystring`, `qs`, or any function, each with its own
+ * parameter limit, duplicate, bracket and decoding rules), handlers reading `req.originalUrl`,
+ * and upstreams a handler forwards the query to. Two requests share an entry only if their
+ * queries are the same string, which every reader reads alike.
  */
 export function defaultKeyParts(req: Request): string[] {
   const url = req.originalUrl || req.url
   const queryAt = url.indexOf('?')
-  const path = queryAt === -1 ? url : url.slice(0, queryAt)
-  const query = queryAt === -1 ? '' : canonicalQuery(url.slice(queryAt + 1))
-  return [req.protocol, hostOf(req), path, query]
+  if (queryAt === -1) return [req.protocol, hostOf(req), url, '']
+  return [req.protocol, hostOf(req), url.slice(0, queryAt), url.slice(queryAt)]
 }
 
 /** Express 5's `req.host` (host and port; `X-Forwarded-Host` only from a trusted proxy), on Express 4 too. */
@@ -32,38 +38,6 @@ function hostOf(req: Request): string {
   if (typeof host !== 'string' || host === '' || !trust?.(req.socket?.remoteAddress, 0)) host = req.headers.host
   else if (host.includes(',')) host = host.slice(0, host.indexOf(',')).trimEnd()
   return host ?? ''
-}
-
-/**
- * Beyond this many parameters, query parsers (node:querystring, qs) ignore the rest, and which
- * ones they keep depends on the order: such a query is kept as it came.
- */
-const MAX_SORTED_PARAMETERS = 1000
-
-/**
- * The query with its parameters sorted by name, stably: the values of a repeated name keep
- * their order (`?sort=price&sort=name` is not `?sort=name&sort=price`). Names are compared
- * decoded and up to their first `[` (qs's `a[b]=1&a[]=2` keep their order too), so no two
- * queries that parse differently share an entry. The parameters themselves are kept as sent.
- */
-export function canonicalQuery(query: string): string {
-  const parameters = query.split('&').filter((parameter) => parameter !== '')
-  if (parameters.length < 2 || parameters.length > MAX_SORTED_PARAMETERS) return parameters.join('&')
-  const named = parameters.map((parameter) => ({ parameter, name: parameterName(parameter) }))
-  named.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-  return named.map(({ parameter }) => parameter).join('&')
-}
-
-function parameterName(parameter: string): string {
-  const equals = parameter.indexOf('=')
-  let name = (equals === -1 ? parameter : parameter.slice(0, equals)).replaceAll('+', ' ')
-  try {
-    name = decodeURIComponent(name)
-  } catch {
-    // Malformed percent-encoding: parsers keep such a name as is.
-  }
-  const bracket = name.indexOf('[')
-  return bracket > 0 ? name.slice(0, bracket) : name
 }
 
 /** The variant of a request for a vary spec: a hash of the named request headers ('' for none). */

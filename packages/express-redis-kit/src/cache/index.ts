@@ -7,7 +7,6 @@ import { type CachedResponse, decodeEntry, encodeMeta } from './entry.js'
 import { type Freshness, freshnessOf, lifetimesOf } from './freshness.js'
 import {
   cacheStatus,
-  canonicalQuery,
   defaultKeyParts,
   NEVER_STORED,
   type StoredHeader,
@@ -230,7 +229,7 @@ function invalidatedEntries(req: Request, res: Response, config: ResponseConfig)
       continue
     }
     if (url.host !== host || url.protocol !== `${protocol}:`) continue
-    keys.push(...entries(['response', 'url', protocol, host, url.pathname, canonicalQuery(url.search.slice(1))]))
+    keys.push(...entries(['response', 'url', protocol, host, url.pathname, url.search]))
   }
   return keys
 }

@@ -149,11 +149,12 @@ export interface CacheResponseOptions extends CacheCommonOptions {
   maxBodyBytes?: number
   /**
    * Replaces the default key: protocol, host (`X-Forwarded-Host` only when `trust proxy`
-   * trusts it), the path exactly as Express routes it, and the query with its parameters
-   * sorted by name (the values of a repeated name keep their order). The request headers
-   * named by the response's `Vary` are always added. Whatever it returns is one part of the
-   * key: it cannot pass for the user part `perUser` adds.
-   * @default protocol + host + path + sorted query
+   * trusts it), the path exactly as Express routes it, and the query exactly as sent (not
+   * reordered: `?a=1&b=2` and `?b=2&a=1` are two entries). The request headers named by the
+   * response's `Vary` are always added. Whatever it returns is one part of the key: it cannot
+   * pass for the user part `perUser` adds. Requests it maps to the same string share an entry,
+   * so it must tell apart every two requests the handler answers differently.
+   * @default protocol + host + path + query as sent
    */
   key?: (req: Request) => string
   /**

@@ -412,7 +412,7 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
 
     it('never served locally past its freshness (ttl 400 ms): not by any process', async () => {
       for (const [path, entryKey] of [
-        ['/short/expiring', responseEntryKey(workerPrefix, '/short/expiring?', PUBLIC_HOST)],
+        ['/short/expiring', responseEntryKey(workerPrefix, '/short/expiring', PUBLIC_HOST)],
         ['/short-value/expiring', cachedEntryKey(workerPrefix, 'short:expiring')],
       ] as const) {
         const first = await send(0, path)

@@ -170,7 +170,7 @@ describe(`cacheResponse: byte-identical replays (${mode} Redis)`, () => {
       res.type('application/octet-stream').send(bytes)
     })
     await request(app).get('/model?b=2&a=1')
-    const entryKey = responseEntryKey(prefix, '/model?a=1&b=2')
+    const entryKey = responseEntryKey(prefix, '/model?b=2&a=1')
     await untilStored(client, entryKey)
     expect(await client.exists(entryKey)).to.equal(1)
     expect(await client.hGet(entryKey, 'vary')).to.equal('')

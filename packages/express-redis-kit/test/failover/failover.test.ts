@@ -185,7 +185,7 @@ describeFailover(
     /** A page whose cache entry is on a healthy shard. */
     async function healthyPage(from: number): Promise<number> {
       for (let n = from; n < from + 1000; n++) {
-        const entry = responseEntryKey(`${prefix}cache:`, `/page/${n}?`, PUBLIC_HOST)
+        const entry = responseEntryKey(`${prefix}cache:`, `/page/${n}`, PUBLIC_HOST)
         if ((await cluster.masterOf(entry)) !== victim) return n
       }
       throw new Error('no page found on a healthy shard')

@@ -142,11 +142,12 @@ export function entryKeyOf(prefix: string, parts: string[]): string {
 }
 
 /**
- * The entry hash of a response under the default key: protocol, host, path as sent, query
- * with its parameters sorted by name (`/path?a=1&b=2`). Host: the one of {@link stableHost}.
+ * The entry hash of a response under the default key: protocol, host, the path and the query
+ * as sent (`/path?b=2&a=1`; the query from its `?`). Host: the one of {@link stableHost}.
  */
-export function responseEntryKey(prefix: string, pathAndSortedQuery: string, host = PUBLIC_HOST): string {
-  const [path = '', query = ''] = pathAndSortedQuery.split('?')
+export function responseEntryKey(prefix: string, target: string, host = PUBLIC_HOST): string {
+  const queryAt = target.indexOf('?')
+  const [path, query] = queryAt === -1 ? [target, ''] : [target.slice(0, queryAt), target.slice(queryAt)]
   return entryKeyOf(prefix, ['response', 'url', 'http', host, path, query])
 }
 
