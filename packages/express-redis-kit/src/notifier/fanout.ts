@@ -42,8 +42,33 @@ interface FanoutConnection extends FanoutCommands {
   destroy(): void
 }
 
-/** A stream entry id: milliseconds, `-`, sequence number. */
-export const STREAM_ID = /^\d{1,20}-\d{1,20}$/
+/** The largest part of a stream entry id: Redis reads each as an unsigned 64-bit integer. */
+const MAX_PART = 18_446_744_073_709_551_615n
+
+/** The longest id Redis reads (a longer one is refused, whatever it holds). */
+const MAX_ID_LENGTH = 127
+
+const ID_PARTS = /^(\d+)-(\d+)$/
+
+/**
+ * A stream entry id (`<ms>-<seq>`) as Redis reads it in XREAD and XRANGE: each part decimal
+ * digits, leading zeros allowed, at most 2^64-1 (compared as BigInt), at most 127 characters in
+ * all. Returns it in the form Redis writes ids (no leading zeros), or `undefined` for anything
+ * else: an id Redis would refuse (a part past 2^64-1, an empty part, a fraction), and also the
+ * forms Redis 7.0 lets through `strtoull` but never writes (a sign, spaces), a bare `<ms>`, and
+ * special ids (`$`, `-`, `+`, `>`, `*`), which mean something else or nothing here.
+ */
+export function parseStreamId(value: unknown): string | undefined {
+  if (typeof value !== 'string' || value.length > MAX_ID_LENGTH) return undefined
+  const parts = ID_PARTS.exec(value)
+  if (!parts) return undefined
+  const ms = BigInt(parts[1] as string)
+  const seq = BigInt(parts[2] as string)
+  return ms > MAX_PART || seq > MAX_PART ? undefined : `${ms}-${seq}`
+}
+
+/** What {@link parseStreamId} accepts, for error messages. */
+export const STREAM_ID_EXPECTED = "a stream entry id like '1700000000000-0' (two integers from 0 to 2^64-1)"
 
 /**
  * Orders two Redis Stream entry ids (`meta.streamId`, `<ms>-<seq>`): negative when `a` comes
@@ -56,13 +81,11 @@ export function compareStreamIds(a: string, b: string): number {
   return aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1
 }
 
-const MAX_SEQUENCE = 18_446_744_073_709_551_615n
-
 /** The id right before `id` (`'0-0'` has none: itself), so that a read "after" it includes `id`. */
 function previousId(id: string): string {
   const [ms = 0n, seq = 0n] = id.split('-').map(BigInt)
   if (seq > 0n) return `${ms}-${seq - 1n}`
-  return ms > 0n ? `${ms - 1n}-${MAX_SEQUENCE}` : '0-0'
+  return ms > 0n ? `${ms - 1n}-${MAX_PART}` : '0-0'
 }
 
 /**
