@@ -3,7 +3,7 @@ import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection } from '../shared/redis.js'
 import { ENTRY_FIELD } from './durable.js'
 import { decodeEnvelope, type Envelope, type EventMeta, type Subscriber } from './envelope.js'
-import { Interruptible, stopLoop } from './interruptible.js'
+import { Interruptible, retryDelay, stopLoop } from './interruptible.js'
 import type { ParsedNotifierOptions } from './options.js'
 
 /** What a fan-out subscriber learns when messages it should have received were trimmed away. */
@@ -114,8 +114,8 @@ const BLOCK_MS = 5_000
  * BLOCK` (no consumer group: every subscription gets every message) on a connection of its
  * own, delivering each message once, in stream order. After a read fails (the connection
  * dropped, Redis restarted, a failover) it reads again from the last message it delivered,
- * once node-redis has reconnected. Before delivering past a gap (entries trimmed before they
- * were read) it calls `onGap`.
+ * once node-redis has reconnected, pausing longer after each failure in a row (see
+ * `retryDelay`). Before delivering past a gap (entries trimmed before they were read) it calls `onGap`.
  */
 export class FanoutSubscription {
   readonly #options: ParsedNotifierOptions
@@ -183,7 +183,9 @@ export class FanoutSubscription {
    * with a blocking `XREAD` after the position; a blocking read that comes back full may have
    * jumped a gap (only a full batch can: `MAXLEN ~` keeps at least `maxLength`), so it is not
    * delivered but read again the first way. After a failure it starts over the first way, which
-   * also notices at once a stream lost with a Redis restart.
+   * also notices at once a stream lost with a Redis restart. Failures count as "in a row" until a
+   * blocking read succeeds or a read delivers something: a loop whose first read works and whose
+   * blocking read fails every time backs off as one whose reads all fail.
    */
   async #run(connection: FanoutConnection): Promise<void> {
     const count = Math.min(this.#options.batchSize, this.#options.maxLength)
@@ -203,7 +205,7 @@ export class FanoutSubscription {
           this.#position,
           await this.#read(connection, readFrom(this.#position), count + extra, undefined),
         )
-        failures = 0
+        if (read.entries.length > 0) failures = 0
         if (read.gap) await this.#reportGap(read.entries[0]?.id)
         await this.#handle(read.entries)
         caughtUp = read.entries.length < count
@@ -212,7 +214,7 @@ export class FanoutSubscription {
         this.#warn(`express-redis-kit notifier: reading ${this.#key} failed; resuming after ${this.#position}`, error)
         caughtUp = false
         failures++
-        await this.#waiting.pause(Math.min(1_000, 50 * 2 ** Math.min(failures, 5)))
+        await this.#waiting.pause(retryDelay(failures))
       }
     }
   }
