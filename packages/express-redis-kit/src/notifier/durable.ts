@@ -2,7 +2,7 @@ import { publishNotifier } from '../shared/diagnostics.js'
 import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection } from '../shared/redis.js'
 import { decodeEnvelope, type EventMeta, type Subscriber } from './envelope.js'
-import { Interruptible, stopLoop } from './interruptible.js'
+import { Interruptible, retryDelay, stopLoop } from './interruptible.js'
 import type { ParsedNotifierOptions } from './options.js'
 
 /** The field of a stream entry that holds the JSON envelope. */
@@ -117,18 +117,28 @@ export class DurableSubscription {
     }
   }
 
+  /**
+   * Claims when due, then reads (first what this consumer had pending, then new messages with a
+   * blocking read). After a failure it pauses longer for each failure in a row (see
+   * `retryDelay`), until a read succeeds; a lost group (`NOGROUP`: the stream was lost) is
+   * created again first.
+   */
   async #run(connection: StreamConnection): Promise<void> {
     let history = '0'
+    let failures = 0
     while (!this.#stopping) {
       try {
         if (Date.now() - this.#lastClaimAt >= this.#options.claimIdleMs / 2) await this.#claim(connection)
         if (history !== '') {
           // what this consumer (a stable `consumer` name, restarted) received and did not acknowledge
           const messages = await this.#read(connection, history, undefined)
+          failures = 0
           history = messages.length === 0 ? '' : (messages.at(-1)?.id ?? '')
           await this.#handle(connection, messages, await this.#deliveries(connection, messages))
         } else {
-          await this.#handle(connection, await this.#read(connection, '>', this.#blockMs()), 1)
+          const messages = await this.#read(connection, '>', this.#blockMs())
+          failures = 0
+          await this.#handle(connection, messages, 1)
         }
       } catch (error) {
         if (this.#stopping) break
@@ -136,7 +146,8 @@ export class DurableSubscription {
           await this.#createGroup().catch(() => undefined)
         }
         this.#warn(`express-redis-kit notifier: reading ${this.#key} failed; retrying`, error)
-        await this.#waiting.pause(Math.min(1_000, this.#options.claimIdleMs))
+        failures++
+        await this.#waiting.pause(retryDelay(failures))
       }
     }
   }

@@ -3,7 +3,7 @@ import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection } from '../shared/redis.js'
 import { ENTRY_FIELD } from './durable.js'
 import { decodeEnvelope, type Envelope, type EventMeta, type Subscriber } from './envelope.js'
-import { Interruptible, stopLoop } from './interruptible.js'
+import { Interruptible, retryDelay, stopLoop } from './interruptible.js'
 import type { ParsedNotifierOptions } from './options.js'
 
 /** What a fan-out subscriber learns when messages it should have received were trimmed away. */
@@ -42,8 +42,33 @@ interface FanoutConnection extends FanoutCommands {
   destroy(): void
 }
 
-/** A stream entry id: milliseconds, `-`, sequence number. */
-export const STREAM_ID = /^\d{1,20}-\d{1,20}$/
+/** The largest part of a stream entry id: Redis reads each as an unsigned 64-bit integer. */
+const MAX_PART = 18_446_744_073_709_551_615n
+
+/** The longest id Redis reads (a longer one is refused, whatever it holds). */
+const MAX_ID_LENGTH = 127
+
+const ID_PARTS = /^(\d+)-(\d+)$/
+
+/**
+ * A stream entry id (`<ms>-<seq>`) as Redis reads it in XREAD and XRANGE: each part decimal
+ * digits, leading zeros allowed, at most 2^64-1 (compared as BigInt), at most 127 characters in
+ * all. Returns it in the form Redis writes ids (no leading zeros), or `undefined` for anything
+ * else: an id Redis would refuse (a part past 2^64-1, an empty part, a fraction), and also the
+ * forms Redis 7.0 lets through `strtoull` but never writes (a sign, spaces), a bare `<ms>`, and
+ * special ids (`$`, `-`, `+`, `>`, `*`), which mean something else or nothing here.
+ */
+export function parseStreamId(value: unknown): string | undefined {
+  if (typeof value !== 'string' || value.length > MAX_ID_LENGTH) return undefined
+  const parts = ID_PARTS.exec(value)
+  if (!parts) return undefined
+  const ms = BigInt(parts[1] as string)
+  const seq = BigInt(parts[2] as string)
+  return ms > MAX_PART || seq > MAX_PART ? undefined : `${ms}-${seq}`
+}
+
+/** What {@link parseStreamId} accepts, for error messages. */
+export const STREAM_ID_EXPECTED = "a stream entry id like '1700000000000-0' (two integers from 0 to 2^64-1)"
 
 /**
  * Orders two Redis Stream entry ids (`meta.streamId`, `<ms>-<seq>`): negative when `a` comes
@@ -56,13 +81,11 @@ export function compareStreamIds(a: string, b: string): number {
   return aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1
 }
 
-const MAX_SEQUENCE = 18_446_744_073_709_551_615n
-
 /** The id right before `id` (`'0-0'` has none: itself), so that a read "after" it includes `id`. */
 function previousId(id: string): string {
   const [ms = 0n, seq = 0n] = id.split('-').map(BigInt)
   if (seq > 0n) return `${ms}-${seq - 1n}`
-  return ms > 0n ? `${ms - 1n}-${MAX_SEQUENCE}` : '0-0'
+  return ms > 0n ? `${ms - 1n}-${MAX_PART}` : '0-0'
 }
 
 /**
@@ -91,8 +114,8 @@ const BLOCK_MS = 5_000
  * BLOCK` (no consumer group: every subscription gets every message) on a connection of its
  * own, delivering each message once, in stream order. After a read fails (the connection
  * dropped, Redis restarted, a failover) it reads again from the last message it delivered,
- * once node-redis has reconnected. Before delivering past a gap (entries trimmed before they
- * were read) it calls `onGap`.
+ * once node-redis has reconnected, pausing longer after each failure in a row (see
+ * `retryDelay`). Before delivering past a gap (entries trimmed before they were read) it calls `onGap`.
  */
 export class FanoutSubscription {
   readonly #options: ParsedNotifierOptions
@@ -160,7 +183,9 @@ export class FanoutSubscription {
    * with a blocking `XREAD` after the position; a blocking read that comes back full may have
    * jumped a gap (only a full batch can: `MAXLEN ~` keeps at least `maxLength`), so it is not
    * delivered but read again the first way. After a failure it starts over the first way, which
-   * also notices at once a stream lost with a Redis restart.
+   * also notices at once a stream lost with a Redis restart. Failures count as "in a row" until a
+   * blocking read succeeds or a read delivers something: a loop whose first read works and whose
+   * blocking read fails every time backs off as one whose reads all fail.
    */
   async #run(connection: FanoutConnection): Promise<void> {
     const count = Math.min(this.#options.batchSize, this.#options.maxLength)
@@ -180,7 +205,7 @@ export class FanoutSubscription {
           this.#position,
           await this.#read(connection, readFrom(this.#position), count + extra, undefined),
         )
-        failures = 0
+        if (read.entries.length > 0) failures = 0
         if (read.gap) await this.#reportGap(read.entries[0]?.id)
         await this.#handle(read.entries)
         caughtUp = read.entries.length < count
@@ -189,7 +214,7 @@ export class FanoutSubscription {
         this.#warn(`express-redis-kit notifier: reading ${this.#key} failed; resuming after ${this.#position}`, error)
         caughtUp = false
         failures++
-        await this.#waiting.pause(Math.min(1_000, 50 * 2 ** Math.min(failures, 5)))
+        await this.#waiting.pause(retryDelay(failures))
       }
     }
   }

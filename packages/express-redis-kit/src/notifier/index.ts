@@ -9,7 +9,8 @@ import {
   type FanoutCommands,
   FanoutSubscription,
   type GapInfo,
-  STREAM_ID,
+  parseStreamId,
+  STREAM_ID_EXPECTED,
 } from './fanout.js'
 import { isValidName, NAME_EXPECTED, type NotifierOptions, parseNotifierOptions } from './options.js'
 import { closedError, PubSubTransport } from './pubsub.js'
@@ -36,7 +37,10 @@ export interface SubscribeOptions<T> {
    * Fan-out mode: where the subscription starts. `'$'`: with the messages published once
    * `subscribe` resolved; `'0'`: with the oldest message the stream still holds; a stream
    * entry id (`meta.streamId`, e.g. `'1700000000000-0'`): with the messages after it (when some
-   * of them were trimmed, `onGap` is called first).
+   * of them were trimmed, `onGap` is called first). An id is checked as Redis reads it (two
+   * integers from 0 to 2^64-1; leading zeros are dropped): anything else, e.g. a malformed
+   * `Last-Event-ID`, rejects with an `ArgumentError` (`ERK_INVALID_ARGUMENT`, status 400)
+   * before any Redis command.
    * @default '$'
    */
   from?: string
@@ -54,7 +58,9 @@ export interface SubscribeOptions<T> {
 /** Options of {@link Notifier.history}. */
 export interface HistoryOptions {
   /**
-   * A stream entry id (`meta.streamId`): the messages after it are returned (exclusive).
+   * A stream entry id (`meta.streamId`): the messages after it are returned (exclusive). Checked
+   * as Redis reads ids (two integers from 0 to 2^64-1; leading zeros are dropped): anything
+   * else rejects with an `ArgumentError` (`ERK_INVALID_ARGUMENT`, status 400) before any Redis command.
    * @default undefined (from the oldest message the stream holds)
    */
   after?: string
@@ -108,15 +114,17 @@ export interface Notifier {
    * at-least-once, and pub/sub may repeat a message when a Cluster moves a slot. In fan-out
    * mode each subscription holds a connection of its own (blocking `XREAD`) and delivers every
    * message once, in stream order, after a reconnect too (publishers may still repeat a message:
-   * the same `meta.id` under a new `meta.streamId`).
+   * the same `meta.id` under a new `meta.streamId`). Rejects with `ERK_INVALID_ARGUMENT` for a bad
+   * `from`, before any Redis command.
    */
   subscribe<T = unknown>(channel: string, handler: EventHandler<T>, options?: SubscribeOptions<T>): Promise<Unsubscribe>
   /**
    * Durable and fan-out modes: the messages of `channel` after `options.after`, oldest first, in
    * one command on `client` (`XRANGE` from `after` itself, which tells whether some after it were
    * trimmed): a server replays what one client missed without a connection per client. `parse`
-   * is not applied. Rejects with `ERK_INVALID_ARGUMENT` for a bad `after` or `limit` (and in
-   * pub/sub mode, which keeps no history) and with `ERK_REDIS_UNAVAILABLE` like `publish`.
+   * is not applied. Rejects with `ERK_INVALID_ARGUMENT` for a bad `after` or `limit` (an
+   * `ArgumentError`, status 400, before any Redis command; and in pub/sub mode, which keeps no
+   * history) and with `ERK_REDIS_UNAVAILABLE` like `publish`.
    */
   history<T = unknown>(channel: string, options?: HistoryOptions): Promise<History<T>>
   /** Ends every subscription (running handlers finish) and closes the notifier's own connections. */
@@ -208,15 +216,16 @@ export function createNotifier(options: NotifierOptions): Notifier {
       if (mode !== 'fanout' && (from !== undefined || onGap !== undefined)) {
         throw new OptionError(from !== undefined ? 'from' : 'onGap', "unset outside mode 'fanout'", from ?? onGap)
       }
-      if (from !== undefined && !(from === '$' || from === '0' || (typeof from === 'string' && STREAM_ID.test(from)))) {
-        throw new OptionError('from', "'$', '0' or a stream entry id like '1700000000000-0'", from)
+      const start = from === undefined || from === '$' || from === '0' ? from : parseStreamId(from)
+      if (from !== undefined && start === undefined) {
+        throw new ArgumentError('subscribe', 'from', `'$', '0' or ${STREAM_ID_EXPECTED}`, from)
       }
       if (onGap !== undefined && typeof onGap !== 'function') throw new OptionError('onGap', 'a function', onGap)
       if (closed) throw closedError()
       const subscriber = new Subscriber(channel, handler, parse, parsed.logger, mode) as Subscriber<unknown>
 
       if (mode === 'fanout') {
-        const subscription = new FanoutSubscription(parsed, subscriber, from ?? '$', onGap)
+        const subscription = new FanoutSubscription(parsed, subscriber, start ?? '$', onGap)
         fanout.add(subscription)
         try {
           await subscription.start()
@@ -272,9 +281,10 @@ export function createNotifier(options: NotifierOptions): Notifier {
       if (typeof historyOptions !== 'object' || historyOptions === null) {
         throw new ArgumentError(method, 'options', 'an object', historyOptions)
       }
-      const { after, limit = 1000 } = historyOptions
-      if (after !== undefined && !(typeof after === 'string' && STREAM_ID.test(after))) {
-        throw new ArgumentError(method, 'after', "a stream entry id like '1700000000000-0'", after)
+      const { limit = 1000 } = historyOptions
+      const after = historyOptions.after === undefined ? undefined : parseStreamId(historyOptions.after)
+      if (historyOptions.after !== undefined && after === undefined) {
+        throw new ArgumentError(method, 'after', STREAM_ID_EXPECTED, historyOptions.after)
       }
       if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) {
         throw new ArgumentError(method, 'limit', 'an integer from 1 to 10000', limit)

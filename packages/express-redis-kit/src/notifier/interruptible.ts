@@ -36,6 +36,25 @@ export class Interruptible {
   }
 }
 
+/** The pause after a first failed read; each further failure in a row doubles it, up to {@link RETRY_MAX_MS}. */
+const RETRY_FIRST_MS = 100
+
+/**
+ * The longest pause between failed reads: a subscription that keeps failing sends no more
+ * commands than an idle one whose blocking reads time out (one per 5 s).
+ */
+export const RETRY_MAX_MS = 5_000
+
+/**
+ * How long a subscription loop pauses after `failures` (1, 2, ...) failed reads in a row:
+ * 100 ms doubled per failure up to 5 s, of which the second half is random, so that the
+ * subscriptions of many processes that failed at once do not retry at once.
+ */
+export function retryDelay(failures: number): number {
+  const ceiling = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(Math.max(failures, 1) - 1, 16))
+  return ceiling / 2 + Math.random() * (ceiling / 2)
+}
+
 /**
  * The end of a subscription loop once its `stopping` flag is set: interrupts its wait, lets a
  * running handler finish, gives the loop `timeoutMs` to end (an acknowledgement to go through),

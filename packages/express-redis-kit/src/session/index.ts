@@ -42,6 +42,7 @@ export function session(options: SessionOptions): SessionMiddleware {
     config.prefix,
     { idle: config.idleTimeout, absolute: config.absoluteTimeout, refreshEvery: config.refreshEvery },
     config.timeoutMs,
+    config.userKey === undefined ? undefined : { userKey: config.userKey, limit: config.maxSessionsPerUser },
   )
   const holdResponseUntilSaved: (res: Response, state: RequestSession) => void = responseHolder<RequestSession>({
     needsSave: (state): boolean => sessions.needsSave(state),

@@ -96,8 +96,8 @@ export interface SessionOptions {
   meta?: (req: Request) => Record<string, string | number | boolean | null | undefined>
   /**
    * The most live sessions one user may have (needs `userKey`). When a user signs in beyond
-   * it, their least recently used sessions end, in the same atomic step that adds the new
-   * one to their index.
+   * it (a new session, or one bound to them again in place), their least recently used
+   * sessions end, in the same atomic step that adds it to their index.
    * @default no limit
    */
   maxSessionsPerUser?: number

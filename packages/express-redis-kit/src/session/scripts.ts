@@ -18,50 +18,22 @@ import { Script } from '../shared/redis.js'
  * write also check both timestamps themselves.
  *
  * Per-user index (with `userKey`): a sorted set `<prefix>{<tag>}:user:<user id>` of the
- * user's session hashes h, scored by their absolute deadline, in the sessions' slot. A
- * session's public handle is the first 22 characters of h.
+ * user's session hashes h, scored by their absolute deadline, in the sessions' slot, expiring
+ * with the last of them. A session's public handle is the first 22 characters of h.
+ * Invariant: a session whose user field (`d:<userKey>`, JSON other than null) names a user is
+ * in that user's index. A session under a user's tag is bound to that user or to none (binding
+ * it to another moves it), so every script that writes or refreshes a session whose user the
+ * caller knows is given that user's index and places the session by the field as stored after
+ * the write (see `place`): whatever wrote the field before (another request, another instance
+ * with other timeouts), the next write puts it right.
  */
-
-/**
- * Rolling refresh of a session that was read: `s` = now and a new TTL, only if the session
- * still exists within both timeouts (a dead one is deleted). KEYS[1] the session.
- * ARGV[1] idle timeout ms, ARGV[2] absolute timeout ms. Reply: now (Redis ms); or 0 (no session),
- * -1 (past its idle timeout), -2 (past its absolute timeout), the session deleted.
- * A read itself is a plain HGETALL: the TTL (min(idle timeout, what is left of the absolute
- * timeout), set by every write) makes Redis drop a session the moment it could no longer be
- * used; the reader checks the timestamps too (see store.ts).
- */
-export const REFRESH = new Script(
-  `
-local stored = redis.call('HMGET', KEYS[1], 'c', 's')
-local created, seen = tonumber(stored[1]), tonumber(stored[2])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2])
-if not created or not seen then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-if now - created >= absolute then
-  redis.call('DEL', KEYS[1])
-  return -2
-end
-if now - seen >= idle then
-  redis.call('DEL', KEYS[1])
-  return -1
-end
-redis.call('HSET', KEYS[1], 's', now)
-redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
-return now
-`,
-  'session.refresh',
-)
 
 /**
  * Lua shared by the scripts that touch a user's index: `prune(index, idle, absolute, now)`
  * drops the entries whose session is gone or past a timeout (deleting such a session) and
  * returns the live ones as { h, created, seen, meta }; `keyOf(index, h)` is the session key
- * of an entry (the index key is `<prefix>{<tag>}:user:<id>`, a session `<prefix>{<tag>}:<h>`).
+ * of an entry (the index key is `<prefix>{<tag>}:user:<id>`, a session `<prefix>{<tag>}:<h>`);
+ * `place(...)` keeps the index invariant for one session that was just written (see below).
  */
 const INDEX_LUA = `
 local function keyOf(index, h)
@@ -86,27 +58,96 @@ local function clock()
   local time = redis.call('TIME')
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
+-- Session h (key 'key', created at 'created', live) joins 'index' if its user field ('field')
+-- names a user, else leaves it. A session that joins, or whose deadline moved (another
+-- absolute timeout), has its index pruned, the least recently used others past 'limit'
+-- (0 = none) ended (their hashes appended to 'ended'), and the index's expiry pushed to the
+-- latest deadline. A session already in with its deadline costs an HGET and a ZADD.
+local function place(index, key, h, field, created, idle, absolute, now, limit, ended)
+  local user = redis.call('HGET', key, field)
+  if not user or user == 'null' then
+    redis.call('ZREM', index, h)
+    return
+  end
+  if redis.call('ZADD', index, 'CH', created + absolute, h) == 0 then return end
+  local live = prune(index, idle, absolute, now)
+  if limit > 0 and #live > limit then
+    table.sort(live, function(a, b) return a[3] < b[3] end)
+    local excess = #live - limit
+    for _, entry in ipairs(live) do
+      if excess == 0 then break end
+      if entry[1] ~= h then
+        redis.call('DEL', keyOf(index, entry[1]))
+        redis.call('ZREM', index, entry[1])
+        ended[#ended + 1] = entry[1]
+        excess = excess - 1
+      end
+    end
+  end
+  local newest = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  if newest[2] then redis.call('PEXPIREAT', index, newest[2]) end
+end
 `
 
 /**
- * Save. KEYS[1] the session; KEYS[2], when given, the user index to add it to ('create') or
- * to remove it from ('update': the session is no longer bound to that user).
+ * Rolling refresh of a session that was read: `s` = now and a new TTL, only if the session
+ * still exists within both timeouts (a dead one is deleted). KEYS[1] the session; KEYS[2], when
+ * given, the index of the user it is bound to (the session is placed in it, see `place`).
+ * ARGV[1] idle timeout ms, ARGV[2] absolute timeout ms, ARGV[3] the session hash h,
+ * ARGV[4] the user field (`d:<userKey>`), ARGV[5] the most sessions per user (0 = no limit).
+ * Reply: now (Redis ms); or 0 (no session), -1 (past its idle timeout), -2 (past its absolute
+ * timeout), the session deleted.
+ * A read itself is a plain HGETALL: the TTL (min(idle timeout, what is left of the absolute
+ * timeout), set by every write) makes Redis drop a session the moment it could no longer be
+ * used; the reader checks the timestamps too (see store.ts).
+ */
+export const REFRESH = new Script(
+  `${INDEX_LUA}
+local stored = redis.call('HMGET', KEYS[1], 'c', 's')
+local created, seen = tonumber(stored[1]), tonumber(stored[2])
+local now = clock()
+local idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2])
+if not created or not seen then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+if now - created >= absolute then
+  redis.call('DEL', KEYS[1])
+  return -2
+end
+if now - seen >= idle then
+  redis.call('DEL', KEYS[1])
+  return -1
+end
+redis.call('HSET', KEYS[1], 's', now)
+redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
+if KEYS[2] then place(KEYS[2], KEYS[1], ARGV[3], ARGV[4], created, idle, absolute, now, tonumber(ARGV[5]), {}) end
+return now
+`,
+  'session.refresh',
+)
+
+/**
+ * Save. KEYS[1] the session; KEYS[2], when given, the index of the user the session is (or,
+ * until this write, was) bound to: after the write the session is placed in it or out of it
+ * by its user field (see `place`).
  * ARGV[1] 'create' (the key must be new) or 'update' (the session must still exist and be
  *         within both timeouts: a destroyed or expired session is never written back),
  * ARGV[2] idle timeout ms, ARGV[3] absolute timeout ms,
  * ARGV[4] 'create': the creation time to keep (Redis ms; '' = now, a moved session keeps its own),
  * ARGV[5] 'create': JSON of the meta fields ('' = none),
- * ARGV[6] 'create' with an index: the most sessions the user may have (0 = no limit); the
- *         least recently used others are ended (deleted, and taken out of the index),
+ * ARGV[6] with an index: the most sessions the user may have (0 = no limit); when the session
+ *         joins the index, the least recently used others are ended (deleted, and taken out),
  * ARGV[7] the session hash h (its index entry),
- * ARGV[8] number N of fields to set, then N field/value pairs, then the fields to delete.
+ * ARGV[8] the user field (`d:<userKey>`; with an index),
+ * ARGV[9] number N of fields to set, then N field/value pairs, then the fields to delete.
  * Reply: { 1, createdAt, lastSeenAt, ended... } when written (ended: the hashes of the
  * sessions the limit ended), or { 0 } when the session is gone (or, for 'create', exists).
  */
 export const SAVE = new Script(
   `${INDEX_LUA}
 local mode, idle, absolute = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local limit, h, setCount = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local limit, h, setCount = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[9])
 local now = clock()
 local created
 if mode == 'create' then
@@ -124,32 +165,12 @@ else
     return { 0 }
   end
 end
-local last = 8 + setCount * 2
-redis.call('HSET', KEYS[1], 's', now, unpack(ARGV, 9, last))
+local last = 9 + setCount * 2
+redis.call('HSET', KEYS[1], 's', now, unpack(ARGV, 10, last))
 if #ARGV > last then redis.call('HDEL', KEYS[1], unpack(ARGV, last + 1)) end
 redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
 local reply = { 1, created, now }
-if KEYS[2] and mode == 'update' then
-  redis.call('ZREM', KEYS[2], h)
-elseif KEYS[2] then
-  redis.call('ZADD', KEYS[2], created + absolute, h)
-  local live = prune(KEYS[2], idle, absolute, now)
-  if limit > 0 and #live > limit then
-    table.sort(live, function(a, b) return a[3] < b[3] end)
-    local excess = #live - limit
-    for _, entry in ipairs(live) do
-      if excess == 0 then break end
-      if entry[1] ~= h then
-        redis.call('DEL', keyOf(KEYS[2], entry[1]))
-        redis.call('ZREM', KEYS[2], entry[1])
-        reply[#reply + 1] = entry[1]
-        excess = excess - 1
-      end
-    end
-  end
-  local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-  if newest[2] then redis.call('PEXPIREAT', KEYS[2], newest[2]) end
-end
+if KEYS[2] then place(KEYS[2], KEYS[1], h, ARGV[8], created, idle, absolute, now, limit, reply) end
 return reply
 `,
   'session.save',

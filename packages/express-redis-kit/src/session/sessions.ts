@@ -32,7 +32,10 @@ export interface RequestSession {
   held: boolean
   /** JSON of each data field as Redis holds it. */
   snapshot: Map<string, string>
-  /** The user whose index holds this session. */
+  /**
+   * The user whose index holds this session, as loaded or last saved: every write of the
+   * session names that user's index to the save script, which places the session by what it stores.
+   */
   indexedUser: string | undefined
   /** JSON of the meta fields stored with the session ('' for none). */
   meta: string
@@ -150,8 +153,7 @@ export class Sessions {
     state.cookieMaxAge = this.cookieMaxAge(loaded.createdAt, loaded.now)
     state.cookie = cookie
     setData(state.target, data)
-    const user = this.userOf(state)
-    state.indexedUser = user !== undefined && ref.tag === SessionStore.userTag(user) ? user : undefined
+    state.indexedUser = loaded.user
     return true
   }
 
@@ -211,7 +213,6 @@ export class Sessions {
         user,
         createdAt: moved ? state.createdAt : undefined,
         meta: state.meta,
-        limit: this.config.maxSessionsPerUser,
       })
       if (!result.saved) {
         if (!moved)
@@ -227,9 +228,10 @@ export class Sessions {
     } else {
       const changed = new Map([...current].filter(([name, json]) => state.snapshot.get(name) !== json))
       const removed = [...state.snapshot.keys()].filter((name) => !current.has(name))
-      const unbindFrom = user === undefined ? state.indexedUser : undefined
-      if (changed.size === 0 && removed.length === 0 && !state.touched && unbindFrom === undefined) return
-      result = await this.store.update(state.ref!, changed, removed, unbindFrom)
+      if (changed.size === 0 && removed.length === 0 && !state.touched && user === state.indexedUser) return
+      // Bound (user) or until now bound (indexedUser): the script places the session in or out
+      // of that user's index by what it stores, whatever another request wrote meanwhile.
+      result = await this.store.update(state.ref!, changed, removed, user ?? state.indexedUser)
       if (!result.saved) return this.lost(state)
       if (state.cookie && !this.codec.signedWithCurrent(state.req, state.cookie)) state.sendCookie = true
     }
@@ -303,6 +305,7 @@ export class Sessions {
       return
     }
     state.snapshot = loaded.fields
+    state.indexedUser = loaded.user
     setData(state.target, data)
   }
 

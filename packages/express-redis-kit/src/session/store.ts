@@ -25,6 +25,8 @@ export interface LoadedSession {
   meta: string
   createdAt: number
   now: number
+  /** The user whose index holds the session: the one its user field names, when it is stored under that user's tag. */
+  user: string | undefined
 }
 
 /** A session as the per-user operations report it. */
@@ -37,6 +39,13 @@ export interface IndexedSession {
 
 /** What a save wrote: the session's times, and the sessions a `maxSessionsPerUser` limit ended. */
 export type SaveResult = { saved: true; createdAt: number; now: number; ended: number } | { saved: false }
+
+/** The per-user index (`userKey`): the session field that names the user, and the most sessions per user. */
+export interface UserIndexing {
+  userKey: string
+  /** 0: no limit. */
+  limit: number
+}
 
 /** Timeouts of the sessions, in ms. */
 export interface Lifetimes {
@@ -73,6 +82,7 @@ export class SessionStore {
     private readonly prefix: string,
     private readonly lifetimes: Lifetimes,
     private readonly timeoutMs: number,
+    private readonly users: UserIndexing | undefined,
   ) {}
 
   /** A new session's token; its tag is decided when it is first stored. */
@@ -115,11 +125,31 @@ export class SessionStore {
   }
 
   /**
+   * The user whose index holds a session with these fields: the user its user field names
+   * (as `String(value)`, what `req.session[userKey]` names), if the session is under that
+   * user's tag (it is, unless it is about to move).
+   */
+  userOf(ref: { tag: string }, fields: Map<string, string>): string | undefined {
+    const json = this.users && fields.get(this.users.userKey)
+    if (json === undefined) return undefined
+    let value: unknown
+    try {
+      value = JSON.parse(json)
+    } catch {
+      return undefined // corrupt: the session is refused as a whole
+    }
+    if (value === null || value === undefined) return undefined
+    const user = String(value)
+    return ref.tag === SessionStore.userTag(user) ? user : undefined
+  }
+
+  /**
    * Reads a session (one HGETALL); undefined when there is none (expired, destroyed, never
    * stored). Redis drops a session when its TTL runs out; its timestamps are checked here too,
    * on Redis's clock as last seen in a reply (so that a session whose TTL was removed still
    * dies). A session last seen `refreshEvery` ago or more is refreshed: `lastSeenAt` and its
-   * TTL restart (a second round trip, once per interval).
+   * TTL restart (a second round trip, once per interval), and a bound session is placed in its
+   * user's index in the same script (see scripts.ts).
    */
   async load(ref: SessionRef): Promise<LoadedSession | SessionMiss> {
     const key = this.sessionKey(ref)
@@ -156,12 +186,25 @@ export class SessionStore {
       await runCommand(this.client, key, (redis) => redis.del(key), this.timeoutMs, undefined, DELETE_CALL)
       return miss
     }
+    const user = this.userOf(ref, fields)
     if (refreshEvery > 0 && now - seenAt >= refreshEvery) {
-      const refreshed = Number(await REFRESH.run(this.client, [key], [String(idle), String(absolute)], this.timeoutMs))
+      const keys = this.withIndex(key, user)
+      const args = [String(idle), String(absolute), ref.hash, ...this.indexArgs()]
+      const refreshed = Number(await REFRESH.run(this.client, keys, args, this.timeoutMs))
       if (refreshed <= 0) return REFRESH_MISSES[refreshed] ?? 'not-found'
       now = this.sawRedisClock(refreshed)
     }
-    return { fields, meta, createdAt, now }
+    return { fields, meta, createdAt, now, user }
+  }
+
+  /** The keys of a script about session `key`: with the index of `user`, when there is one. */
+  private withIndex(key: string, user: string | undefined): string[] {
+    return user === undefined || !this.users ? [key] : [key, this.indexKey(user)]
+  }
+
+  /** The user field (`d:<userKey>`) and the limit, as the scripts that place a session in an index take them. */
+  private indexArgs(): [string, string] {
+    return this.users ? [DATA_FIELD + this.users.userKey, String(this.users.limit)] : ['', '0']
   }
 
   /**
@@ -178,22 +221,23 @@ export class SessionStore {
 
   /**
    * Creates a session (its key must be new): with `user`, under the user's tag and in their
-   * index, ending their least recently used sessions beyond `limit` in the same script.
+   * index, ending their least recently used sessions beyond the limit in the same script.
    */
   async create(
     ref: SessionRef,
     fields: Map<string, string>,
-    options: { user: string | undefined; createdAt?: number; meta?: string; limit: number },
+    options: { user: string | undefined; createdAt?: number; meta?: string },
   ): Promise<SaveResult> {
-    const keys = [this.sessionKey(ref)]
-    if (options.user !== undefined) keys.push(this.indexKey(options.user))
+    const keys = this.withIndex(this.sessionKey(ref), options.user)
+    const [userField, limit] = this.indexArgs()
     const args = [
       'create',
       ...this.timeouts(),
       options.createdAt === undefined ? '' : String(options.createdAt),
       options.meta ?? '',
-      String(options.limit),
+      limit,
       ref.hash,
+      userField,
       String(fields.size),
       ...pairs(fields),
     ]
@@ -208,24 +252,26 @@ export class SessionStore {
 
   /**
    * Writes the changed fields of a stored session and deletes the removed ones, only if it
-   * still exists within both timeouts (a destroyed session is never written back). With
-   * `unbindFrom`, the session also leaves that user's index.
+   * still exists within both timeouts (a destroyed session is never written back). `user`: the
+   * user the session is, or until this write was, bound to; the same script then places the
+   * session in that user's index, or out of it, by its user field as stored after the write.
    */
   async update(
     ref: SessionRef,
     changed: Map<string, string>,
     removed: string[],
-    unbindFrom: string | undefined,
+    user: string | undefined,
   ): Promise<SaveResult> {
-    const keys = [this.sessionKey(ref)]
-    if (unbindFrom !== undefined) keys.push(this.indexKey(unbindFrom))
+    const keys = this.withIndex(this.sessionKey(ref), user)
+    const [userField, limit] = this.indexArgs()
     const args = [
       'update',
       ...this.timeouts(),
       '',
       '',
-      '0',
+      limit,
       ref.hash,
+      userField,
       String(changed.size),
       ...pairs(changed),
       ...removed.map((name) => DATA_FIELD + name),

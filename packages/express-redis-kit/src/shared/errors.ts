@@ -55,11 +55,14 @@ export class OptionError extends TypeError {
 }
 
 /**
- * Thrown for an invalid argument of a method (`resetKey(key)`, `destroyUserSession(userId, handle)`...):
- * a `TypeError` with the stable code `ERK_INVALID_ARGUMENT`.
+ * Thrown for an invalid argument of a method (`resetKey(key)`, `destroyUserSession(userId, handle)`,
+ * `history(channel, { after })`...): a `TypeError` with the stable code `ERK_INVALID_ARGUMENT`.
+ * Such arguments often come from a request (a handle, a `Last-Event-ID`), hence status 400.
  */
 export class ArgumentError extends TypeError {
   readonly code = 'ERK_INVALID_ARGUMENT' as const
+  /** HTTP status a handler should answer with when it sees this error. */
+  readonly status = 400
 
   constructor(method: string, argument: string, expected: string, received: unknown) {
     super(

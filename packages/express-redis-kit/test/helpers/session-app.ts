@@ -214,6 +214,13 @@ export class SessionClient {
     return this.raw === undefined ? undefined : `${this.name}=${this.raw}`
   }
 
+  /** The session cookie's value, `<tag>.<token>` (its signature checked with `secret`), or undefined without one. */
+  id(secret = 'current secret'): string | undefined {
+    if (this.raw === undefined) return undefined
+    const id = cookieParser.signedCookie(decodeURIComponent(this.raw), secret)
+    return typeof id === 'string' ? id : undefined
+  }
+
   async send(method: 'get' | 'post', path: string, headers: Record<string, string> = {}): Promise<TestResponse> {
     let test = request(this.app)[method](path)
     if (this.header !== undefined) test = test.set('Cookie', this.header)

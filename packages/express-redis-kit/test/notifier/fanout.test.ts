@@ -14,6 +14,7 @@ import {
 import { recordingLogger, startRedisOnPort, waitUntil } from '../helpers/outage.js'
 import {
   clusterNodes,
+  connectRedis,
   connectTo,
   type DisposableRedis,
   mode,
@@ -320,15 +321,94 @@ describe(`notifier fanout (${mode} Redis)`, () => {
   })
 
   describe('bad input', () => {
-    it('from: anything but $, 0 or an entry id is an OptionError naming it', async () => {
+    it('from: anything but $, 0 or an entry id is an ArgumentError naming it (ERK_INVALID_ARGUMENT, 400)', async () => {
       const events = notifier(uniquePrefix('fanout-bad'))
       for (const from of ['1', 'abc', '1-2-3', '-', '>', 42, '$ ']) {
         const error = await failureOf(() => events.subscribe('orders', () => {}, { from: from as string }))
-        expect(error.name, String(from)).to.equal('OptionError')
+        expect(error.name, String(from)).to.equal('ArgumentError')
+        expect(error).to.include({ code: 'ERK_INVALID_ARGUMENT', status: 400 })
         expect(error.message).to.include('`from`')
       }
       const onGap = await failureOf(() => events.subscribe('orders', () => {}, { onGap: 'x' as never }))
       expect(onGap.message).to.include('`onGap`')
+    })
+
+    /** Ids a client could send as its Last-Event-ID that Redis refuses (XREAD and XRANGE answer an error). */
+    const refusedByRedis = [
+      '18446744073709551616-0', // a part above 2^64-1
+      '0-18446744073709551616',
+      '99999999999999999999-0',
+      `${'0'.repeat(125)}1-0`, // 128 characters: Redis reads at most 127
+      '1-',
+      '-1',
+      '-1-0',
+      '1--1',
+      '1.5-0',
+      '1e3-0',
+      '0x1-0',
+      '1-*',
+      '',
+    ]
+    /** Ids Redis 7.0 lets through strtoull but never writes: refused too (a sign, spaces, a bare <ms>). */
+    const neverWritten = ['+1-0', '1-+1', ' 1-0', '1- 1', '1-0 ', '5', '18446744073709551615']
+
+    it('history() and subscribe({ from }): an id Redis refuses is an ArgumentError naming it, sent before any Redis command', async () => {
+      // on a client that is closed: anything that reached for Redis would fail ERK_REDIS_UNAVAILABLE
+      const closed = await connectRedis()
+      await closed.close()
+      const events = createNotifier({ client: closed, prefix: uniquePrefix('fanout-bad-id'), mode: 'fanout' })
+      notifiers.push(events)
+      for (const id of [...refusedByRedis, ...neverWritten]) {
+        for (const [name, call] of [
+          ['after', () => events.history('orders', { after: id })],
+          ['from', () => events.subscribe('orders', () => {}, { from: id })],
+        ] as const) {
+          const error = await failureOf(call)
+          expect(error.name, `${name} ${JSON.stringify(id)}: ${error.message}`).to.equal('ArgumentError')
+          expect(error).to.include({ code: 'ERK_INVALID_ARGUMENT', status: 400 })
+          expect(error.message).to.include(`\`${name}\``)
+        }
+      }
+      // a valid id would have gone to Redis
+      const valid = await failureOf(() => events.history('orders', { after: '1-0' }))
+      expect(valid.code).to.equal('ERK_REDIS_UNAVAILABLE')
+    })
+
+    it('the ids those were checked against are the ones Redis refuses (XRANGE answers an error to each)', async () => {
+      const key = `${uniquePrefix('fanout-redis-ids')}orders`
+      await client.xAdd(key, '5-3', { m: 'x' })
+      for (const id of refusedByRedis) {
+        const error = await failureOf(() => client.xRange(key, id, '+'))
+        expect(error.message, JSON.stringify(id)).to.match(/Invalid stream ID/)
+      }
+    })
+
+    it('ids at the limits Redis accepts work: 2^64-1, leading zeros (read as Redis reads them), 127 characters', async () => {
+      const prefix = uniquePrefix('fanout-edge-ids')
+      const events = notifier(prefix)
+      const ids: string[] = []
+      for (let i = 0; i < 3; i++) ids.push(await events.publish('orders', i))
+      const [first] = (await events.history('orders')).messages.map(({ meta }) => meta.streamId as string)
+      const padded = `000${first}`
+      const longest = `${'0'.repeat(127 - (first as string).length)}${first}`
+      expect(longest).to.have.length(127)
+      for (const after of [first as string, padded, longest]) {
+        const history = await events.history('orders', { after })
+        expect(
+          history.messages.map(({ event }) => event),
+          after,
+        ).to.deep.equal([1, 2])
+        expect(history.trimmed, after).to.equal(false)
+      }
+      const highest = await events.history('orders', { after: '18446744073709551615-18446744073709551615' })
+      expect(highest.messages).to.deep.equal([])
+      const received = inbox<number>()
+      const gaps: GapInfo[] = []
+      await events.subscribe('orders', received.handler, { from: padded, onGap: (gap) => void gaps.push(gap) })
+      await events.publish('orders', 3)
+      await waitUntil(() => received.deliveries.length >= 3, 10_000, '3 messages')
+      expect(received.events()).to.deep.equal([1, 2, 3])
+      expect(gaps, 'the padded id is the first message: no gap').to.deep.equal([])
     })
 
     it('from and onGap outside mode fanout, history() in pub/sub mode: errors naming them', async () => {
