@@ -7,7 +7,19 @@ import { userTag } from '../credentials.js'
 import { HttpError } from '../errors.js'
 import type { UserEventName } from '../events.js'
 import type { Prisma, PrismaClient } from '../generated/prisma/client.js'
-import { body, email, name, ownUser, password, publicUser, requireUser, tooMany, uniqueEmail, userId } from '../http.js'
+import {
+  body,
+  email,
+  givenPassword,
+  name,
+  ownUser,
+  password,
+  publicUser,
+  requireUser,
+  tooMany,
+  uniqueEmail,
+  userId,
+} from '../http.js'
 import { outboxJob } from '../jobs/index.js'
 import { writeOutbox } from '../outbox.js'
 import { hashPassword, verifyPassword } from '../passwords.js'
@@ -15,7 +27,7 @@ import type { Redis } from '../services.js'
 
 const SignUp = z.object({ email, name, password }).strict()
 const UserChanges = z
-  .object({ email, name, password, currentPassword: z.string().min(1).max(200) })
+  .object({ email, name, password, currentPassword: givenPassword })
   .partial()
   .strict()
   .refine(
