@@ -1,6 +1,6 @@
 import { expect } from 'chai'
 import { type CreatedUser, expectError, signedInUser, signUp, startApp, type TestApp } from './helpers/app.js'
-import { query } from './helpers/db.js'
+import { nextUserId, query } from './helpers/db.js'
 
 interface ListedUser {
   id: number
@@ -143,10 +143,7 @@ describe('cached reads', () => {
     })
 
     it('a user created after its id was probed (404 cached) is visible at once', async () => {
-      const [sequence] = await query<{ last_value: string; is_called: boolean }>(
-        'SELECT last_value, is_called FROM "User_id_seq"',
-      )
-      const nextId = Number(sequence!.last_value) + (sequence!.is_called ? 1 : 0)
+      const nextId = await nextUserId()
       expectError(await app.http().get(`/users/${nextId}`), 404, 'user_not_found')
       expectError(await app.http().get(`/users/${nextId}`), 404, 'user_not_found')
       const user = await signUp(app, { name: 'Was Probed' })

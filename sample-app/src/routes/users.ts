@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { type Request, Router } from 'express'
+import { type Request, type RequestHandler, Router } from 'express'
 import { cacheResponse, invalidateTags, rateLimit, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
 import type { Config } from '../config.js'
@@ -53,12 +53,12 @@ const PASSWORD_CHECK_WINDOW = '15m'
 
 /**
  * POST /users, GET /users (a cached response, tag `users`), GET /users/:id (a cached response,
- * 404s too), PATCH and DELETE /users/:id. The writes to a user go through the same response
- * cache as its page: a successful PATCH or DELETE invalidates `/users/:id`, and a sign-up
- * the `/users/:id` of its `Location` (a 404 cached while the id was probed), on every
- * instance, with no code here. Every write also invalidates the tags it affects (the list,
- * and the user's record that GET /me reads through cached()), and writes its user event to the
- * outbox in the same transaction as the change: the outbox relay publishes it (src/outbox.ts).
+ * 404s too, tag `user:<id>`), PATCH and DELETE /users/:id. Every write invalidates the tags it
+ * affects, on every instance: the list, and the user's tag, which both the user's page and
+ * the record GET /me reads through cached() carry (a sign-up's drops a 404 cached while its id
+ * was probed). With Redis failing the invalidation waits in the outbox. Each write also
+ * writes its user event to the outbox in the same transaction as the change: the outbox
+ * relay publishes it (src/outbox.ts).
  */
 export function userRoutes(deps: {
   config: Config
@@ -95,17 +95,38 @@ export function userRoutes(deps: {
     }
   }
 
-  // One user's public page: its writes below go through it too, and invalidate it (RFC 9111 4.4).
-  // With LOCAL_CACHE (the default) a fresh page is served from this instance's memory, no Redis
-  // command, and dropped on every instance within fenceMs of its invalidation anywhere.
-  const userPage = cacheResponse({
+  // The page's user id is read (400 for a malformed one) before the cache, which needs it for the key and
+  // again for the tags once the response is complete: a 404 is answered by the app's error handler, after
+  // the route's params are gone.
+  const pageIds = new WeakMap<Request, number>()
+  const pageId = (req: Request): number => {
+    const id = pageIds.get(req)
+    if (id === undefined) throw new Error('userPage: the page id was not read')
+    return id
+  }
+
+  // One user's public page, cached under the user's id, not its URL: /users/7/, /Users/7,
+  // /users/7?x=1 under any Host reach the same handler (Express routes paths case-insensitively,
+  // with or without a trailing slash) and get the same answer, so they share one entry, and no
+  // copy under another spelling outlives a change. It carries the user's tag: invalidate() below,
+  // the outbox's relay of it when Redis failed, and the account clean-up job all drop it. Its
+  // writes go through it too and drop it at once (RFC 9111 4.4). With LOCAL_CACHE (the default) a
+  // fresh page is served from this instance's memory, no Redis command, and dropped on every
+  // instance within fenceMs of its invalidation anywhere.
+  const pageCache = cacheResponse({
     client: redis,
     prefix: cachePrefix,
     ttl: '5m',
     statuses: [200, 404],
+    key: (req) => `user-page:${pageId(req)}`,
+    tags: (req) => [userTag(pageId(req))],
     localCache: config.localCache,
     logger,
   })
+  const userPage: RequestHandler = (req, res, next) => {
+    pageIds.set(req, userId(req))
+    return pageCache(req, res, next)
+  }
 
   // Sign-ups per client IP (each costs an Argon2id hash, and makes an account): every attempt counts.
   // With Redis failing, each instance goes on counting in its own memory ('local'): still bounded.
@@ -120,7 +141,7 @@ export function userRoutes(deps: {
     logger,
   })
 
-  router.post('/users', userPage, signUps, body(SignUp), async (req, res) => {
+  router.post('/users', signUps, body(SignUp), async (req, res) => {
     const { email, name, password } = req.body as z.infer<typeof SignUp>
     const passwordHash = await hashPassword(password)
     const user = await prisma
@@ -134,8 +155,8 @@ export function userRoutes(deps: {
         return created
       })
       .catch(uniqueEmail)
+    // drops a "no such user" page cached for this id before it existed (and the list)
     await invalidate(user.id)
-    // the Location makes userPage drop a "no such user" cached for this id before it existed
     res.status(201).location(`/users/${user.id}`).json(user)
   })
 
