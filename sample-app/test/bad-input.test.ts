@@ -1,7 +1,5 @@
-import diagnostics from 'node:diagnostics_channel'
 import { expect } from 'chai'
 import type { Response } from 'supertest'
-import { passwordWork } from '../src/passwords.js'
 import {
   type CreatedUser,
   expectError,
@@ -12,6 +10,7 @@ import {
   uniqueEmail,
 } from './helpers/app.js'
 import { allUsers, userRow } from './helpers/db.js'
+import { withPasswordWork } from './helpers/password-work.js'
 
 /** The `details` of a validation error name `field`. */
 function expectDetailFor(error: { message: string; details?: unknown }, field: string): void {
@@ -19,19 +18,6 @@ function expectDetailFor(error: { message: string; details?: unknown }, field: s
   const paths = (error.details as { path: string; message: string }[]).map((detail) => detail.path)
   expect(paths, JSON.stringify(error.details)).to.include(field)
   expect(error.message).to.include(field)
-}
-
-/** Runs `request` and counts the passwords hashed or checked meanwhile (the app runs in this process). */
-async function withPasswordWork<T>(request: () => Promise<T>): Promise<{ result: T; work: number }> {
-  let work = 0
-  const count = () => void work++
-  diagnostics.subscribe(passwordWork.name, count)
-  try {
-    const result = await request()
-    return { result, work }
-  } finally {
-    diagnostics.unsubscribe(passwordWork.name, count)
-  }
 }
 
 describe('bad input', () => {

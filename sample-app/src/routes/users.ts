@@ -41,11 +41,26 @@ const ListQuery = z
   })
   .strict()
 
-/** The only user a request may change: the signed-in user themself. */
-async function ownAccount(req: Request): Promise<number> {
+/**
+ * The only user a request may change or delete: the signed-in user themself. 401 signed out, 403
+ * for another user's id, before the body is read or any password checked (so that such a request
+ * never counts as a wrong current password of the caller).
+ */
+const ownAccountOnly: RequestHandler = async (req, _res, next) => {
   const id = userId(req)
   if ((await requireUser(req)) !== id) throw new HttpError(403, 'forbidden', 'You can only change your own account.')
-  return id
+  next()
+}
+
+const currentPasswordRequired = (what: string) =>
+  new HttpError(400, 'current_password_required', `${what} needs the current password (currentPassword).`)
+
+/** A write that checked the current password finds the row changed since (Prisma's P2025): 409. */
+function changedMeanwhile(error: unknown): unknown {
+  if ((error as { code?: string }).code === 'P2025') {
+    return new HttpError(409, 'conflict', 'The account changed meanwhile; try again.')
+  }
+  return error
 }
 
 /** The window of the wrong-current-password limit, and how long its lockout lasts (as for login). */
@@ -186,6 +201,13 @@ export function userRoutes(deps: {
   // Wrong current passwords (403) per user, as login counts wrong passwords per account and IP:
   // over the limit the account's credential changes are refused for 15 minutes, so that a stolen
   // session cannot guess the password through PATCH.
+  const wrongPasswords = new WeakSet<Request>()
+  /** 403 wrong_password, counted by passwordChecks, unless `given` is the password of `stored`. */
+  async function checkCurrentPassword(req: Request, given: string, stored: string): Promise<void> {
+    if (await verifyPassword(given, stored)) return
+    wrongPasswords.add(req)
+    throw new HttpError(403, 'wrong_password', 'The current password is wrong.')
+  }
   const passwordChecks = rateLimit({
     client: redis,
     limit: config.loginFailuresPerAccountAndIp,
@@ -196,16 +218,18 @@ export function userRoutes(deps: {
     identifier: 'current-password',
     keyGenerator: (req) => `user:${req.session.userId}`,
     skip: (req) =>
-      typeof req.session.userId !== 'number' || (req.body as z.infer<typeof UserChanges>).currentPassword === undefined,
+      typeof req.session.userId !== 'number' ||
+      (req.body as { currentPassword?: string }).currentPassword === undefined,
+    // only a wrong current password counts: not a 403 for another user's id, nor a 409 or a 503
     skipSuccessfulRequests: true,
-    requestWasSuccessful: (_req, res) => res.statusCode !== 403,
+    requestWasSuccessful: (req) => !wrongPasswords.has(req),
     onRedisError: 'block',
     handler: tooMany,
     logger,
   })
 
-  router.patch('/users/:id', userPage, body(UserChanges), passwordChecks, async (req, res) => {
-    const id = await ownAccount(req)
+  router.patch('/users/:id', userPage, ownAccountOnly, body(UserChanges), passwordChecks, async (req, res) => {
+    const id = userId(req)
     const { currentPassword, password, ...changes } = req.body as z.infer<typeof UserChanges>
     // email and password are the credentials: changing either needs the current password
     const stored =
@@ -224,16 +248,8 @@ export function userRoutes(deps: {
       res.json(user)
       return
     }
-    if (currentPassword === undefined) {
-      throw new HttpError(
-        400,
-        'current_password_required',
-        'Changing the email or the password needs the current password (currentPassword).',
-      )
-    }
-    if (!(await verifyPassword(currentPassword, stored.passwordHash))) {
-      throw new HttpError(403, 'wrong_password', 'The current password is wrong.')
-    }
+    if (currentPassword === undefined) throw currentPasswordRequired('Changing the email or the password')
+    await checkCurrentPassword(req, currentPassword, stored.passwordHash)
     const passwordHash = password === undefined ? undefined : await hashPassword(password)
     const version = req.session.credentialVersion
     const { credentialVersion: _, ...user } = await prisma
@@ -268,10 +284,7 @@ export function userRoutes(deps: {
       .catch((error: unknown) => {
         if (version === undefined) delete req.session.credentialVersion
         else req.session.credentialVersion = version
-        if ((error as { code?: string }).code === 'P2025') {
-          throw new HttpError(409, 'conflict', 'The account changed meanwhile; try again.')
-        }
-        return uniqueEmail(error)
+        return uniqueEmail(changedMeanwhile(error))
       })
     // Ends the other sessions now; if Redis fails here, they are refused all the same.
     await sessions
@@ -283,8 +296,8 @@ export function userRoutes(deps: {
     res.json(user)
   })
 
-  router.delete('/users/:id', userPage, async (req, res) => {
-    const id = await ownAccount(req)
+  router.delete('/users/:id', userPage, ownAccountOnly, async (req, res) => {
+    const id = userId(req)
     await prisma.$transaction(async (tx) => {
       await tx.user.delete({ where: { id } })
       await recordEvent(tx, 'user.deleted', id)
