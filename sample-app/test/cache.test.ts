@@ -76,7 +76,15 @@ describe('cached reads', () => {
       const doomed = await signedInUser(app, { name: 'List Doomed' })
       await list()
       expect((await list()).cache).to.equal('HIT')
-      expect((await app.http().delete(`/users/${doomed.id}`).set('Cookie', doomed.cookie)).status).to.equal(204)
+      expect(
+        (
+          await app
+            .http()
+            .delete(`/users/${doomed.id}`)
+            .set('Cookie', doomed.cookie)
+            .send({ currentPassword: doomed.password })
+        ).status,
+      ).to.equal(204)
       const after = await list()
       expect(after.cache).to.equal('MISS')
       expect(after.users.map((user) => user.id)).not.to.include(doomed.id)
@@ -156,7 +164,15 @@ describe('cached reads', () => {
     it('a deleted user is 404 at once', async () => {
       const user = await signedInUser(app)
       expect((await app.http().get(`/users/${user.id}`)).status).to.equal(200)
-      expect((await app.http().delete(`/users/${user.id}`).set('Cookie', user.cookie)).status).to.equal(204)
+      expect(
+        (
+          await app
+            .http()
+            .delete(`/users/${user.id}`)
+            .set('Cookie', user.cookie)
+            .send({ currentPassword: user.password })
+        ).status,
+      ).to.equal(204)
       expectError(await app.http().get(`/users/${user.id}`), 404, 'user_not_found')
     })
 

@@ -161,6 +161,21 @@ describe('credential changes: PATCH /users/:id with email or password', () => {
       expect(own.status, `the caller's own email change: ${own.text}`).to.equal(200)
       expect(await loginStatus(app, victim.email, victim.password), "the victim's account is unchanged").to.equal(200)
     })
+
+    it('DELETE: wrong current passwords count as those of PATCH do; the 3rd is 429, then even the right one', async () => {
+      const user = await signedInUser(app)
+      const remove = (currentPassword: string) =>
+        app.http().delete(`/users/${user.id}`).set('Cookie', user.cookie).send({ currentPassword })
+      expectError(await remove('guess 1'), 403, 'wrong_password')
+      expectError(
+        await patch(app, user.id, user.cookie, { password: NEW_PASSWORD, currentPassword: 'guess 2' }),
+        403,
+        'wrong_password',
+      )
+      expectError(await remove('guess 3'), 429, 'rate_limited')
+      expectError(await remove(user.password), 429, 'rate_limited')
+      expect(await userRow(user.id), 'the account is still there').to.not.equal(undefined)
+    })
   })
 
   describe('a password change while Redis fails', () => {

@@ -118,7 +118,9 @@ describe('transactional outbox', function () {
       const cookie = await logIn(app, user)
       const patched = await app.http().patch(`/users/${user.id}`).set('Cookie', cookie).send({ name: 'Renamed' })
       expect(patched.status, patched.text).to.equal(200)
-      expect((await app.http().delete(`/users/${user.id}`).set('Cookie', cookie)).status).to.equal(204)
+      expect(
+        (await app.http().delete(`/users/${user.id}`).set('Cookie', cookie).send({ currentPassword: PASSWORD })).status,
+      ).to.equal(204)
       await waitUntil(
         () => listener.received.filter((event) => event.userId === user.id).length >= 3,
         10_000,

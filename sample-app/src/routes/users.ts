@@ -34,6 +34,8 @@ const UserChanges = z
     (changes) => Object.keys(changes).some((key) => key !== 'currentPassword'),
     'give at least one of email, name, password',
   )
+/** DELETE /users/:id's body: the current password (a missing one is answered current_password_required). */
+const AccountDeletion = z.object({ currentPassword: givenPassword }).partial().strict()
 const ListQuery = z
   .object({
     limit: z.coerce.number().int().min(1).max(100).default(20),
@@ -49,6 +51,12 @@ const ListQuery = z
 const ownAccountOnly: RequestHandler = async (req, _res, next) => {
   const id = userId(req)
   if ((await requireUser(req)) !== id) throw new HttpError(403, 'forbidden', 'You can only change your own account.')
+  next()
+}
+
+/** A DELETE may come without a body: read as `{}`, so that the missing password is named (400 current_password_required). */
+const bodyOrEmpty: RequestHandler = (req, _res, next) => {
+  req.body ??= {}
   next()
 }
 
@@ -296,19 +304,37 @@ export function userRoutes(deps: {
     res.json(user)
   })
 
-  router.delete('/users/:id', userPage, ownAccountOnly, async (req, res) => {
-    const id = userId(req)
-    await prisma.$transaction(async (tx) => {
-      await tx.user.delete({ where: { id } })
-      await recordEvent(tx, 'user.deleted', id)
-      // ends its sessions and drops its cached copies again, retried, whatever fails below
-      await writeOutbox(tx, [outboxJob('account-cleanup', { userId: id })])
-    })
-    await sessions.destroyUserSessions(id)
-    await req.session.destroy()
-    await invalidate(id)
-    res.status(204).end()
-  })
+  // Deleting the account needs the current password too: a stolen session alone cannot destroy it.
+  router.delete(
+    '/users/:id',
+    userPage,
+    ownAccountOnly,
+    bodyOrEmpty,
+    body(AccountDeletion),
+    passwordChecks,
+    async (req, res) => {
+      const id = userId(req)
+      const { currentPassword } = req.body as z.infer<typeof AccountDeletion>
+      if (currentPassword === undefined) throw currentPasswordRequired('Deleting the account')
+      const stored = await prisma.user.findUniqueOrThrow({ where: { id }, select: { passwordHash: true } })
+      await checkCurrentPassword(req, currentPassword, stored.passwordHash)
+      await prisma
+        .$transaction(async (tx) => {
+          // the hash just checked: a password change meanwhile fails it
+          await tx.user.delete({ where: { id, passwordHash: stored.passwordHash } })
+          await recordEvent(tx, 'user.deleted', id)
+          // ends its sessions and drops its cached copies again, retried, whatever fails below
+          await writeOutbox(tx, [outboxJob('account-cleanup', { userId: id })])
+        })
+        .catch((error: unknown) => {
+          throw changedMeanwhile(error)
+        })
+      await sessions.destroyUserSessions(id)
+      await req.session.destroy()
+      await invalidate(id)
+      res.status(204).end()
+    },
+  )
 
   return router
 }
