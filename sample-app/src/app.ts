@@ -86,6 +86,10 @@ export function createApp(deps: AppDependencies): express.Express {
     // The session signs and checks its own cookie (the first secret signs, all verify)
     secrets: config.sessionSecrets,
     prefix: `${prefix}sess:`,
+    // In production the cookie is always Secure: behind a TLS proxy the app sees plain HTTP, and
+    // without TRUST_PROXY ('auto') it would send the cookie Secure-less. Elsewhere, Secure when the
+    // request came over HTTPS (so that http://127.0.0.1 works in development).
+    cookie: { secure: config.production ? true : 'auto' },
     userKey: 'userId',
     idleTimeout: '1d',
     absoluteTimeout: '7d',
