@@ -60,9 +60,15 @@ export function createApp(deps: AppDependencies): express.Express {
   if (proxyWarning) logger.warn(proxyWarning)
   // helmet's headers (one CSP, nosniff, no framing...) on every response, errors and 429s included
   app.use(securityHeaders())
-  // GET /metrics (with METRICS_TOKEN): before the rate limiter, so that scrapes neither count against
-  // the scraper's IP nor show up in the numbers they read; never cached
-  app.use(metricsRoutes(metrics, config.observability))
+  // GET /metrics (with METRICS_TOKEN): before the general rate limiter, so that scrapes neither count
+  // against the scraper's IP nor show up in its numbers (wrong tokens have a limit of their own); never cached
+  app.use(
+    metricsRoutes(metrics, config.observability, {
+      client: redis,
+      prefix: `${prefix}rl:metrics-token:`,
+      logger: kitLogger,
+    }),
+  )
 
   // A general limit on every route; it lets requests through when Redis is down (availability first)
   app.use(

@@ -104,8 +104,12 @@ export function uniqueEmail(error: unknown): never {
   throw error
 }
 
-/** The rate limiters' answer: a 429 in the app's error shape (their RateLimit and Retry-After headers are set). */
-export function tooMany(_req: Request, _res: Response, next: NextFunction, info: RateLimitInfo): void {
+/**
+ * The rate limiters' answer: a 429 in the app's error shape, with their RateLimit headers, and a
+ * Retry-After (set here for a limiter that sends no RateLimit headers).
+ */
+export function tooMany(_req: Request, res: Response, next: NextFunction, info: RateLimitInfo): void {
   const seconds = Math.max(1, Math.ceil((info.resetTime.getTime() - Date.now()) / 1000))
+  if (!res.hasHeader('Retry-After')) res.setHeader('Retry-After', String(seconds))
   next(new HttpError(429, 'rate_limited', `Too many requests; try again in ${seconds} s.`))
 }
