@@ -153,10 +153,13 @@ export function userRoutes(deps: {
 
   // Sign-ups per client IP (each costs an Argon2id hash, and makes an account): every attempt counts.
   // With Redis failing, each instance goes on counting in its own memory ('local'): still bounded.
+  // sliding-log: the count is exact, and a refused client is told to come back when its oldest
+  // attempt leaves the hour, never later (the default sliding-window estimate may say up to two hours).
   const signUps = rateLimit({
     client: redis,
     limit: config.signupRateLimit,
     windowMs: '1h',
+    algorithm: 'sliding-log',
     prefix: `${config.redisPrefix}rl:signup:`,
     identifier: 'signup',
     onRedisError: 'local',
