@@ -60,9 +60,15 @@ export function createApp(deps: AppDependencies): express.Express {
   if (proxyWarning) logger.warn(proxyWarning)
   // helmet's headers (one CSP, nosniff, no framing...) on every response, errors and 429s included
   app.use(securityHeaders())
-  // GET /metrics (with METRICS_TOKEN): before the rate limiter, so that scrapes neither count against
-  // the scraper's IP nor show up in the numbers they read; never cached
-  app.use(metricsRoutes(metrics, config.observability))
+  // GET /metrics (with METRICS_TOKEN): before the general rate limiter, so that scrapes neither count
+  // against the scraper's IP nor show up in its numbers (wrong tokens have a limit of their own); never cached
+  app.use(
+    metricsRoutes(metrics, config.observability, {
+      client: redis,
+      prefix: `${prefix}rl:metrics-token:`,
+      logger: kitLogger,
+    }),
+  )
 
   // A general limit on every route; it lets requests through when Redis is down (availability first)
   app.use(
@@ -86,6 +92,10 @@ export function createApp(deps: AppDependencies): express.Express {
     // The session signs and checks its own cookie (the first secret signs, all verify)
     secrets: config.sessionSecrets,
     prefix: `${prefix}sess:`,
+    // In production the cookie is always Secure: behind a TLS proxy the app sees plain HTTP, and
+    // without TRUST_PROXY ('auto') it would send the cookie Secure-less. Elsewhere, Secure when the
+    // request came over HTTPS (so that http://127.0.0.1 works in development).
+    cookie: { secure: config.production ? true : 'auto' },
     userKey: 'userId',
     idleTimeout: '1d',
     absoluteTimeout: '7d',

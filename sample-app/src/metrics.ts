@@ -4,9 +4,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus'
 import { MeterProvider } from '@opentelemetry/sdk-metrics'
 import { type RequestHandler, Router } from 'express'
+import { type RateLimitOptions, rateLimit } from 'express-redis-kit'
 import { enableMetrics } from 'express-redis-kit/metrics'
 import type { ObservabilityConfig } from './config.js'
 import { HttpError } from './errors.js'
+import { tooMany } from './http.js'
 
 /**
  * The app's OpenTelemetry metrics, read by Prometheus: the kit's instruments (enableMetrics: rate
@@ -67,14 +69,39 @@ function requireToken(token: string | undefined): RequestHandler {
   }
 }
 
+/** Wrong tokens per client IP in {@link TOKEN_FAILURE_WINDOW}; over it the IP is refused for as long. */
+export const TOKEN_FAILURES_PER_IP = 10
+const TOKEN_FAILURE_WINDOW = '15m'
+
+/** Where the limit of wrong tokens counts: the app's Redis client, a key prefix and the kit's logger. */
+export type TokenLimitStore = Pick<RateLimitOptions, 'client' | 'prefix' | 'logger'>
+
 /**
  * GET /metrics on the app's port, only when METRICS_TOKEN is set (without it there is no such
- * route: the JSON 404), and only with `Authorization: Bearer <METRICS_TOKEN>` (else 401).
+ * route: the JSON 404), and only with `Authorization: Bearer <METRICS_TOKEN>` (else 401). Wrong
+ * tokens are counted per client IP: past {@link TOKEN_FAILURES_PER_IP} in 15 minutes the IP gets
+ * 429 for 15 minutes, whatever token it sends, so the token cannot be guessed faster.
  */
-export function metricsRoutes(metrics: Metrics, config: ObservabilityConfig): Router {
+export function metricsRoutes(metrics: Metrics, config: ObservabilityConfig, store: TokenLimitStore): Router {
   const router = Router()
   if (config.metricsToken !== undefined) {
-    router.get('/metrics', requireToken(config.metricsToken), (req, res) => metrics.serve(req, res))
+    const tokenGuesses = rateLimit({
+      ...store,
+      limit: TOKEN_FAILURES_PER_IP,
+      windowMs: TOKEN_FAILURE_WINDOW,
+      algorithm: 'sliding-log',
+      blockDuration: TOKEN_FAILURE_WINDOW,
+      identifier: 'metrics-token',
+      // every request asks the limit (a locked-out IP is refused even with the right token), only 401s count
+      skipSuccessfulRequests: true,
+      requestWasSuccessful: (_req, res) => res.statusCode !== 401,
+      // no RateLimit headers on scrapes; a 429 says when to come back (Retry-After, tooMany)
+      standardHeaders: false,
+      handler: tooMany,
+      // Redis failing must not stop the scrapes that would show it: each instance counts in its memory meanwhile
+      onRedisError: 'local',
+    })
+    router.get('/metrics', tokenGuesses, requireToken(config.metricsToken), (req, res) => metrics.serve(req, res))
   }
   return router
 }

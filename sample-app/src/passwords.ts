@@ -1,4 +1,5 @@
 import { randomBytes, type ScryptOptions, scrypt, timingSafeEqual } from 'node:crypto'
+import diagnostics from 'node:diagnostics_channel'
 import { type Algorithm, hash as argon2, verify as argon2Verify } from '@node-rs/argon2'
 
 /**
@@ -16,6 +17,21 @@ const ARGON2ID = /^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$[A-Za-z0-9+/]+\$[A
 const PARAMETERS = { N: 2 ** 15, r: 8, p: 1 }
 const KEY_LENGTH = 32
 
+/** What a message of {@link passwordWork} says: a password is hashed, or checked against a hash. */
+export interface PasswordWork {
+  operation: 'hash' | 'verify'
+}
+
+/**
+ * Announces every Argon2id or scrypt computation, before it starts: the costly part of sign-up,
+ * sign-in and credential changes, so that a metric (or a test) can count it.
+ */
+export const passwordWork = diagnostics.channel('sample-app:password-work')
+
+function announce(operation: PasswordWork['operation']): void {
+  if (passwordWork.hasSubscribers) passwordWork.publish({ operation } satisfies PasswordWork)
+}
+
 function derive(password: string, salt: Buffer, options: ScryptOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     scrypt(password.normalize('NFKC'), salt, KEY_LENGTH, { ...options, maxmem: 256 * 1024 * 1024 }, (error, key) =>
@@ -26,11 +42,13 @@ function derive(password: string, salt: Buffer, options: ScryptOptions): Promise
 
 /** Hashes a password with Argon2id and a random salt: a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$...`). */
 export function hashPassword(password: string): Promise<string> {
+  announce('hash')
   return argon2(password.normalize('NFKC'), ARGON2)
 }
 
 /** The scheme before Argon2id: `scrypt$N$r$p$salt$hash` (base64url). Only tests still make such hashes. */
 export async function hashPasswordScrypt(password: string): Promise<string> {
+  announce('hash')
   const salt = randomBytes(16)
   const key = await derive(password, salt, PARAMETERS)
   const { N, r, p } = PARAMETERS
@@ -41,11 +59,13 @@ export async function hashPasswordScrypt(password: string): Promise<string> {
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   if (stored.startsWith('$argon2')) {
     if (!ARGON2ID.test(stored)) return false
+    announce('verify')
     return argon2Verify(stored, password.normalize('NFKC')).catch(() => false)
   }
   const [scheme, N, r, p, salt, hash] = stored.split('$')
   if (scheme !== 'scrypt' || salt === undefined || hash === undefined) return false
   const expected = Buffer.from(hash, 'base64url')
+  announce('verify')
   const key = await derive(password, Buffer.from(salt, 'base64url'), { N: Number(N), r: Number(r), p: Number(p) })
   return key.length === expected.length && timingSafeEqual(key, expected)
 }

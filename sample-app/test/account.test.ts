@@ -17,9 +17,11 @@ describe('own account: PATCH and DELETE /users/:id', () => {
     if (cookie) req.set('Cookie', cookie)
     return req.send(body)
   }
-  const remove = (id: number, cookie?: string) => {
+  /** DELETE /users/:id, with the cookie and the JSON body when given. */
+  const remove = (id: number, cookie?: string, body?: object) => {
     const req = app.http().delete(`/users/${id}`)
-    return cookie ? req.set('Cookie', cookie) : req
+    if (cookie) req.set('Cookie', cookie)
+    return body ? req.send(body) : req
   }
 
   describe('who may', () => {
@@ -37,7 +39,8 @@ describe('own account: PATCH and DELETE /users/:id', () => {
       const before = await userRow(victim.id)
       expectError(await patch(victim.id, attacker.cookie, { name: 'Hacked' }), 403, 'forbidden')
       expectError(await patch(victim.id, attacker.cookie, { password: 'new password 123' }), 403, 'forbidden')
-      expectError(await remove(victim.id, attacker.cookie), 403, 'forbidden')
+      expectError(await remove(victim.id, attacker.cookie, { currentPassword: attacker.password }), 403, 'forbidden')
+      expectError(await remove(victim.id, attacker.cookie, { currentPassword: victim.password }), 403, 'forbidden')
       expect(await userRow(victim.id)).to.deep.equal(before)
       await logIn(app, victim) // the victim's password still works
     })
@@ -134,8 +137,8 @@ describe('own account: PATCH and DELETE /users/:id', () => {
       const otherDevice = await logIn(app, user)
       expect((await app.http().get(`/users/${user.id}`)).status).to.equal(200) // cached
       const count = await countUsers()
-      const res = await remove(user.id, user.cookie)
-      expect(res.status).to.equal(204)
+      const res = await remove(user.id, user.cookie, { currentPassword: user.password })
+      expect(res.status, res.text).to.equal(204)
       expect(clearsSid(res), 'the cookie is cleared').to.equal(true)
       expect(await userRow(user.id)).to.equal(undefined)
       expect(await countUsers()).to.equal(count - 1)
@@ -149,9 +152,27 @@ describe('own account: PATCH and DELETE /users/:id', () => {
       )
     })
 
+    it('without the current password (no body, or none in it): 400 current_password_required, nothing deleted', async () => {
+      const user = await signedInUser(app)
+      const before = await userRow(user.id)
+      for (const res of [await remove(user.id, user.cookie), await remove(user.id, user.cookie, {})]) {
+        expect(expectError(res, 400, 'current_password_required').message).to.include('currentPassword')
+      }
+      expect(await userRow(user.id)).to.deep.equal(before)
+      expect((await me(user.cookie)).status, 'still signed in').to.equal(200)
+    })
+
+    it('with a wrong current password: 403 wrong_password, nothing deleted', async () => {
+      const user = await signedInUser(app)
+      const before = await userRow(user.id)
+      expectError(await remove(user.id, user.cookie, { currentPassword: 'not my password' }), 403, 'wrong_password')
+      expect(await userRow(user.id)).to.deep.equal(before)
+      expect((await me(user.cookie)).status, 'still signed in').to.equal(200)
+    })
+
     it('the email of a deleted account can sign up again', async () => {
       const user = await signedInUser(app)
-      expect((await remove(user.id, user.cookie)).status).to.equal(204)
+      expect((await remove(user.id, user.cookie, { currentPassword: user.password })).status).to.equal(204)
       const again = await signUp(app, { email: user.email })
       expect(again.id).not.to.equal(user.id)
     })

@@ -1,4 +1,5 @@
 import { expect } from 'chai'
+import type { Response } from 'supertest'
 import {
   type CreatedUser,
   expectError,
@@ -9,6 +10,7 @@ import {
   uniqueEmail,
 } from './helpers/app.js'
 import { allUsers, userRow } from './helpers/db.js'
+import { withPasswordWork } from './helpers/password-work.js'
 
 /** The `details` of a validation error name `field`. */
 function expectDetailFor(error: { message: string; details?: unknown }, field: string): void {
@@ -189,6 +191,112 @@ describe('bad input', () => {
 
     it('leaves the row as it was', async () => {
       expect((await userRow(user.id))?.name).to.equal('Unchanged Name')
+    })
+  })
+
+  describe('text fields: NUL, control characters, bidi overrides, invisible names', () => {
+    /** Names that must be refused, each with why. */
+    const badNames: [string, string][] = [
+      ['a\u0000b', 'NUL'],
+      ['a\u0007b', 'a C0 control (BEL)'],
+      ['Ada\nLovelace', 'a line break'],
+      ['a\u0085b', 'a C1 control (NEL)'],
+      ['a\u009bb', 'a C1 control (CSI)'],
+      ['\u202Egnp.exe', 'a right-to-left override'],
+      ['Ada \u2066Lovelace\u2069', 'a bidi isolate'],
+      ['\u200b\u200b', 'zero-width spaces only'],
+      ['\u200d\u200c\u2060\ufeff', 'joiners and word joiners only'],
+      ['\u3164', 'the Hangul filler only'],
+      ['\u00ad \u2800', 'a soft hyphen and the braille blank only'],
+      ['a\ud800b', 'a lone surrogate'],
+    ]
+
+    /** Expects a 400 validation_failed naming `field` and no password hashed or checked. */
+    async function expectRefusedBeforeHashing(request: () => Promise<Response>, field: string, why: string) {
+      const { result: res, work } = await withPasswordWork(request)
+      expectDetailFor(expectError(res, 400, 'validation_failed'), field)
+      expect(work, `${why}: passwords hashed or checked`).to.equal(0)
+    }
+
+    it('the counter sees the hashing a request does (a wrong password at sign-in)', async () => {
+      const { result: res, work } = await withPasswordWork(() =>
+        app.http().post('/login').send({ email: user.email, password: 'not the password' }),
+      )
+      expectError(res, 401, 'invalid_credentials')
+      expect(work).to.be.at.least(1)
+    })
+
+    it('POST /users: a bad name, or a NUL or control character in the email or password, is 400 before hashing', async () => {
+      for (const [value, why] of badNames) {
+        await expectRefusedBeforeHashing(
+          () =>
+            app
+              .http()
+              .post('/users')
+              .send({ ...valid(), name: value }),
+          'name',
+          why,
+        )
+      }
+      for (const [field, value, why] of [
+        ['email', `a\u0000${uniqueEmail()}`, 'NUL'],
+        ['email', `${uniqueEmail()}\u0085`, 'a C1 control'],
+        ['password', 'pass\u0000word123', 'NUL'],
+        ['password', 'pass\tword123', 'a tab'],
+        ['password', 'pass\u009bword123', 'a C1 control'],
+        ['password', 'password\udc00123', 'a lone surrogate'],
+      ] as const) {
+        await expectRefusedBeforeHashing(
+          () =>
+            app
+              .http()
+              .post('/users')
+              .send({ ...valid(), [field]: value }),
+          field,
+          why,
+        )
+      }
+    })
+
+    it('PATCH /users/:id: the same for name, email, password and currentPassword (NUL), before any check', async () => {
+      const patch = (body: object) => app.http().patch(`/users/${user.id}`).set('Cookie', user.cookie).send(body)
+      for (const [value, why] of badNames) await expectRefusedBeforeHashing(() => patch({ name: value }), 'name', why)
+      await expectRefusedBeforeHashing(
+        () => patch({ email: `x\u0000${uniqueEmail()}`, currentPassword: PASSWORD }),
+        'email',
+        'NUL',
+      )
+      await expectRefusedBeforeHashing(
+        () => patch({ password: 'new\u0000password', currentPassword: PASSWORD }),
+        'password',
+        'NUL',
+      )
+      await expectRefusedBeforeHashing(
+        () => patch({ email: uniqueEmail(), currentPassword: `${PASSWORD}\u0000` }),
+        'currentPassword',
+        'NUL',
+      )
+    })
+
+    it('POST /login: a NUL in the email or the password is 400 before any check', async () => {
+      await expectRefusedBeforeHashing(
+        () =>
+          app
+            .http()
+            .post('/login')
+            .send({ email: `${user.email}\u0000`, password: PASSWORD }),
+        'email',
+        'NUL',
+      )
+      await expectRefusedBeforeHashing(
+        () =>
+          app
+            .http()
+            .post('/login')
+            .send({ email: user.email, password: `${PASSWORD}\u0000` }),
+        'password',
+        'NUL',
+      )
     })
   })
 

@@ -1,6 +1,6 @@
 import { expect } from 'chai'
 import { type CreatedUser, expectError, signedInUser, signUp, startApp, type TestApp } from './helpers/app.js'
-import { query } from './helpers/db.js'
+import { nextUserId, query } from './helpers/db.js'
 
 interface ListedUser {
   id: number
@@ -76,7 +76,15 @@ describe('cached reads', () => {
       const doomed = await signedInUser(app, { name: 'List Doomed' })
       await list()
       expect((await list()).cache).to.equal('HIT')
-      expect((await app.http().delete(`/users/${doomed.id}`).set('Cookie', doomed.cookie)).status).to.equal(204)
+      expect(
+        (
+          await app
+            .http()
+            .delete(`/users/${doomed.id}`)
+            .set('Cookie', doomed.cookie)
+            .send({ currentPassword: doomed.password })
+        ).status,
+      ).to.equal(204)
       const after = await list()
       expect(after.cache).to.equal('MISS')
       expect(after.users.map((user) => user.id)).not.to.include(doomed.id)
@@ -143,10 +151,7 @@ describe('cached reads', () => {
     })
 
     it('a user created after its id was probed (404 cached) is visible at once', async () => {
-      const [sequence] = await query<{ last_value: string; is_called: boolean }>(
-        'SELECT last_value, is_called FROM "User_id_seq"',
-      )
-      const nextId = Number(sequence!.last_value) + (sequence!.is_called ? 1 : 0)
+      const nextId = await nextUserId()
       expectError(await app.http().get(`/users/${nextId}`), 404, 'user_not_found')
       expectError(await app.http().get(`/users/${nextId}`), 404, 'user_not_found')
       const user = await signUp(app, { name: 'Was Probed' })
@@ -159,7 +164,15 @@ describe('cached reads', () => {
     it('a deleted user is 404 at once', async () => {
       const user = await signedInUser(app)
       expect((await app.http().get(`/users/${user.id}`)).status).to.equal(200)
-      expect((await app.http().delete(`/users/${user.id}`).set('Cookie', user.cookie)).status).to.equal(204)
+      expect(
+        (
+          await app
+            .http()
+            .delete(`/users/${user.id}`)
+            .set('Cookie', user.cookie)
+            .send({ currentPassword: user.password })
+        ).status,
+      ).to.equal(204)
       expectError(await app.http().get(`/users/${user.id}`), 404, 'user_not_found')
     })
 

@@ -2,6 +2,7 @@ import { expect } from 'chai'
 import pg from 'pg'
 import { expectError, logIn, signedInUser, startApp, type TestApp, waitUntil } from './helpers/app.js'
 import { testDatabaseUrl, userRow } from './helpers/db.js'
+import { withPasswordWork } from './helpers/password-work.js'
 import { type DisposableRedis, startDisposableRedis } from './helpers/redis.js'
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js'
 
@@ -139,6 +140,41 @@ describe('credential changes: PATCH /users/:id with email or password', () => {
         currentPassword: other.password,
       })
       expect(theirs.status, theirs.text).to.equal(200)
+    })
+
+    it("another user's id with a wrong current password: 403 forbidden before any check, never counted against the caller", async () => {
+      const victim = await signedInUser(app)
+      const caller = await signedInUser(app)
+      for (let i = 0; i < 3; i++) {
+        const { result: patched, work } = await withPasswordWork(() =>
+          patch(app, victim.id, caller.cookie, { email: `taken-${victim.email}`, currentPassword: 'guess' }),
+        )
+        expectError(patched, 403, 'forbidden')
+        const { result: deleted, work: deleteWork } = await withPasswordWork(() =>
+          app.http().delete(`/users/${victim.id}`).set('Cookie', caller.cookie).send({ currentPassword: 'guess' }),
+        )
+        expectError(deleted, 403, 'forbidden')
+        expect(work + deleteWork, 'passwords checked').to.equal(0)
+      }
+      const email = `own-${caller.email}`
+      const own = await patch(app, caller.id, caller.cookie, { email, currentPassword: caller.password })
+      expect(own.status, `the caller's own email change: ${own.text}`).to.equal(200)
+      expect(await loginStatus(app, victim.email, victim.password), "the victim's account is unchanged").to.equal(200)
+    })
+
+    it('DELETE: wrong current passwords count as those of PATCH do; the 3rd is 429, then even the right one', async () => {
+      const user = await signedInUser(app)
+      const remove = (currentPassword: string) =>
+        app.http().delete(`/users/${user.id}`).set('Cookie', user.cookie).send({ currentPassword })
+      expectError(await remove('guess 1'), 403, 'wrong_password')
+      expectError(
+        await patch(app, user.id, user.cookie, { password: NEW_PASSWORD, currentPassword: 'guess 2' }),
+        403,
+        'wrong_password',
+      )
+      expectError(await remove('guess 3'), 429, 'rate_limited')
+      expectError(await remove(user.password), 429, 'rate_limited')
+      expect(await userRow(user.id), 'the account is still there').to.not.equal(undefined)
     })
   })
 

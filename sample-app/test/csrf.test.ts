@@ -96,7 +96,12 @@ describe('CSRF: unsafe methods from another site are refused (403 csrf_rejected)
       it('DELETE /users/:id, POST /logout, and sign-up / sign-in (login CSRF): 403, nothing changed', async () => {
         const user = await signedInUser(app)
         expectError(
-          await app.http().delete(`/users/${user.id}`).set('Cookie', user.cookie).set(headers),
+          await app
+            .http()
+            .delete(`/users/${user.id}`)
+            .set('Cookie', user.cookie)
+            .set(headers)
+            .send({ currentPassword: user.password }),
           403,
           'csrf_rejected',
         )

@@ -150,7 +150,11 @@ function endToEnd(this: Mocha.Suite, mode: Mode) {
     const listed = await on(b).get(list)
     expect(listed.body.users.map((user: { id: number }) => user.id)).to.include(second.id)
     expect((await on(b).get(`/users/${second.id}`)).status).to.equal(200)
-    expect((await on(a).delete(`/users/${second.id}`).set('Cookie', second.cookie)).status).to.equal(204)
+    const deleted = await on(a)
+      .delete(`/users/${second.id}`)
+      .set('Cookie', second.cookie)
+      .send({ currentPassword: PASSWORD })
+    expect(deleted.status, deleted.text).to.equal(204)
     expectError(await on(b).get(`/users/${second.id}`), 404, 'user_not_found')
     expect((await on(b).get(list)).body.users.map((user: { id: number }) => user.id)).not.to.include(second.id)
   })
@@ -171,7 +175,9 @@ function endToEnd(this: Mocha.Suite, mode: Mode) {
     expect(JSON.parse(updated.data)).to.have.property('time')
     expect(updated.id, 'an event id').to.be.a('string').and.not.empty
 
-    expect((await on(a).delete(`/users/${user.id}`).set('Cookie', user.cookie)).status).to.equal(204)
+    expect(
+      (await on(a).delete(`/users/${user.id}`).set('Cookie', user.cookie).send({ currentPassword: PASSWORD })).status,
+    ).to.equal(204)
     await stream.waitFor(ofUser('user.deleted'), 10_000, `user.deleted of ${user.id}`)
     expect(stream.text()).not.to.include(user.email)
   })

@@ -83,7 +83,11 @@ for (const mode of modes)
       try {
         const user = await signedInUser(app)
         await eventually(async () => (await welcomes(user.email)).length === 1, 20_000, 'the first welcome mail')
-        const deleted = await app.http().delete(`/users/${user.id}`).set('Cookie', user.cookie)
+        const deleted = await app
+          .http()
+          .delete(`/users/${user.id}`)
+          .set('Cookie', user.cookie)
+          .send({ currentPassword: user.password })
         expect(deleted.status, deleted.text).to.equal(204)
         await eventually(
           async () => (await jobs.queue().getCompleted()).some((job) => job.name === 'account-cleanup'),

@@ -68,7 +68,7 @@ async function monitorNode(url: string): Promise<NodeMonitor> {
 for (const mode of modes) {
   describe(`local cache of GET /users/:id on ${mode.name}: two instances`, () => {
     const FENCE_MS = 20 // LOCAL_CACHE_FENCE_MS's default
-    /** Both instances are reached under one host name, as behind a load balancer (the cache keys entries by host). */
+    /** Both instances are reached under one host name, as behind a load balancer. */
     const SITE = 'users.example'
     const prefix = uniquePrefix('local')
     let a: TestApp

@@ -5,7 +5,7 @@ import { expect } from 'chai'
 import { chromium } from 'playwright-core'
 import request from 'supertest'
 import { createLogger } from '../src/logging.js'
-import { listenForMetrics } from '../src/metrics.js'
+import { listenForMetrics, TOKEN_FAILURES_PER_IP } from '../src/metrics.js'
 import type { StatsBody } from '../src/stats.js'
 import { clusterNodes, expectError, startApp, type TestApp, waitUntil } from './helpers/app.js'
 import { type DisposableRedis, startDisposableRedis } from './helpers/redis.js'
@@ -93,13 +93,48 @@ describe(`observability (${process.env.REDIS_MODE === 'cluster' ? 'Redis Cluster
       expect(after).to.match(/^process_memory_usage\{otel_scope_name="sample-app"\} \d+$/m)
     })
 
-    it('is not rate-limited or counted: scrapes go before the limiter', async () => {
-      const text = await scrape()
-      const acquired = sample(text, 'rate_limiting_requests_total', { rate_limiting_result: 'acquired' })
+    it('is not rate-limited or counted: scrapes go before the general limiter', async () => {
+      // what the general limiter (and the app's others) let through; the limit of wrong tokens sees every scrape
+      const acquired = (text: string) =>
+        sample(text, 'rate_limiting_requests_total', { rate_limiting_result: 'acquired' }) -
+        sample(text, 'rate_limiting_requests_total', {
+          rate_limiting_result: 'acquired',
+          rate_limiting_policy: 'metrics-token',
+        })
+      const before = acquired(await scrape())
       for (let i = 0; i < 3; i++) await scrape()
       const res = await app.http().get('/metrics').set('Authorization', `Bearer ${TOKEN}`)
       expect(res.headers).not.to.have.property('ratelimit')
-      expect(sample(res.text, 'rate_limiting_requests_total', { rate_limiting_result: 'acquired' })).to.equal(acquired)
+      expect(acquired(res.text)).to.equal(before)
+    })
+  })
+
+  describe(`wrong METRICS_TOKENs are limited per client IP (${TOKEN_FAILURES_PER_IP} in 15 minutes)`, () => {
+    let app: TestApp
+    before(async () => {
+      // one proxy in front: each request's client IP is the X-Forwarded-For it sets
+      app = await startApp({ ...clusterEnv, METRICS_TOKEN: TOKEN, TRUST_PROXY: 'loopback' })
+    })
+    after(() => app?.close())
+
+    const get = (ip: string, token: string) =>
+      app.http().get('/metrics').set('X-Forwarded-For', ip).set('Authorization', `Bearer ${token}`)
+
+    it('past the limit every request of the IP is 429 with Retry-After, the right token too; right tokens and other IPs are not counted', async () => {
+      const guesser = '203.0.113.7'
+      const scraper = '198.51.100.2'
+      for (let i = 0; i < TOKEN_FAILURES_PER_IP; i++) {
+        expectError(await get(guesser, `wrong-token-${i}-0123456789`), 401, 'unauthorized')
+        // the right token in between, while under the limit: answered, and not counted
+        if (i < TOKEN_FAILURES_PER_IP - 1) expect((await get(guesser, TOKEN)).status).to.equal(200)
+      }
+      const refused = await get(guesser, TOKEN)
+      expectError(refused, 429, 'rate_limited')
+      expect(Number(refused.headers['retry-after'])).to.be.within(1, 15 * 60)
+      expectError(await get(guesser, 'one-more-wrong-token-0123'), 429, 'rate_limited')
+      const scrape = await get(scraper, TOKEN)
+      expect(scrape.status, 'another IP with the right token').to.equal(200)
+      expect(scrape.headers).not.to.have.property('ratelimit')
     })
   })
 

@@ -18,7 +18,7 @@ import {
   uniquePrefix,
   waitUntil,
 } from './helpers/app.js'
-import { prepareDatabase, query, testDatabaseUrl } from './helpers/db.js'
+import { nextUserId, prepareDatabase, query, testDatabaseUrl } from './helpers/db.js'
 import { startRelay, type WorkerProcess } from './helpers/processes.js'
 import { type DisposableRedis, startDisposableRedis } from './helpers/redis.js'
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js'
@@ -118,7 +118,9 @@ describe('transactional outbox', function () {
       const cookie = await logIn(app, user)
       const patched = await app.http().patch(`/users/${user.id}`).set('Cookie', cookie).send({ name: 'Renamed' })
       expect(patched.status, patched.text).to.equal(200)
-      expect((await app.http().delete(`/users/${user.id}`).set('Cookie', cookie)).status).to.equal(204)
+      expect(
+        (await app.http().delete(`/users/${user.id}`).set('Cookie', cookie).send({ currentPassword: PASSWORD })).status,
+      ).to.equal(204)
       await waitUntil(
         () => listener.received.filter((event) => event.userId === user.id).length >= 3,
         10_000,
@@ -200,6 +202,36 @@ describe('transactional outbox', function () {
       const after = await app.http().get(list)
       expect(after.headers['x-cache']).to.equal('MISS')
       expect(after.body.users.map((user: { id: number }) => user.id)).to.include(userId)
+    })
+
+    it("a sign-up's invalidation relayed once Redis is back drops a 404 cached for its id, in any spelling", async () => {
+      const nextId = await nextUserId()
+      const spellings = [`/users/${nextId}`, `/Users/${nextId}/`, `/users/${nextId}?ref=mail`]
+      for (const path of spellings) {
+        expect((await app.http().get(path)).status).to.equal(404)
+        const again = await app.http().get(path)
+        expect([again.status, again.headers['x-cache']], `${path}: a cached 404`).to.deep.equal([404, 'HIT'])
+      }
+
+      proxy.cut()
+      await waitUntil(() => !app.services.redis.isReady, 10_000, 'the app to lose Redis')
+      const res = await app
+        .http()
+        .post('/users')
+        .send({ email: uniqueEmail('probed'), name: 'Probed', password: PASSWORD })
+      expect(res.status, res.text).to.equal(201)
+      expect(res.body.id, 'the id probed is the one the database gave').to.equal(nextId)
+      const [invalidation] = await outboxRows(`kind = 'cache'`)
+      expect(invalidation?.payload).to.deep.equal({ tags: ['users', `user:${nextId}`] })
+
+      proxy.restore()
+      await waitForOutboxRows(0, 20_000)
+      await waitUntil(() => app.services.redis.isReady, 10_000, 'the app to have Redis again')
+      for (const path of spellings) {
+        const page = await app.http().get(path)
+        expect(page.status, `${path}: ${page.text}`).to.equal(200)
+        expect(page.body.name).to.equal('Probed')
+      }
     })
   })
 

@@ -132,6 +132,34 @@ describe('sessions: login, /me, logout', () => {
     expectError(await app.http().post('/logout-everywhere'), 401, 'unauthorized')
   })
 
+  describe('the Secure attribute of the session cookie', () => {
+    const apps: TestApp[] = []
+    after(async () => {
+      await Promise.all(apps.map((one) => one.close()))
+    })
+    /** The sid Set-Cookie of a login to an app started with `env` (sharing this suite's Redis keys and user). */
+    const loginCookie = async (env: Record<string, string>, forwardedProto?: string) => {
+      const one = await startApp({ ...env, REDIS_PREFIX: app.config.redisPrefix })
+      apps.push(one)
+      const req = one.http().post('/login')
+      if (forwardedProto) req.set('X-Forwarded-Proto', forwardedProto)
+      const res = await req.send({ email: user.email, password: user.password })
+      expect(res.status, res.text).to.equal(200)
+      return ([] as string[]).concat(res.headers['set-cookie'] ?? []).find((c) => c.startsWith('sid=')) ?? ''
+    }
+
+    it('NODE_ENV=production: always Secure, even over plain HTTP from a TLS proxy it does not trust (no TRUST_PROXY)', async () => {
+      expect(await loginCookie({ NODE_ENV: 'production' })).to.match(/;\s*Secure/i)
+      expect(await loginCookie({ NODE_ENV: 'production' }, 'https')).to.match(/;\s*Secure/i)
+    })
+
+    it('otherwise Secure when the request came over HTTPS, as far as TRUST_PROXY lets it tell', async () => {
+      expect(await loginCookie({})).not.to.match(/Secure/i)
+      expect(await loginCookie({}, 'https'), 'X-Forwarded-Proto of an untrusted client').not.to.match(/Secure/i)
+      expect(await loginCookie({ TRUST_PROXY: 'loopback' }, 'https')).to.match(/;\s*Secure/i)
+    })
+  })
+
   describe('SESSION_SECRETS rotation', () => {
     const oldSecret = 'old-secret-old-secret-old-secret-0001'
     const newSecret = 'new-secret-new-secret-new-secret-0002'

@@ -23,3 +23,23 @@ describe('sign-up limit per client IP (SIGNUP_RATE_LIMIT=3)', () => {
     expect(await countUsers()).to.equal(count)
   })
 })
+
+describe('sign-up limit: how long a refused client waits (SIGNUP_RATE_LIMIT=1)', () => {
+  let app: TestApp
+  before(async () => {
+    app = await startApp({ SIGNUP_RATE_LIMIT: '1' })
+  })
+  after(async () => {
+    await app?.close()
+  })
+
+  it('Retry-After and the message never say more than the one-hour window', async () => {
+    await signUp(app)
+    const res = await app.http().post('/users').send({ email: uniqueEmail(), name: 'Too Soon', password: PASSWORD })
+    const error = expectError(res, 429, 'rate_limited')
+    const retryAfter = Number(res.headers['retry-after'])
+    expect(retryAfter, 'Retry-After').to.be.within(1, 3600)
+    const said = Number(/try again in (\d+) s/.exec(error.message)?.[1])
+    expect(said, error.message).to.be.within(1, 3600)
+  })
+})

@@ -39,6 +39,16 @@ describe('sign up (POST /users)', () => {
     expect(row?.passwordHash).not.to.include(PASSWORD)
   })
 
+  it('accepts names in any script, with emoji sequences, marks and no-break spaces, and passwords of any printable text', async () => {
+    for (const name of ['Zoë Ćirić', 'مريم الأحمد', '李小龍', '👩\u200d💻 Dev', 'Ada\u00a0Lovelace', 'e\u0301cole']) {
+      const password = `pässwörd ${name} 🔑`
+      const user = await signUp(app, { name, password })
+      expect((await userRow(user.id))?.name, name).to.equal(name)
+      const login = await app.http().post('/login').send({ email: user.email, password })
+      expect(login.status, login.text).to.equal(200)
+    }
+  })
+
   it('never shows the password in any response (sign up, login, /me, /users, /users/:id, PATCH)', async () => {
     const password = 'a-very-distinctive-password-42'
     const user = await signUp(app, { password })

@@ -6,11 +6,11 @@ import type { Config } from '../config.js'
 import { checkSession } from '../credentials.js'
 import { HttpError } from '../errors.js'
 import type { PrismaClient } from '../generated/prisma/client.js'
-import { body, email, requireUser, tooMany } from '../http.js'
+import { body, email, givenPassword, requireUser, tooMany } from '../http.js'
 import { hashPassword, needsRehash, verifyAgainstDummy, verifyPassword } from '../passwords.js'
 import type { Redis } from '../services.js'
 
-const Login = z.object({ email, password: z.string().min(1).max(200) }).strict()
+const Login = z.object({ email, password: givenPassword }).strict()
 
 /** The window of the login limits, and how long a lockout lasts. */
 const LOGIN_WINDOW = '15m'

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { type Request, Router } from 'express'
+import { type Request, type RequestHandler, Router } from 'express'
 import { cacheResponse, invalidateTags, rateLimit, type SessionMiddleware } from 'express-redis-kit'
 import { z } from 'zod'
 import type { Config } from '../config.js'
@@ -7,7 +7,19 @@ import { userTag } from '../credentials.js'
 import { HttpError } from '../errors.js'
 import type { UserEventName } from '../events.js'
 import type { Prisma, PrismaClient } from '../generated/prisma/client.js'
-import { body, email, name, ownUser, password, publicUser, requireUser, tooMany, uniqueEmail, userId } from '../http.js'
+import {
+  body,
+  email,
+  givenPassword,
+  name,
+  ownUser,
+  password,
+  publicUser,
+  requireUser,
+  tooMany,
+  uniqueEmail,
+  userId,
+} from '../http.js'
 import { outboxJob } from '../jobs/index.js'
 import { writeOutbox } from '../outbox.js'
 import { hashPassword, verifyPassword } from '../passwords.js'
@@ -15,13 +27,15 @@ import type { Redis } from '../services.js'
 
 const SignUp = z.object({ email, name, password }).strict()
 const UserChanges = z
-  .object({ email, name, password, currentPassword: z.string().min(1).max(200) })
+  .object({ email, name, password, currentPassword: givenPassword })
   .partial()
   .strict()
   .refine(
     (changes) => Object.keys(changes).some((key) => key !== 'currentPassword'),
     'give at least one of email, name, password',
   )
+/** DELETE /users/:id's body: the current password (a missing one is answered current_password_required). */
+const AccountDeletion = z.object({ currentPassword: givenPassword }).partial().strict()
 const ListQuery = z
   .object({
     limit: z.coerce.number().int().min(1).max(100).default(20),
@@ -29,11 +43,32 @@ const ListQuery = z
   })
   .strict()
 
-/** The only user a request may change: the signed-in user themself. */
-async function ownAccount(req: Request): Promise<number> {
+/**
+ * The only user a request may change or delete: the signed-in user themself. 401 signed out, 403
+ * for another user's id, before the body is read or any password checked (so that such a request
+ * never counts as a wrong current password of the caller).
+ */
+const ownAccountOnly: RequestHandler = async (req, _res, next) => {
   const id = userId(req)
   if ((await requireUser(req)) !== id) throw new HttpError(403, 'forbidden', 'You can only change your own account.')
-  return id
+  next()
+}
+
+/** A DELETE may come without a body: read as `{}`, so that the missing password is named (400 current_password_required). */
+const bodyOrEmpty: RequestHandler = (req, _res, next) => {
+  req.body ??= {}
+  next()
+}
+
+const currentPasswordRequired = (what: string) =>
+  new HttpError(400, 'current_password_required', `${what} needs the current password (currentPassword).`)
+
+/** A write that checked the current password finds the row changed since (Prisma's P2025): 409. */
+function changedMeanwhile(error: unknown): unknown {
+  if ((error as { code?: string }).code === 'P2025') {
+    return new HttpError(409, 'conflict', 'The account changed meanwhile; try again.')
+  }
+  return error
 }
 
 /** The window of the wrong-current-password limit, and how long its lockout lasts (as for login). */
@@ -41,12 +76,12 @@ const PASSWORD_CHECK_WINDOW = '15m'
 
 /**
  * POST /users, GET /users (a cached response, tag `users`), GET /users/:id (a cached response,
- * 404s too), PATCH and DELETE /users/:id. The writes to a user go through the same response
- * cache as its page: a successful PATCH or DELETE invalidates `/users/:id`, and a sign-up
- * the `/users/:id` of its `Location` (a 404 cached while the id was probed), on every
- * instance, with no code here. Every write also invalidates the tags it affects (the list,
- * and the user's record that GET /me reads through cached()), and writes its user event to the
- * outbox in the same transaction as the change: the outbox relay publishes it (src/outbox.ts).
+ * 404s too, tag `user:<id>`), PATCH and DELETE /users/:id. Every write invalidates the tags it
+ * affects, on every instance: the list, and the user's tag, which both the user's page and
+ * the record GET /me reads through cached() carry (a sign-up's drops a 404 cached while its id
+ * was probed). With Redis failing the invalidation waits in the outbox. Each write also
+ * writes its user event to the outbox in the same transaction as the change: the outbox
+ * relay publishes it (src/outbox.ts).
  */
 export function userRoutes(deps: {
   config: Config
@@ -83,24 +118,48 @@ export function userRoutes(deps: {
     }
   }
 
-  // One user's public page: its writes below go through it too, and invalidate it (RFC 9111 4.4).
-  // With LOCAL_CACHE (the default) a fresh page is served from this instance's memory, no Redis
-  // command, and dropped on every instance within fenceMs of its invalidation anywhere.
-  const userPage = cacheResponse({
+  // The page's user id is read (400 for a malformed one) before the cache, which needs it for the key and
+  // again for the tags once the response is complete: a 404 is answered by the app's error handler, after
+  // the route's params are gone.
+  const pageIds = new WeakMap<Request, number>()
+  const pageId = (req: Request): number => {
+    const id = pageIds.get(req)
+    if (id === undefined) throw new Error('userPage: the page id was not read')
+    return id
+  }
+
+  // One user's public page, cached under the user's id, not its URL: /users/7/, /Users/7,
+  // /users/7?x=1 under any Host reach the same handler (Express routes paths case-insensitively,
+  // with or without a trailing slash) and get the same answer, so they share one entry, and no
+  // copy under another spelling outlives a change. It carries the user's tag: invalidate() below,
+  // the outbox's relay of it when Redis failed, and the account clean-up job all drop it. Its
+  // writes go through it too and drop it at once (RFC 9111 4.4). With LOCAL_CACHE (the default) a
+  // fresh page is served from this instance's memory, no Redis command, and dropped on every
+  // instance within fenceMs of its invalidation anywhere.
+  const pageCache = cacheResponse({
     client: redis,
     prefix: cachePrefix,
     ttl: '5m',
     statuses: [200, 404],
+    key: (req) => `user-page:${pageId(req)}`,
+    tags: (req) => [userTag(pageId(req))],
     localCache: config.localCache,
     logger,
   })
+  const userPage: RequestHandler = (req, res, next) => {
+    pageIds.set(req, userId(req))
+    return pageCache(req, res, next)
+  }
 
   // Sign-ups per client IP (each costs an Argon2id hash, and makes an account): every attempt counts.
   // With Redis failing, each instance goes on counting in its own memory ('local'): still bounded.
+  // sliding-log: the count is exact, and a refused client is told to come back when its oldest
+  // attempt leaves the hour, never later (the default sliding-window estimate may say up to two hours).
   const signUps = rateLimit({
     client: redis,
     limit: config.signupRateLimit,
     windowMs: '1h',
+    algorithm: 'sliding-log',
     prefix: `${config.redisPrefix}rl:signup:`,
     identifier: 'signup',
     onRedisError: 'local',
@@ -108,7 +167,7 @@ export function userRoutes(deps: {
     logger,
   })
 
-  router.post('/users', userPage, signUps, body(SignUp), async (req, res) => {
+  router.post('/users', signUps, body(SignUp), async (req, res) => {
     const { email, name, password } = req.body as z.infer<typeof SignUp>
     const passwordHash = await hashPassword(password)
     const user = await prisma
@@ -122,8 +181,8 @@ export function userRoutes(deps: {
         return created
       })
       .catch(uniqueEmail)
+    // drops a "no such user" page cached for this id before it existed (and the list)
     await invalidate(user.id)
-    // the Location makes userPage drop a "no such user" cached for this id before it existed
     res.status(201).location(`/users/${user.id}`).json(user)
   })
 
@@ -153,6 +212,13 @@ export function userRoutes(deps: {
   // Wrong current passwords (403) per user, as login counts wrong passwords per account and IP:
   // over the limit the account's credential changes are refused for 15 minutes, so that a stolen
   // session cannot guess the password through PATCH.
+  const wrongPasswords = new WeakSet<Request>()
+  /** 403 wrong_password, counted by passwordChecks, unless `given` is the password of `stored`. */
+  async function checkCurrentPassword(req: Request, given: string, stored: string): Promise<void> {
+    if (await verifyPassword(given, stored)) return
+    wrongPasswords.add(req)
+    throw new HttpError(403, 'wrong_password', 'The current password is wrong.')
+  }
   const passwordChecks = rateLimit({
     client: redis,
     limit: config.loginFailuresPerAccountAndIp,
@@ -163,16 +229,18 @@ export function userRoutes(deps: {
     identifier: 'current-password',
     keyGenerator: (req) => `user:${req.session.userId}`,
     skip: (req) =>
-      typeof req.session.userId !== 'number' || (req.body as z.infer<typeof UserChanges>).currentPassword === undefined,
+      typeof req.session.userId !== 'number' ||
+      (req.body as { currentPassword?: string }).currentPassword === undefined,
+    // only a wrong current password counts: not a 403 for another user's id, nor a 409 or a 503
     skipSuccessfulRequests: true,
-    requestWasSuccessful: (_req, res) => res.statusCode !== 403,
+    requestWasSuccessful: (req) => !wrongPasswords.has(req),
     onRedisError: 'block',
     handler: tooMany,
     logger,
   })
 
-  router.patch('/users/:id', userPage, body(UserChanges), passwordChecks, async (req, res) => {
-    const id = await ownAccount(req)
+  router.patch('/users/:id', userPage, ownAccountOnly, body(UserChanges), passwordChecks, async (req, res) => {
+    const id = userId(req)
     const { currentPassword, password, ...changes } = req.body as z.infer<typeof UserChanges>
     // email and password are the credentials: changing either needs the current password
     const stored =
@@ -191,16 +259,8 @@ export function userRoutes(deps: {
       res.json(user)
       return
     }
-    if (currentPassword === undefined) {
-      throw new HttpError(
-        400,
-        'current_password_required',
-        'Changing the email or the password needs the current password (currentPassword).',
-      )
-    }
-    if (!(await verifyPassword(currentPassword, stored.passwordHash))) {
-      throw new HttpError(403, 'wrong_password', 'The current password is wrong.')
-    }
+    if (currentPassword === undefined) throw currentPasswordRequired('Changing the email or the password')
+    await checkCurrentPassword(req, currentPassword, stored.passwordHash)
     const passwordHash = password === undefined ? undefined : await hashPassword(password)
     const version = req.session.credentialVersion
     const { credentialVersion: _, ...user } = await prisma
@@ -235,10 +295,7 @@ export function userRoutes(deps: {
       .catch((error: unknown) => {
         if (version === undefined) delete req.session.credentialVersion
         else req.session.credentialVersion = version
-        if ((error as { code?: string }).code === 'P2025') {
-          throw new HttpError(409, 'conflict', 'The account changed meanwhile; try again.')
-        }
-        return uniqueEmail(error)
+        return uniqueEmail(changedMeanwhile(error))
       })
     // Ends the other sessions now; if Redis fails here, they are refused all the same.
     await sessions
@@ -250,19 +307,37 @@ export function userRoutes(deps: {
     res.json(user)
   })
 
-  router.delete('/users/:id', userPage, async (req, res) => {
-    const id = await ownAccount(req)
-    await prisma.$transaction(async (tx) => {
-      await tx.user.delete({ where: { id } })
-      await recordEvent(tx, 'user.deleted', id)
-      // ends its sessions and drops its cached copies again, retried, whatever fails below
-      await writeOutbox(tx, [outboxJob('account-cleanup', { userId: id })])
-    })
-    await sessions.destroyUserSessions(id)
-    await req.session.destroy()
-    await invalidate(id)
-    res.status(204).end()
-  })
+  // Deleting the account needs the current password too: a stolen session alone cannot destroy it.
+  router.delete(
+    '/users/:id',
+    userPage,
+    ownAccountOnly,
+    bodyOrEmpty,
+    body(AccountDeletion),
+    passwordChecks,
+    async (req, res) => {
+      const id = userId(req)
+      const { currentPassword } = req.body as z.infer<typeof AccountDeletion>
+      if (currentPassword === undefined) throw currentPasswordRequired('Deleting the account')
+      const stored = await prisma.user.findUniqueOrThrow({ where: { id }, select: { passwordHash: true } })
+      await checkCurrentPassword(req, currentPassword, stored.passwordHash)
+      await prisma
+        .$transaction(async (tx) => {
+          // the hash just checked: a password change meanwhile fails it
+          await tx.user.delete({ where: { id, passwordHash: stored.passwordHash } })
+          await recordEvent(tx, 'user.deleted', id)
+          // ends its sessions and drops its cached copies again, retried, whatever fails below
+          await writeOutbox(tx, [outboxJob('account-cleanup', { userId: id })])
+        })
+        .catch((error: unknown) => {
+          throw changedMeanwhile(error)
+        })
+      await sessions.destroyUserSessions(id)
+      await req.session.destroy()
+      await invalidate(id)
+      res.status(204).end()
+    },
+  )
 
   return router
 }

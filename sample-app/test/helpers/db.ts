@@ -45,6 +45,14 @@ export async function query<Row extends pg.QueryResultRow = pg.QueryResultRow>(
   return result.rows
 }
 
+/** The id the database gives the next user (read from its sequence; nothing else may sign up meanwhile). */
+export async function nextUserId(): Promise<number> {
+  const [sequence] = await query<{ last_value: string; is_called: boolean }>(
+    'SELECT last_value, is_called FROM "User_id_seq"',
+  )
+  return Number(sequence!.last_value) + (sequence!.is_called ? 1 : 0)
+}
+
 export async function countUsers(): Promise<number> {
   const [row] = await query<{ count: string }>('SELECT count(*) AS count FROM "User"')
   return Number(row?.count)
