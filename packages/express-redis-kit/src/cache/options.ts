@@ -3,11 +3,15 @@ import { type Duration, parseDuration } from '../shared/duration.js'
 import { type Logger, throttledLogger, type Warn } from '../shared/logger.js'
 import {
   check,
+  type Hints,
+  notNeeded,
+  notSupported,
   parseClient,
   parseLogger,
   parsePrefix,
   parseTimeoutMs,
   rejectUnknownOptions,
+  use,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 import type { LifetimeSettings } from './freshness.js'
@@ -82,6 +86,87 @@ export interface CommonConfig {
   warn: Warn
 }
 
+/** The entry points that take the common options. */
+type EntryPoint = 'cacheResponse' | 'cached' | 'invalidateTags'
+
+const COMMON_OPTIONS = [
+  'ttl',
+  'staleWhileRevalidate',
+  'staleIfError',
+  'prefix',
+  'lockTimeout',
+  'timeoutMs',
+  'logger',
+  'localCache',
+]
+
+const ONE_STORE = notNeeded('there is one store: Redis')
+
+/** Option names of cache-manager that are not ours. */
+const CACHE_MANAGER_OPTIONS: Hints = {
+  store: use('client', 'the node-redis client itself, no store object'),
+  stores: use('client', 'the node-redis client itself, no store object'),
+  refreshThreshold: use('staleWhileRevalidate', 'once stale, an entry is served while one caller refreshes it'),
+  max: notNeeded(
+    'entries live in Redis, bounded by its `maxmemory`; `localCache: { maxBytes }` bounds the copies kept in memory',
+  ),
+  nonBlocking: ONE_STORE,
+  refreshAllStores: ONE_STORE,
+  cacheId: use('prefix'),
+}
+
+/** Option names of apicache (and of other response caches) that are not ours. */
+const RESPONSE_PEER_OPTIONS: Hints = {
+  ...CACHE_MANAGER_OPTIONS,
+  expire: use('ttl'),
+  duration: use('ttl'),
+  defaultDuration: use('ttl'),
+  enabled: use('bypass', '`() => true` bypasses the cache; or mount it only where caching is wanted'),
+  redisClient: use('client'),
+  appendKey: use('key', 'it returns the whole key, computed from the request'),
+  statusCodes: use('statuses', 'an array of the statuses that are stored'),
+  headerBlacklist: notSupported(
+    'a response is stored with its headers, and one with `Set-Cookie` is never stored: remove a header in the handler',
+  ),
+  headers: notSupported('the headers the handler sets are stored and replayed: set them there'),
+  events: notSupported("no callbacks: subscribe to the 'express-redis-kit:cache' diagnostics channel"),
+  debug: notNeeded("every lookup and fill is published on the 'express-redis-kit:cache' diagnostics channel"),
+  trackPerformance: notNeeded('`enableMetrics()` counts hits, misses and fills'),
+  respectCacheControl: notSupported(
+    "a client's `Cache-Control: no-cache` never forces a request through to the handler; clients revalidate with `If-None-Match`",
+  ),
+  jsonp: notNeeded('the query string is part of the key'),
+}
+
+/** Each entry point's own option names, and the hints for names that are not ours. */
+const ENTRY_POINTS: Record<EntryPoint, { names: ReadonlySet<string>; hints: Hints }> = {
+  cacheResponse: {
+    names: new Set([
+      ...COMMON_OPTIONS,
+      'client',
+      'tags',
+      'statuses',
+      'maxBodyBytes',
+      'key',
+      'perUser',
+      'bypass',
+      'freshness',
+      'maxTtl',
+      'invalidateOnUnsafe',
+    ]),
+    hints: RESPONSE_PEER_OPTIONS,
+  },
+  cached: {
+    names: new Set([...COMMON_OPTIONS, 'tags', 'negativeTtl', 'serializer']),
+    hints: {
+      ...CACHE_MANAGER_OPTIONS,
+      isCacheable: use('negativeTtl', 'every value is cached, `null` and `undefined` for `negativeTtl`'),
+      client: notNeeded("the client is cached()'s first argument"),
+    },
+  },
+  invalidateTags: { names: new Set(['prefix', 'timeoutMs']), hints: {} },
+}
+
 const stores = new WeakMap<RedisClient, Map<string, CacheStore>>()
 const warners = new WeakMap<Logger, Warn>()
 
@@ -98,10 +183,19 @@ function warnerFor(logger: Logger): Warn {
 const optionalDuration = (value: unknown, option: string): number =>
   value === undefined || value === 0 ? 0 : parseDuration(value, option)
 
-/** Validates the shared options; one CacheStore per client and settings is reused. */
-export function parseCommonOptions(client: RedisClient, options: CacheCommonOptions): CommonConfig {
-  parseClient(client)
+/**
+ * Validates the shared options, and refuses option names `entryPoint` does not have; one
+ * CacheStore per client and settings is reused.
+ */
+export function parseCommonOptions(
+  client: RedisClient,
+  options: CacheCommonOptions,
+  entryPoint: EntryPoint,
+): CommonConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
+  const { names, hints } = ENTRY_POINTS[entryPoint]
+  rejectUnknownOptions(options, names, hints)
+  parseClient(client)
   const ttl = parseDuration(options.ttl ?? '5m', 'ttl')
   const staleWhileRevalidate = optionalDuration(options.staleWhileRevalidate, 'staleWhileRevalidate')
   const staleIfError = optionalDuration(options.staleIfError, 'staleIfError')
@@ -211,32 +305,10 @@ export interface ResponseConfig extends CommonConfig {
   invalidateOnUnsafe: boolean
 }
 
-const RESPONSE_OPTIONS = new Set([
-  'client',
-  'ttl',
-  'staleWhileRevalidate',
-  'staleIfError',
-  'prefix',
-  'lockTimeout',
-  'timeoutMs',
-  'logger',
-  'tags',
-  'statuses',
-  'maxBodyBytes',
-  'key',
-  'perUser',
-  'bypass',
-  'freshness',
-  'maxTtl',
-  'invalidateOnUnsafe',
-  'localCache',
-])
-
 /** Validates cacheResponse()'s options. */
 export function parseResponseOptions(options: CacheResponseOptions): ResponseConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
-  rejectUnknownOptions(options, RESPONSE_OPTIONS, { expire: '`ttl`', duration: '`ttl`' })
-  const common = parseCommonOptions(options.client, options)
+  const common = parseCommonOptions(options.client, options, 'cacheResponse')
   const tags = options.tags ?? []
   if (typeof tags !== 'function') checkTags(tags, 'tags')
   const statuses = options.statuses ?? [200]

@@ -11,7 +11,7 @@ import {
   type GapInfo,
   STREAM_ID,
 } from './fanout.js'
-import { isValidName, NAME_EXPECTED, type NotifierOptions, parseNotifierOptions } from './options.js'
+import { checkCallOptions, isValidName, NAME_EXPECTED, type NotifierOptions, parseNotifierOptions } from './options.js'
 import { closedError, PubSubTransport } from './pubsub.js'
 
 export type { Envelope, EventHandler, EventMeta } from './envelope.js'
@@ -165,6 +165,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
 
     async publish(channel, payload, publishOptions = {}) {
       checkChannel(channel)
+      checkCallOptions(publishOptions, 'publish')
       if (closed) throw closedError()
       const { id, json } = encodeEnvelope(channel, payload, maxMessageBytes, publishOptions.id)
       const key = prefix + channel
@@ -200,6 +201,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     async subscribe<T>(channel: string, handler: EventHandler<T>, subscribeOptions: SubscribeOptions<T> = {}) {
       checkChannel(channel)
       if (typeof handler !== 'function') throw new OptionError('handler', 'a function', handler)
+      checkCallOptions(subscribeOptions, 'subscribe')
       const { parse, group = parsed.group, from, onGap } = subscribeOptions
       if (parse !== undefined && typeof parse !== 'function') {
         throw new OptionError('parse', 'a function (a zod schema’s parse fits)', parse)
@@ -272,6 +274,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
       if (typeof historyOptions !== 'object' || historyOptions === null) {
         throw new ArgumentError(method, 'options', 'an object', historyOptions)
       }
+      checkCallOptions(historyOptions, 'history')
       const { after, limit = 1000 } = historyOptions
       if (after !== undefined && !(typeof after === 'string' && STREAM_ID.test(after))) {
         throw new ArgumentError(method, 'after', "a stream entry id like '1700000000000-0'", after)

@@ -142,6 +142,18 @@ function positiveInteger(value: unknown, fallback: number, option: string): numb
   return result as number
 }
 
+const CALL_OPTIONS = {
+  subscribe: new Set(['parse', 'group', 'from', 'onGap']),
+  publish: new Set(['id']),
+  history: new Set(['after', 'limit']),
+}
+
+/** Refuses the options of a `subscribe`, `publish` or `history` call that are not an object, or name an option it does not have. */
+export function checkCallOptions(options: unknown, method: keyof typeof CALL_OPTIONS): void {
+  check(typeof options === 'object' && options !== null, 'options', 'an object', options)
+  rejectUnknownOptions(options as object, CALL_OPTIONS[method])
+}
+
 export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOptions {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
   rejectUnknownOptions(options, KNOWN_OPTIONS)

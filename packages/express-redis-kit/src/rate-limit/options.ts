@@ -4,11 +4,15 @@ import { RedisKitError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
 import {
   check,
+  type Hints,
+  notNeeded,
+  notSupported,
   parseClient,
   parseLogger,
   parsePrefix,
   parseTimeoutMs,
   rejectUnknownOptions,
+  use,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 import { defaultPolicyName, type StandardHeaders } from './headers.js'
@@ -279,11 +283,46 @@ const KNOWN_OPTIONS = new Set<string>([
   'timeoutMs',
   'logger',
 ])
-const RENAMED: Record<string, string> = {
-  max: '`limit`',
-  window: '`windowMs`',
-  store: '`client`',
-  headers: '`legacyHeaders`',
+
+const NEVER_DELAYED = notSupported('a request is admitted or refused at once, never delayed')
+const NODE_REDIS_ONLY = notNeeded('the client is a node-redis client or cluster (5 or 6), whatever its version')
+
+/** Option names of express-rate-limit, rate-limit-redis and rate-limiter-flexible that are not ours. */
+const PEER_OPTIONS: Hints = {
+  window: use('windowMs'),
+  // express-rate-limit (and express-slow-down)
+  max: use('limit'),
+  headers: use('legacyHeaders'),
+  store: use('client', 'the node-redis client itself, no store object'),
+  passOnStoreError: use(
+    'onRedisError',
+    "'allow' (the default) lets requests through while Redis fails, 'block' refuses them, 'local' limits in memory",
+  ),
+  onLimitReached: use('onLimit'),
+  draft_polli_ratelimit_headers: use('standardHeaders', "'draft-6'"),
+  retryAfter: notNeeded('`Retry-After` is how long the client really has to wait'),
+  delayAfter: NEVER_DELAYED,
+  delayMs: NEVER_DELAYED,
+  maxDelayMs: NEVER_DELAYED,
+  // rate-limit-redis
+  sendCommand: use('client', 'the node-redis client itself'),
+  sendCommandCluster: use('client', 'the node-redis cluster itself'),
+  resetExpiryOnChange: use('algorithm', "the window of 'sliding-window' (the default) slides with every request"),
+  // rate-limiter-flexible
+  storeClient: use('client'),
+  points: use('limit'),
+  duration: use('windowMs', 'in milliseconds, where rate-limiter-flexible counts seconds'),
+  keyPrefix: use('prefix'),
+  blockOnConsumed: use('blockDuration', 'in milliseconds; the block starts with the first request over `limit`'),
+  inMemoryBlockOnConsumed: use('localBlockCache', 'a client over its limit is answered here without Redis'),
+  inMemoryBlockDuration: use('localBlockCache', 'a local block lasts until Redis said the client may pass'),
+  insuranceLimiter: use('onRedisError', "'local' limits in this process's memory while Redis fails"),
+  rejectIfRedisNotReady: use('onRedisError', "'block' refuses requests while Redis is not ready"),
+  execEvenly: NEVER_DELAYED,
+  execEvenlyMinDelayMs: NEVER_DELAYED,
+  customIncrTtlLuaScript: use('algorithm', 'the Lua scripts are built in, one per algorithm'),
+  useRedisPackage: NODE_REDIS_ONLY,
+  useRedis3AndLowerPackage: NODE_REDIS_ONLY,
 }
 
 const isPositiveInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0
@@ -304,7 +343,7 @@ function optionalBoolean(options: Record<string, unknown>, name: string, fallbac
 /** Validates `options` and resolves every default. Throws an `OptionError` (a `TypeError`) naming the option. */
 export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
-  rejectUnknownOptions(options, KNOWN_OPTIONS, RENAMED)
+  rejectUnknownOptions(options, KNOWN_OPTIONS, PEER_OPTIONS)
   const raw = options as unknown as Record<string, unknown>
 
   parseClient(options.client)
@@ -362,7 +401,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   check(
     [false, 'draft-6', 'draft-7', 'draft-8'].includes(standardHeaders),
     'standardHeaders',
-    "'draft-6', 'draft-7', 'draft-8' or false",
+    "'draft-6', 'draft-7', 'draft-8' or false (express-rate-limit's `true` is 'draft-6')",
     standardHeaders,
   )
 
@@ -467,7 +506,7 @@ function parseLimits(options: RateLimitOptions): RateLimitConfig['limits'] {
   const windows = limits.map((window, i) => {
     const name = `limits[${i}]`
     check(typeof window === 'object' && window !== null, name, 'an object { limit, windowMs }', window)
-    rejectUnknownOptions(window as object, WINDOW_OPTIONS, {}, name)
+    rejectUnknownOptions(window as object, WINDOW_OPTIONS, PEER_OPTIONS, name)
     check(isPositiveInteger(window.limit), `${name}.limit`, 'a positive integer', window.limit)
     const windowMs = parseDuration(window.windowMs, `${name}.windowMs`)
     const identifier = window.identifier ?? defaultPolicyName(window.limit, windowMs)

@@ -8,37 +8,63 @@ export function check(condition: boolean, option: string, expected: string, rece
 }
 
 /**
+ * What to say about an option name that is not ours, by name: a peer package's option
+ * (express-rate-limit, express-session, apicache...) with what to use here instead
+ * ({@link use}), or why it does not apply ({@link notNeeded}, {@link notSupported}).
+ */
+export type Hints = Readonly<Record<string, string>>
+
+/** The hint for a name whose counterpart here is `option` (a `note` says how it differs). */
+export function use(option: string, note?: string): string {
+  return `use \`${option}\`${note ? `: ${note}` : ''}`
+}
+
+/** The hint for a name whose job is done here without an option, saying how. */
+export function notNeeded(why: string): string {
+  return `not needed: ${why}`
+}
+
+/** The hint for a name whose behaviour this package does not offer, saying what it does instead. */
+export function notSupported(why: string): string {
+  return `not supported: ${why}`
+}
+
+/**
  * Rejects an option that is not in `known` (a typo, or an option of a peer package), naming
- * it; `hints` says what to use instead of a peer's option name. An option given as
- * `undefined` is ignored, as if absent.
+ * it with a hint: the one `hints` gives for it, else the known option or peer name it is a
+ * near miss of. An option given as `undefined` is ignored, as if absent.
  */
 export function rejectUnknownOptions(
   options: object,
   known: ReadonlySet<string>,
-  hints: Readonly<Record<string, string>> = {},
+  hints: Hints = {},
   /** Where the options are, when they are not the top level (`limits[0]`). */
   within?: string,
 ): void {
   for (const [name, value] of Object.entries(options)) {
     if (known.has(name) || value === undefined) continue
-    const near = Object.hasOwn(hints, name) ? hints[name] : nearMiss(name, known)
-    check(false, within ? `${within}.${name}` : name, `a known option${near ? ` (use ${near})` : ''}`, value)
+    const hint = Object.hasOwn(hints, name) ? hints[name] : nearMiss(name, known, hints)
+    check(false, within ? `${within}.${name}` : name, `a known option${hint ? ` (${hint})` : ''}`, value)
   }
 }
 
-/** The known option `name` is a typo of (at most 2 edits, fewer for short names), as `` `name` ``. */
-function nearMiss(name: string, known: ReadonlySet<string>): string | undefined {
+/**
+ * The hint for a typo (at most 2 edits, fewer for short names): `use` the known option it is
+ * closest to, or the hint of the peer name it is closest to.
+ */
+function nearMiss(name: string, known: ReadonlySet<string>, hints: Hints): string | undefined {
   const allowed = name.length <= 4 ? 1 : 2
   let best: string | undefined
   let bestDistance = allowed + 1
-  for (const candidate of known) {
+  for (const candidate of [...known, ...Object.keys(hints)]) {
     const distance = editDistance(name.toLowerCase(), candidate.toLowerCase())
     if (distance < bestDistance) {
       best = candidate
       bestDistance = distance
     }
   }
-  return best === undefined ? undefined : `\`${best}\``
+  if (best === undefined) return undefined
+  return known.has(best) ? use(best) : hints[best]
 }
 
 /** Levenshtein distance (insertions, deletions, substitutions). */

@@ -208,7 +208,7 @@ describe('session options', () => {
       ["cookie.secure 'yes'", { cookie: { secure: 'yes' } }, [/`cookie\.secure`/]],
       ["cookie.path 'app'", { cookie: { path: 'app' } }, [/`cookie\.path`/]],
       ['cookie.httpOnly 1', { cookie: { httpOnly: 1 } }, [/`cookie\.httpOnly`/]],
-      ['cookie.maxAge (unknown)', { cookie: { maxAge: 1000 } }, [/`cookie\.maxAge`/]],
+      ['cookie.maxAge (unknown)', { cookie: { maxAge: 1000 } }, [/`cookie\.maxAge`/, /\(use `idleTimeout`/]],
       ["secret (express-session's option; unknown here)", { secret: 'keyboard cat' }, [/`secret`/, /cookie-parser/]],
       ["store (express-session's option; unknown here)", { store: {} }, [/`store`/, /client/]],
       ['an unknown option', { rollingg: true }, [/`rollingg`/]],
