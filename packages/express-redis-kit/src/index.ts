@@ -54,7 +54,7 @@ export {
   type RedisCallContext,
   type SessionEvent,
 } from './shared/diagnostics.js'
-export type { Duration } from './shared/duration.js'
+export type { Duration, DurationUnit } from './shared/duration.js'
 export { ArgumentError, type ErrorCode, OptionError, RedisKitError } from './shared/errors.js'
-export type { Logger } from './shared/logger.js'
+export type { Logger, WarningCode } from './shared/logger.js'
 export type { RedisClient } from './shared/redis.js'

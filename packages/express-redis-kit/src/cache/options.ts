@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express'
-import { type Duration, parseDuration } from '../shared/duration.js'
+import { type Duration, parseDuration, type SecondsCheck } from '../shared/duration.js'
 import { type Logger, throttledLogger, type Warn } from '../shared/logger.js'
 import {
   check,
@@ -84,6 +84,8 @@ export interface CommonConfig {
   lifetimes: Lifetimes
   /** Logs a warning through the `logger` option, at most once per 5 s per logger. */
   warn: Warn
+  /** For the durations of the entry point's own options (see parseDuration). */
+  secondsCheck: SecondsCheck
 }
 
 /** The entry points that take the common options. */
@@ -180,8 +182,8 @@ function warnerFor(logger: Logger): Warn {
   return warn
 }
 
-const optionalDuration = (value: unknown, option: string): number =>
-  value === undefined || value === 0 ? 0 : parseDuration(value, option)
+const optionalDuration = (value: unknown, option: string, secondsCheck: SecondsCheck): number =>
+  value === undefined || value === 0 ? 0 : parseDuration(value, option, secondsCheck)
 
 /**
  * Validates the shared options, and refuses option names `entryPoint` does not have; one
@@ -196,13 +198,14 @@ export function parseCommonOptions(
   const { names, hints } = ENTRY_POINTS[entryPoint]
   rejectUnknownOptions(options, names, hints)
   parseClient(client)
-  const ttl = parseDuration(options.ttl ?? '5m', 'ttl')
-  const staleWhileRevalidate = optionalDuration(options.staleWhileRevalidate, 'staleWhileRevalidate')
-  const staleIfError = optionalDuration(options.staleIfError, 'staleIfError')
-  const prefix = parsePrefix(options.prefix, 'cache:')
-  const lockMs = parseDuration(options.lockTimeout ?? '5s', 'lockTimeout')
-  const timeoutMs = parseTimeoutMs(options.timeoutMs)
   const logger = parseLogger(options.logger)
+  const secondsCheck: SecondsCheck = { logger, feature: entryPoint }
+  const ttl = parseDuration(options.ttl ?? '5m', 'ttl', secondsCheck)
+  const staleWhileRevalidate = optionalDuration(options.staleWhileRevalidate, 'staleWhileRevalidate', secondsCheck)
+  const staleIfError = optionalDuration(options.staleIfError, 'staleIfError', secondsCheck)
+  const prefix = parsePrefix(options.prefix, 'cache:')
+  const lockMs = parseDuration(options.lockTimeout ?? '5s', 'lockTimeout', secondsCheck)
+  const timeoutMs = parseTimeoutMs(options.timeoutMs)
   const localCache = parseLocalCache(options.localCache)
 
   let byClient = stores.get(client)
@@ -218,7 +221,7 @@ export function parseCommonOptions(
     store = new CacheStore(client, prefix, timeoutMs, lockMs, local)
     byClient.set(id, store)
   }
-  return { store, lifetimes: { ttl, staleWhileRevalidate, staleIfError }, warn }
+  return { store, lifetimes: { ttl, staleWhileRevalidate, staleIfError }, warn, secondsCheck }
 }
 
 /** Options of {@link cacheResponse}. Only `client` is required. */
@@ -326,7 +329,10 @@ export function parseResponseOptions(options: CacheResponseOptions): ResponseCon
   check(options.bypass === undefined || typeof options.bypass === 'function', 'bypass', 'a function', options.bypass)
   const freshness = options.freshness ?? 'response'
   check(freshness === 'response' || freshness === 'ttl', 'freshness', "'response' or 'ttl'", freshness)
-  const maxTtl = options.maxTtl === undefined ? Number.POSITIVE_INFINITY : parseDuration(options.maxTtl, 'maxTtl')
+  const maxTtl =
+    options.maxTtl === undefined
+      ? Number.POSITIVE_INFINITY
+      : parseDuration(options.maxTtl, 'maxTtl', common.secondsCheck)
   const invalidateOnUnsafe = options.invalidateOnUnsafe ?? true
   check(typeof invalidateOnUnsafe === 'boolean', 'invalidateOnUnsafe', 'a boolean', invalidateOnUnsafe)
   return {

@@ -158,6 +158,7 @@ export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOp
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
   rejectUnknownOptions(options, KNOWN_OPTIONS)
   parseClient(options.client)
+  const logger = parseLogger(options.logger)
   const mode = options.mode ?? 'pubsub'
   check(mode === 'pubsub' || mode === 'durable' || mode === 'fanout', 'mode', "'pubsub', 'durable' or 'fanout'", mode)
   check(
@@ -174,14 +175,14 @@ export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOp
     client: options.client,
     prefix: parsePrefix(options.prefix, 'events:'),
     mode,
-    logger: parseLogger(options.logger),
+    logger,
     onReconnect: options.onReconnect,
     timeoutMs: parseTimeoutMs(options.timeoutMs),
     maxMessageBytes: positiveInteger(options.maxMessageBytes, 1024 * 1024, 'maxMessageBytes'),
     maxLength: positiveInteger(options.maxLength, 10_000, 'maxLength'),
     group,
     consumer,
-    claimIdleMs: parseDuration(options.claimIdle ?? '30s', 'claimIdle'),
+    claimIdleMs: parseDuration(options.claimIdle ?? '30s', 'claimIdle', { logger, feature: 'createNotifier' }),
     maxDeliveries: positiveInteger(options.maxDeliveries, 5, 'maxDeliveries'),
     batchSize: positiveInteger(options.batchSize, 10, 'batchSize'),
   }

@@ -1,5 +1,5 @@
 import type { NextFunction, Request, Response } from 'express'
-import { type Duration, parseDuration } from '../shared/duration.js'
+import { type Duration, parseDuration, type SecondsCheck } from '../shared/duration.js'
 import { RedisKitError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
 import {
@@ -347,6 +347,8 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   const raw = options as unknown as Record<string, unknown>
 
   parseClient(options.client)
+  const logger = parseLogger(options.logger)
+  const secondsCheck: SecondsCheck = { logger, feature: 'rateLimit' }
 
   const limit = options.limit ?? 100
   check(
@@ -356,7 +358,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     limit,
   )
 
-  const windowMs = parseDuration(options.windowMs ?? 60_000, 'windowMs')
+  const windowMs = parseDuration(options.windowMs ?? 60_000, 'windowMs', secondsCheck)
 
   const algorithm = options.algorithm ?? 'sliding-window'
   check(
@@ -431,7 +433,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     onRedisError,
   )
 
-  const limits = parseLimits(options)
+  const limits = parseLimits(options, secondsCheck)
   check(
     limits === undefined || options.burst === undefined,
     'burst',
@@ -444,7 +446,8 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     'not used with `limits` (give each window its own `identifier`)',
     options.identifier,
   )
-  const blockMs = options.blockDuration === undefined ? 0 : parseDuration(options.blockDuration, 'blockDuration')
+  const blockMs =
+    options.blockDuration === undefined ? 0 : parseDuration(options.blockDuration, 'blockDuration', secondsCheck)
   const mode = options.mode ?? 'enforce'
   check(mode === 'enforce' || mode === 'shadow', 'mode', "'enforce' or 'shadow'", mode)
   const localBlockCache = options.localBlockCache ?? 10_000
@@ -456,8 +459,6 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   )
 
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
-
-  const logger = parseLogger(options.logger)
 
   return {
     client: options.client,
@@ -493,7 +494,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
 }
 
 /** The `limits` option, checked; undefined when it is not given. */
-function parseLimits(options: RateLimitOptions): RateLimitConfig['limits'] {
+function parseLimits(options: RateLimitOptions, secondsCheck: SecondsCheck): RateLimitConfig['limits'] {
   const { limits } = options
   if (limits === undefined) return undefined
   check(
@@ -508,7 +509,7 @@ function parseLimits(options: RateLimitOptions): RateLimitConfig['limits'] {
     check(typeof window === 'object' && window !== null, name, 'an object { limit, windowMs }', window)
     rejectUnknownOptions(window as object, WINDOW_OPTIONS, PEER_OPTIONS, name)
     check(isPositiveInteger(window.limit), `${name}.limit`, 'a positive integer', window.limit)
-    const windowMs = parseDuration(window.windowMs, `${name}.windowMs`)
+    const windowMs = parseDuration(window.windowMs, `${name}.windowMs`, secondsCheck)
     const identifier = window.identifier ?? defaultPolicyName(window.limit, windowMs)
     check(
       typeof identifier === 'string' && identifier !== '' && !/["\\\r\n]/.test(identifier),

@@ -1,5 +1,5 @@
 import type { Request } from 'express'
-import { type Duration, parseDuration } from '../shared/duration.js'
+import { type Duration, parseDuration, type SecondsCheck } from '../shared/duration.js'
 import type { Logger } from '../shared/logger.js'
 import {
   check,
@@ -195,6 +195,8 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
   rejectUnknownOptions(options, KNOWN, PEER_OPTIONS)
   parseClient(options.client)
+  const logger = parseLogger(options.logger)
+  const secondsCheck: SecondsCheck = { logger, feature: 'session' }
 
   const name = options.name ?? 'sid'
   check(
@@ -205,8 +207,8 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
   )
   const prefix = parsePrefix(options.prefix, 'sess:')
 
-  const idleTimeout = parseDuration(options.idleTimeout ?? '7d', 'idleTimeout')
-  const absoluteTimeout = parseDuration(options.absoluteTimeout ?? '30d', 'absoluteTimeout')
+  const idleTimeout = parseDuration(options.idleTimeout ?? '7d', 'idleTimeout', secondsCheck)
+  const absoluteTimeout = parseDuration(options.absoluteTimeout ?? '30d', 'absoluteTimeout', secondsCheck)
   check(idleTimeout <= absoluteTimeout, 'idleTimeout', `at most absoluteTimeout (${absoluteTimeout} ms)`, idleTimeout)
 
   const cookie = options.cookie ?? {}
@@ -258,7 +260,6 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
   const onRedisError = options.onRedisError ?? 'fail'
   check(onRedisError === 'fail' || onRedisError === 'anonymous', 'onRedisError', "'fail' or 'anonymous'", onRedisError)
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
-  const logger = parseLogger(options.logger)
 
   return {
     client: options.client,

@@ -31,3 +31,31 @@ export function throttledLogger(
     else logger[level](`${message}${note}`, error)
   }
 }
+
+/**
+ * Stable codes of the warnings about how an app is set up, each logged once through the
+ * `logger` option's `warn`, its message starting `express-redis-kit <feature> [<code>]:`.
+ * Match on the code, never on the rest of the message.
+ */
+export type WarningCode =
+  /** A duration given as a bare number under 1,000 (milliseconds): most likely meant as seconds. */
+  'ERK_DURATION_UNIT'
+
+/** A setup warning's message (see {@link WarningCode}). */
+export function warning(feature: string, code: WarningCode, text: string): string {
+  return `express-redis-kit ${feature} [${code}]: ${text}`
+}
+
+const warned = new WeakMap<object, Set<string>>()
+
+/** Logs `message` through `logger.warn` unless it was already logged for `subject` (a logger, a client...). */
+export function warnOnce(logger: Logger, subject: object, message: string): void {
+  let messages = warned.get(subject)
+  if (!messages) {
+    messages = new Set()
+    warned.set(subject, messages)
+  }
+  if (messages.has(message)) return
+  messages.add(message)
+  logger.warn(message)
+}

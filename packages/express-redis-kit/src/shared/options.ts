@@ -116,8 +116,17 @@ export function parseLogger(logger: unknown): Logger {
     'an object with warn() and error() (console, pino and winston fit)',
     value,
   )
-  return isPino(value) ? pinoAdapter(value as Logger) : (value as Logger)
+  if (!isPino(value)) return value as Logger
+  // One adapter per pino logger, so that what is done once per logger (throttling, one-time warnings) stays once.
+  let adapter = pinoAdapters.get(value as Logger)
+  if (!adapter) {
+    adapter = pinoAdapter(value as Logger)
+    pinoAdapters.set(value as Logger, adapter)
+  }
+  return adapter
 }
+
+const pinoAdapters = new WeakMap<Logger, Logger>()
 
 /** A pino logger: it has levels, child() and bindings(). */
 function isPino(value: unknown): boolean {
