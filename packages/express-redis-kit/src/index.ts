@@ -28,6 +28,7 @@ export {
 export {
   type Algorithm,
   ipKeyGenerator,
+  type RateLimitHandlerInfo,
   type RateLimitInfo,
   type RateLimitMiddleware,
   type RateLimitOptions,

@@ -24,7 +24,13 @@ import { SCRIPTS } from './scripts.js'
 
 export type { StandardHeaders } from './headers.js'
 export { ipKeyGenerator } from './ip-key.js'
-export type { RateLimitInfo, RateLimitOptions, RateLimitWindow, ValueOrFunction } from './options.js'
+export type {
+  RateLimitHandlerInfo,
+  RateLimitInfo,
+  RateLimitOptions,
+  RateLimitWindow,
+  ValueOrFunction,
+} from './options.js'
 export type { Algorithm } from './scripts.js'
 
 /** What {@link RateLimitMiddleware.getKey} reports for a client key. */
@@ -311,7 +317,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       }
       if (!decision.allowed) {
         if (config.onLimit) notifyLimit(req, res, info)
-        if (config.mode === 'enforce') return await reject(req, res, next, info)
+        if (config.mode === 'enforce') return await reject(req, res, next, info, windows[bound]!.windowMs)
       }
     } catch (error) {
       return next(error)
@@ -368,8 +374,11 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     if (!allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, binding.resetMs)
   }
 
-  async function reject(req: Request, res: Response, next: NextFunction, info: RateLimitInfo) {
-    if (config.handler) return void (await config.handler(req, res, next, info))
+  async function reject(req: Request, res: Response, next: NextFunction, info: RateLimitInfo, windowMs: number) {
+    if (config.handler) {
+      const { statusCode, message } = config
+      return void (await config.handler(req, res, next, { ...info, statusCode, message, windowMs, max: info.limit }))
+    }
     res.status(config.statusCode)
     const body = typeof config.message === 'function' ? await config.message(req, res) : config.message
     if (!res.writableEnded) res.send(body)

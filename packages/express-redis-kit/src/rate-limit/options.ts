@@ -36,6 +36,23 @@ export interface RateLimitInfo {
   key: string
 }
 
+/**
+ * The 4th argument of {@link RateLimitOptions.handler}: the refused request's
+ * {@link RateLimitInfo} (what `req.rateLimit` holds) with the options a handler written for
+ * express-rate-limit reads from its `options` argument, so that
+ * `(req, res, next, options) => res.status(options.statusCode).send(options.message)` works.
+ */
+export interface RateLimitHandlerInfo extends RateLimitInfo {
+  /** The `statusCode` option: the status a refusal answers with. */
+  statusCode: number
+  /** The `message` option as given (a value, or the function that computes it). */
+  message: ValueOrFunction<unknown>
+  /** The window of the limit that refused the request, in milliseconds (with `limits`, the binding window's). */
+  windowMs: number
+  /** The same as `limit`: express-rate-limit's older name for it. */
+  max: number
+}
+
 /** One window of {@link RateLimitOptions.limits}. */
 export interface RateLimitWindow {
   /** Requests (or cost units) allowed per window: a positive integer. */
@@ -175,10 +192,13 @@ export interface RateLimitOptions {
    */
   message?: ValueOrFunction<unknown>
   /**
-   * Answers a rejected request instead of the default (status + message). Headers are already set.
+   * Answers a rejected request instead of the default (status + message). Headers are already
+   * set. Its 4th argument is the {@link RateLimitHandlerInfo}: `req.rateLimit`'s fields with
+   * `statusCode`, `message`, `windowMs` and `max`, so a handler written for express-rate-limit
+   * (`res.status(options.statusCode).send(options.message)`) works as it is.
    * @default sends `statusCode` with `message`
    */
-  handler?: (req: Request, res: Response, next: NextFunction, info: RateLimitInfo) => unknown
+  handler?: (req: Request, res: Response, next: NextFunction, info: RateLimitHandlerInfo) => unknown
   /**
    * IETF `RateLimit` headers: `'draft-6'`, `'draft-7'`, `'draft-8'` or `false`.
    * Names, formats and values are those of express-rate-limit 8.
@@ -243,7 +263,7 @@ export interface RateLimitConfig {
   requestWasSuccessful: (req: Request, res: Response) => boolean | Promise<boolean>
   statusCode: number
   message: ValueOrFunction<unknown>
-  handler: ((req: Request, res: Response, next: NextFunction, info: RateLimitInfo) => unknown) | undefined
+  handler: ((req: Request, res: Response, next: NextFunction, info: RateLimitHandlerInfo) => unknown) | undefined
   standardHeaders: StandardHeaders
   legacyHeaders: boolean
   identifier: ValueOrFunction<string> | undefined
