@@ -33,6 +33,7 @@ export {
   type RateLimitMiddleware,
   type RateLimitOptions,
   type RateLimitState,
+  type RateLimitValidations,
   rateLimit,
   type StandardHeaders,
   type ValueOrFunction,

@@ -53,6 +53,51 @@ export interface RateLimitHandlerInfo extends RateLimitInfo {
   max: number
 }
 
+/**
+ * Which setup checks run (see {@link RateLimitOptions.validate}); the names are those of
+ * express-rate-limit's `validate`, and `default` applies to those not named.
+ */
+export interface RateLimitValidations {
+  /**
+   * Warn (`ERK_PERMISSIVE_TRUST_PROXY`) when Express's `trust proxy` is `true`: every client
+   * can then pick the IP it is limited by with an `X-Forwarded-For` header. Checked with the
+   * default `keyGenerator` only.
+   * @default true
+   */
+  trustProxy?: boolean
+  /**
+   * Warn (`ERK_UNEXPECTED_X_FORWARDED_FOR`) when a request carries `X-Forwarded-For` while
+   * `trust proxy` is off: behind a proxy, every client would share the proxy's IP. Checked with
+   * the default `keyGenerator` only.
+   * @default true
+   */
+  xForwardedForHeader?: boolean
+  /**
+   * Warn (`ERK_CREATED_IN_REQUEST_HANDLER`) when the limiter is created while Express is
+   * handling a request (seen in the call stack, so only when created before the handler's
+   * first `await`).
+   * @default true
+   */
+  creationStack?: boolean
+  /**
+   * Warn (`ERK_DOUBLE_COUNT`) when one request is counted twice under the same prefix and
+   * client key: the same limiter mounted twice, or two limiters sharing a prefix.
+   * @default true
+   */
+  singleCount?: boolean
+  /**
+   * Warn (`ERK_SHARED_PREFIX`) when a limiter is created with the prefix of another limiter
+   * on the same client: they would count the same requests together.
+   * @default true
+   */
+  unsharedStore?: boolean
+  /**
+   * Whether the checks not named run.
+   * @default true
+   */
+  default?: boolean
+}
+
 /** One window of {@link RateLimitOptions.limits}. */
 export interface RateLimitWindow {
   /** Requests (or cost units) allowed per window: a positive integer. */
@@ -239,6 +284,13 @@ export interface RateLimitOptions {
    * @default console
    */
   logger?: Logger
+  /**
+   * Setup checks, each logged once per limiter as a warning with a stable code (see
+   * {@link RateLimitValidations}): `false` turns them all off, an object turns them on or off
+   * one by one (`{ xForwardedForHeader: false }`), with express-rate-limit's names.
+   * @default true (all on)
+   */
+  validate?: boolean | RateLimitValidations
 }
 
 /** The fully resolved configuration: every option parsed once, at creation. */
@@ -271,6 +323,10 @@ export interface RateLimitConfig {
   onRedisError: 'allow' | 'block' | 'local'
   timeoutMs: number
   logger: Logger
+  /** Whether `keyGenerator` is the default one (the client IP): the proxy checks apply only then. */
+  keysByIp: boolean
+  /** Which setup checks run. */
+  validate: Required<Omit<RateLimitValidations, 'default'>>
 }
 
 const KNOWN_OPTIONS = new Set<string>([
@@ -302,6 +358,7 @@ const KNOWN_OPTIONS = new Set<string>([
   'onRedisError',
   'timeoutMs',
   'logger',
+  'validate',
 ])
 
 const NEVER_DELAYED = notSupported('a request is admitted or refused at once, never delayed')
@@ -343,6 +400,35 @@ const PEER_OPTIONS: Hints = {
   customIncrTtlLuaScript: use('algorithm', 'the Lua scripts are built in, one per algorithm'),
   useRedisPackage: NODE_REDIS_ONLY,
   useRedis3AndLowerPackage: NODE_REDIS_ONLY,
+}
+
+const VALIDATIONS = new Set([
+  'trustProxy',
+  'xForwardedForHeader',
+  'creationStack',
+  'singleCount',
+  'unsharedStore',
+  'default',
+])
+const REFUSED_AT_CREATION = notNeeded('what it checks is refused at creation here, with an OptionError')
+const OWN_COUNTS = notNeeded('the counts come from the built-in scripts')
+
+/** express-rate-limit's checks that `validate` has no switch for here, and why. */
+const PEER_VALIDATIONS: Hints = {
+  ip: notNeeded('an unknown client IP is an error (ERK_MISCONFIGURED) passed to next(err), never a warning'),
+  forwardedHeader: notSupported('the `Forwarded` header is not checked'),
+  positiveHits: OWN_COUNTS,
+  headersResetTime: OWN_COUNTS,
+  limit: notNeeded('`limit: 0` refuses every request, as in express-rate-limit 7 and later'),
+  draftPolliHeaders: REFUSED_AT_CREATION,
+  onLimitReached: REFUSED_AT_CREATION,
+  headersDraftVersion: REFUSED_AT_CREATION,
+  knownOptions: REFUSED_AT_CREATION,
+  validationsConfig: REFUSED_AT_CREATION,
+  ipv6Subnet: REFUSED_AT_CREATION,
+  windowMs: REFUSED_AT_CREATION,
+  ipv6SubnetOrKeyGenerator: notSupported('`ipv6Subnet` applies to the default `keyGenerator` only'),
+  keyGeneratorIpFallback: notSupported('no check of a custom `keyGenerator`: group IPv6 with `ipKeyGenerator(req.ip)`'),
 }
 
 const isPositiveInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0
@@ -479,6 +565,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   )
 
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
+  const validate = parseValidate(options.validate)
 
   return {
     client: options.client,
@@ -510,6 +597,41 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     onRedisError,
     timeoutMs,
     logger,
+    keysByIp: options.keyGenerator === undefined,
+    validate,
+  }
+}
+
+/** The `validate` option: which setup checks run. */
+function parseValidate(validate: unknown): RateLimitConfig['validate'] {
+  const value = validate ?? true
+  if (typeof value === 'boolean') {
+    return {
+      trustProxy: value,
+      xForwardedForHeader: value,
+      creationStack: value,
+      singleCount: value,
+      unsharedStore: value,
+    }
+  }
+  check(
+    typeof value === 'object' && value !== null && !Array.isArray(value),
+    'validate',
+    'a boolean or an object of booleans',
+    value,
+  )
+  rejectUnknownOptions(value as object, VALIDATIONS, PEER_VALIDATIONS, 'validate')
+  const switches = value as Record<string, unknown>
+  for (const [name, on] of Object.entries(switches)) {
+    check(on === undefined || typeof on === 'boolean', `validate.${name}`, 'a boolean', on)
+  }
+  const on = (name: string): boolean => (switches[name] ?? switches.default ?? true) as boolean
+  return {
+    trustProxy: on('trustProxy'),
+    xForwardedForHeader: on('xForwardedForHeader'),
+    creationStack: on('creationStack'),
+    singleCount: on('singleCount'),
+    unsharedStore: on('unsharedStore'),
   }
 }
 

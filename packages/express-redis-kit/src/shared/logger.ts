@@ -39,7 +39,17 @@ export function throttledLogger(
  */
 export type WarningCode =
   /** A duration given as a bare number under 1,000 (milliseconds): most likely meant as seconds. */
-  'ERK_DURATION_UNIT'
+  | 'ERK_DURATION_UNIT'
+  /** rateLimit: Express's `trust proxy` is `true`, so any client can choose its IP (`X-Forwarded-For`). */
+  | 'ERK_PERMISSIVE_TRUST_PROXY'
+  /** rateLimit: a request came with `X-Forwarded-For` while `trust proxy` is off: every client behind the proxy shares one IP. */
+  | 'ERK_UNEXPECTED_X_FORWARDED_FOR'
+  /** rateLimit: the limiter was created while Express was handling a request. */
+  | 'ERK_CREATED_IN_REQUEST_HANDLER'
+  /** rateLimit: one request was counted twice under the same prefix and client key. */
+  | 'ERK_DOUBLE_COUNT'
+  /** rateLimit: two limiters on one client share a prefix, so they count together. */
+  | 'ERK_SHARED_PREFIX'
 
 /** A setup warning's message (see {@link WarningCode}). */
 export function warning(feature: string, code: WarningCode, text: string): string {
