@@ -12,6 +12,7 @@ import {
   parseTimeoutMs,
   rejectUnknownOptions,
   use,
+  warnIfNotConnected,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 import type { LifetimeSettings } from './freshness.js'
@@ -207,6 +208,7 @@ export function parseCommonOptions(
   const lockMs = parseDuration(options.lockTimeout ?? '5s', 'lockTimeout', secondsCheck)
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
   const localCache = parseLocalCache(options.localCache)
+  warnIfNotConnected(client, logger, entryPoint)
 
   let byClient = stores.get(client)
   if (!byClient) {

@@ -9,6 +9,7 @@ import {
   parsePrefix,
   parseTimeoutMs,
   rejectUnknownOptions,
+  warnIfNotConnected,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 
@@ -171,7 +172,7 @@ export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOp
   check(isValidName(group), 'group', NAME_EXPECTED, group)
   const consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
   check(isValidName(consumer), 'consumer', NAME_EXPECTED, consumer)
-  return {
+  const parsed: ParsedNotifierOptions = {
     client: options.client,
     prefix: parsePrefix(options.prefix, 'events:'),
     mode,
@@ -186,4 +187,6 @@ export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOp
     maxDeliveries: positiveInteger(options.maxDeliveries, 5, 'maxDeliveries'),
     batchSize: positiveInteger(options.batchSize, 10, 'batchSize'),
   }
+  warnIfNotConnected(options.client, logger, 'createNotifier')
+  return parsed
 }

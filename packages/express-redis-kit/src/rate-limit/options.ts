@@ -13,6 +13,7 @@ import {
   parseTimeoutMs,
   rejectUnknownOptions,
   use,
+  warnIfNotConnected,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 import { defaultPolicyName, type StandardHeaders } from './headers.js'
@@ -566,6 +567,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
 
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
   const validate = parseValidate(options.validate)
+  warnIfNotConnected(options.client, logger, 'rateLimit')
 
   return {
     client: options.client,

@@ -12,6 +12,7 @@ import {
   parseTimeoutMs,
   rejectUnknownOptions,
   use,
+  warnIfNotConnected,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 
@@ -260,6 +261,7 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
   const onRedisError = options.onRedisError ?? 'fail'
   check(onRedisError === 'fail' || onRedisError === 'anonymous', 'onRedisError', "'fail' or 'anonymous'", onRedisError)
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
+  warnIfNotConnected(options.client, logger, 'session')
 
   return {
     client: options.client,

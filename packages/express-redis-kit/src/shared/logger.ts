@@ -38,6 +38,8 @@ export function throttledLogger(
  * Match on the code, never on the rest of the message.
  */
 export type WarningCode =
+  /** A client given to a factory was neither open nor connecting: `connect()` was not called. */
+  | 'ERK_NOT_CONNECTED'
   /** A duration given as a bare number under 1,000 (milliseconds): most likely meant as seconds. */
   | 'ERK_DURATION_UNIT'
   /** rateLimit: Express's `trust proxy` is `true`, so any client can choose its IP (`X-Forwarded-For`). */

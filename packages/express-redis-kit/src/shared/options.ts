@@ -1,5 +1,5 @@
 import { OptionError } from './errors.js'
-import type { Logger } from './logger.js'
+import { type Logger, warning } from './logger.js'
 import { isRedisClient, type RedisClient } from './redis.js'
 
 /** Throws an {@link OptionError} naming `option` unless `condition` holds. */
@@ -102,6 +102,34 @@ export function parseClient(client: unknown): RedisClient {
   )
   return client as RedisClient
 }
+
+/**
+ * Warns once per client (`ERK_NOT_CONNECTED`) when `client` is neither open nor connecting
+ * right after `feature` was created with it (once the code that created it has run, so that
+ * creating the middleware just before calling `connect()` is fine): `connect()` was never
+ * called, and every command would fail until it is. Never throws: an app may create its
+ * middleware before it connects.
+ */
+export function warnIfNotConnected(client: RedisClient, logger: Logger, feature: string): void {
+  if (client.isOpen) return
+  const later = setImmediate(() => {
+    if (client.isOpen || warnedNotConnected.has(client)) return
+    warnedNotConnected.add(client)
+    logger.warn(
+      warning(
+        feature,
+        'ERK_NOT_CONNECTED',
+        'the Redis client is neither open nor connecting: did you call connect()? Until it connects every ' +
+          'Redis command fails, and each feature does what it does when Redis is down. To listen before Redis ' +
+          "answers, call `client.connect()` without awaiting it (node-redis keeps retrying); a cluster's " +
+          '`connect()` rejects when no root node answers: call it again until it resolves.',
+      ),
+    )
+  })
+  later.unref()
+}
+
+const warnedNotConnected = new WeakSet<RedisClient>()
 
 /**
  * The `logger` option: anything with `warn` and `error` (default `console`). console and
