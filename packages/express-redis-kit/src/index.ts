@@ -28,10 +28,12 @@ export {
 export {
   type Algorithm,
   ipKeyGenerator,
+  type RateLimitHandlerInfo,
   type RateLimitInfo,
   type RateLimitMiddleware,
   type RateLimitOptions,
   type RateLimitState,
+  type RateLimitValidations,
   rateLimit,
   type StandardHeaders,
   type ValueOrFunction,
@@ -54,7 +56,7 @@ export {
   type RedisCallContext,
   type SessionEvent,
 } from './shared/diagnostics.js'
-export type { Duration } from './shared/duration.js'
+export type { Duration, DurationUnit } from './shared/duration.js'
 export { ArgumentError, type ErrorCode, OptionError, RedisKitError } from './shared/errors.js'
-export type { Logger } from './shared/logger.js'
+export type { Logger, WarningCode } from './shared/logger.js'
 export type { RedisClient } from './shared/redis.js'

@@ -46,11 +46,11 @@ export async function cached<T>(
   options: CachedOptions,
   loader: () => T | Promise<T>,
 ): Promise<T> {
-  const { store, lifetimes, warn } = parseCommonOptions(client, options)
+  const { store, lifetimes, warn, secondsCheck } = parseCommonOptions(client, options, 'cached')
   check(typeof key === 'string' && key.length > 0, 'key', 'a non-empty string', key)
   check(typeof loader === 'function', 'loader', 'a function', loader)
   const tags = checkTags(options.tags ?? [], 'tags')
-  const negativeTtl = parseDuration(options.negativeTtl ?? '30s', 'negativeTtl')
+  const negativeTtl = parseDuration(options.negativeTtl ?? '30s', 'negativeTtl', secondsCheck)
   const serializer = options.serializer ?? typedJson
   check(
     typeof serializer?.serialize === 'function' && typeof serializer?.deserialize === 'function',
@@ -196,6 +196,6 @@ export async function invalidateTags(
   tags: string[],
   options: Pick<CacheCommonOptions, 'prefix' | 'timeoutMs'> = {},
 ): Promise<number> {
-  const { store } = parseCommonOptions(client, options)
+  const { store } = parseCommonOptions(client, options, 'invalidateTags')
   return store.invalidateTags(checkTags(tags, 'tags'), 'invalidateTags')
 }

@@ -1,6 +1,6 @@
 import { type NodeClient, refreshTopology } from '../shared/cluster-health.js'
 import type { Warn } from '../shared/logger.js'
-import { check } from '../shared/options.js'
+import { check, rejectUnknownOptions } from '../shared/options.js'
 import { isCluster, type RedisClient } from '../shared/redis.js'
 import type { Lookup } from './store.js'
 
@@ -61,6 +61,8 @@ export interface LocalCacheSettings {
   fenceMs: number
 }
 
+const LOCAL_CACHE_OPTIONS = new Set(['maxBytes', 'fenceMs'])
+
 const DEFAULT_SETTINGS: LocalCacheSettings = { maxBytes: 64 * 1024 * 1024, fenceMs: 20 }
 
 /** Bytes counted per entry on top of its data (its objects and map slots). */
@@ -85,8 +87,8 @@ export function parseLocalCache(value: unknown): LocalCacheSettings | undefined 
     'true, false or { maxBytes, fenceMs }',
     value,
   )
-  const { maxBytes, fenceMs, ...rest } = value as LocalCacheOptions
-  check(Object.keys(rest).length === 0, 'localCache', 'an object with only maxBytes and fenceMs', value)
+  rejectUnknownOptions(value as object, LOCAL_CACHE_OPTIONS, {}, 'localCache')
+  const { maxBytes, fenceMs } = value as LocalCacheOptions
   const settings = {
     maxBytes: maxBytes ?? DEFAULT_SETTINGS.maxBytes,
     fenceMs: fenceMs ?? DEFAULT_SETTINGS.fenceMs,

@@ -1,13 +1,18 @@
 import type { Request, Response } from 'express'
-import { type Duration, parseDuration } from '../shared/duration.js'
+import { type Duration, parseDuration, type SecondsCheck } from '../shared/duration.js'
 import { type Logger, throttledLogger, type Warn } from '../shared/logger.js'
 import {
   check,
+  type Hints,
+  notNeeded,
+  notSupported,
   parseClient,
   parseLogger,
   parsePrefix,
   parseTimeoutMs,
   rejectUnknownOptions,
+  use,
+  warnIfNotConnected,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 import type { LifetimeSettings } from './freshness.js'
@@ -80,6 +85,89 @@ export interface CommonConfig {
   lifetimes: Lifetimes
   /** Logs a warning through the `logger` option, at most once per 5 s per logger. */
   warn: Warn
+  /** For the durations of the entry point's own options (see parseDuration). */
+  secondsCheck: SecondsCheck
+}
+
+/** The entry points that take the common options. */
+type EntryPoint = 'cacheResponse' | 'cached' | 'invalidateTags'
+
+const COMMON_OPTIONS = [
+  'ttl',
+  'staleWhileRevalidate',
+  'staleIfError',
+  'prefix',
+  'lockTimeout',
+  'timeoutMs',
+  'logger',
+  'localCache',
+]
+
+const ONE_STORE = notNeeded('there is one store: Redis')
+
+/** Option names of cache-manager that are not ours. */
+const CACHE_MANAGER_OPTIONS: Hints = {
+  store: use('client', 'the node-redis client itself, no store object'),
+  stores: use('client', 'the node-redis client itself, no store object'),
+  refreshThreshold: use('staleWhileRevalidate', 'once stale, an entry is served while one caller refreshes it'),
+  max: notNeeded(
+    'entries live in Redis, bounded by its `maxmemory`; `localCache: { maxBytes }` bounds the copies kept in memory',
+  ),
+  nonBlocking: ONE_STORE,
+  refreshAllStores: ONE_STORE,
+  cacheId: use('prefix'),
+}
+
+/** Option names of apicache (and of other response caches) that are not ours. */
+const RESPONSE_PEER_OPTIONS: Hints = {
+  ...CACHE_MANAGER_OPTIONS,
+  expire: use('ttl'),
+  duration: use('ttl'),
+  defaultDuration: use('ttl'),
+  enabled: use('bypass', '`() => true` bypasses the cache; or mount it only where caching is wanted'),
+  redisClient: use('client'),
+  appendKey: use('key', 'it returns the whole key, computed from the request'),
+  statusCodes: use('statuses', 'an array of the statuses that are stored'),
+  headerBlacklist: notSupported(
+    'a response is stored with its headers, and one with `Set-Cookie` is never stored: remove a header in the handler',
+  ),
+  headers: notSupported('the headers the handler sets are stored and replayed: set them there'),
+  events: notSupported("no callbacks: subscribe to the 'express-redis-kit:cache' diagnostics channel"),
+  debug: notNeeded("every lookup and fill is published on the 'express-redis-kit:cache' diagnostics channel"),
+  trackPerformance: notNeeded('`enableMetrics()` counts hits, misses and fills'),
+  respectCacheControl: notSupported(
+    "a client's `Cache-Control: no-cache` never forces a request through to the handler; clients revalidate with `If-None-Match`",
+  ),
+  jsonp: notNeeded('the query string is part of the key'),
+}
+
+/** Each entry point's own option names, and the hints for names that are not ours. */
+const ENTRY_POINTS: Record<EntryPoint, { names: ReadonlySet<string>; hints: Hints }> = {
+  cacheResponse: {
+    names: new Set([
+      ...COMMON_OPTIONS,
+      'client',
+      'tags',
+      'statuses',
+      'maxBodyBytes',
+      'key',
+      'perUser',
+      'bypass',
+      'freshness',
+      'maxTtl',
+      'invalidateOnUnsafe',
+    ]),
+    hints: RESPONSE_PEER_OPTIONS,
+  },
+  cached: {
+    names: new Set([...COMMON_OPTIONS, 'tags', 'negativeTtl', 'serializer']),
+    hints: {
+      ...CACHE_MANAGER_OPTIONS,
+      isCacheable: use('negativeTtl', 'every value is cached, `null` and `undefined` for `negativeTtl`'),
+      client: notNeeded("the client is cached()'s first argument"),
+    },
+  },
+  invalidateTags: { names: new Set(['prefix', 'timeoutMs']), hints: {} },
 }
 
 const stores = new WeakMap<RedisClient, Map<string, CacheStore>>()
@@ -95,21 +183,32 @@ function warnerFor(logger: Logger): Warn {
   return warn
 }
 
-const optionalDuration = (value: unknown, option: string): number =>
-  value === undefined || value === 0 ? 0 : parseDuration(value, option)
+const optionalDuration = (value: unknown, option: string, secondsCheck: SecondsCheck): number =>
+  value === undefined || value === 0 ? 0 : parseDuration(value, option, secondsCheck)
 
-/** Validates the shared options; one CacheStore per client and settings is reused. */
-export function parseCommonOptions(client: RedisClient, options: CacheCommonOptions): CommonConfig {
-  parseClient(client)
+/**
+ * Validates the shared options, and refuses option names `entryPoint` does not have; one
+ * CacheStore per client and settings is reused.
+ */
+export function parseCommonOptions(
+  client: RedisClient,
+  options: CacheCommonOptions,
+  entryPoint: EntryPoint,
+): CommonConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
-  const ttl = parseDuration(options.ttl ?? '5m', 'ttl')
-  const staleWhileRevalidate = optionalDuration(options.staleWhileRevalidate, 'staleWhileRevalidate')
-  const staleIfError = optionalDuration(options.staleIfError, 'staleIfError')
-  const prefix = parsePrefix(options.prefix, 'cache:')
-  const lockMs = parseDuration(options.lockTimeout ?? '5s', 'lockTimeout')
-  const timeoutMs = parseTimeoutMs(options.timeoutMs)
+  const { names, hints } = ENTRY_POINTS[entryPoint]
+  rejectUnknownOptions(options, names, hints)
+  parseClient(client)
   const logger = parseLogger(options.logger)
+  const secondsCheck: SecondsCheck = { logger, feature: entryPoint }
+  const ttl = parseDuration(options.ttl ?? '5m', 'ttl', secondsCheck)
+  const staleWhileRevalidate = optionalDuration(options.staleWhileRevalidate, 'staleWhileRevalidate', secondsCheck)
+  const staleIfError = optionalDuration(options.staleIfError, 'staleIfError', secondsCheck)
+  const prefix = parsePrefix(options.prefix, 'cache:')
+  const lockMs = parseDuration(options.lockTimeout ?? '5s', 'lockTimeout', secondsCheck)
+  const timeoutMs = parseTimeoutMs(options.timeoutMs)
   const localCache = parseLocalCache(options.localCache)
+  warnIfNotConnected(client, logger, entryPoint)
 
   let byClient = stores.get(client)
   if (!byClient) {
@@ -124,7 +223,7 @@ export function parseCommonOptions(client: RedisClient, options: CacheCommonOpti
     store = new CacheStore(client, prefix, timeoutMs, lockMs, local)
     byClient.set(id, store)
   }
-  return { store, lifetimes: { ttl, staleWhileRevalidate, staleIfError }, warn }
+  return { store, lifetimes: { ttl, staleWhileRevalidate, staleIfError }, warn, secondsCheck }
 }
 
 /** Options of {@link cacheResponse}. Only `client` is required. */
@@ -212,32 +311,10 @@ export interface ResponseConfig extends CommonConfig {
   invalidateOnUnsafe: boolean
 }
 
-const RESPONSE_OPTIONS = new Set([
-  'client',
-  'ttl',
-  'staleWhileRevalidate',
-  'staleIfError',
-  'prefix',
-  'lockTimeout',
-  'timeoutMs',
-  'logger',
-  'tags',
-  'statuses',
-  'maxBodyBytes',
-  'key',
-  'perUser',
-  'bypass',
-  'freshness',
-  'maxTtl',
-  'invalidateOnUnsafe',
-  'localCache',
-])
-
 /** Validates cacheResponse()'s options. */
 export function parseResponseOptions(options: CacheResponseOptions): ResponseConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
-  rejectUnknownOptions(options, RESPONSE_OPTIONS, { expire: '`ttl`', duration: '`ttl`' })
-  const common = parseCommonOptions(options.client, options)
+  const common = parseCommonOptions(options.client, options, 'cacheResponse')
   const tags = options.tags ?? []
   if (typeof tags !== 'function') checkTags(tags, 'tags')
   const statuses = options.statuses ?? [200]
@@ -255,7 +332,10 @@ export function parseResponseOptions(options: CacheResponseOptions): ResponseCon
   check(options.bypass === undefined || typeof options.bypass === 'function', 'bypass', 'a function', options.bypass)
   const freshness = options.freshness ?? 'response'
   check(freshness === 'response' || freshness === 'ttl', 'freshness', "'response' or 'ttl'", freshness)
-  const maxTtl = options.maxTtl === undefined ? Number.POSITIVE_INFINITY : parseDuration(options.maxTtl, 'maxTtl')
+  const maxTtl =
+    options.maxTtl === undefined
+      ? Number.POSITIVE_INFINITY
+      : parseDuration(options.maxTtl, 'maxTtl', common.secondsCheck)
   const invalidateOnUnsafe = options.invalidateOnUnsafe ?? true
   check(typeof invalidateOnUnsafe === 'boolean', 'invalidateOnUnsafe', 'a boolean', invalidateOnUnsafe)
   return {

@@ -12,7 +12,7 @@ import {
   parseStreamId,
   STREAM_ID_EXPECTED,
 } from './fanout.js'
-import { isValidName, NAME_EXPECTED, type NotifierOptions, parseNotifierOptions } from './options.js'
+import { checkCallOptions, isValidName, NAME_EXPECTED, type NotifierOptions, parseNotifierOptions } from './options.js'
 import { closedError, PubSubTransport } from './pubsub.js'
 
 export type { Envelope, EventHandler, EventMeta } from './envelope.js'
@@ -173,6 +173,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
 
     async publish(channel, payload, publishOptions = {}) {
       checkChannel(channel)
+      checkCallOptions(publishOptions, 'publish')
       if (closed) throw closedError()
       const { id, json } = encodeEnvelope(channel, payload, maxMessageBytes, publishOptions.id)
       const key = prefix + channel
@@ -208,6 +209,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     async subscribe<T>(channel: string, handler: EventHandler<T>, subscribeOptions: SubscribeOptions<T> = {}) {
       checkChannel(channel)
       if (typeof handler !== 'function') throw new OptionError('handler', 'a function', handler)
+      checkCallOptions(subscribeOptions, 'subscribe')
       const { parse, group = parsed.group, from, onGap } = subscribeOptions
       if (parse !== undefined && typeof parse !== 'function') {
         throw new OptionError('parse', 'a function (a zod schema’s parse fits)', parse)
@@ -281,6 +283,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
       if (typeof historyOptions !== 'object' || historyOptions === null) {
         throw new ArgumentError(method, 'options', 'an object', historyOptions)
       }
+      checkCallOptions(historyOptions, 'history')
       const { limit = 1000 } = historyOptions
       const after = historyOptions.after === undefined ? undefined : parseStreamId(historyOptions.after)
       if (historyOptions.after !== undefined && after === undefined) {

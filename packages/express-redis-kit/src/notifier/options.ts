@@ -9,6 +9,7 @@ import {
   parsePrefix,
   parseTimeoutMs,
   rejectUnknownOptions,
+  warnIfNotConnected,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 
@@ -142,10 +143,23 @@ function positiveInteger(value: unknown, fallback: number, option: string): numb
   return result as number
 }
 
+const CALL_OPTIONS = {
+  subscribe: new Set(['parse', 'group', 'from', 'onGap']),
+  publish: new Set(['id']),
+  history: new Set(['after', 'limit']),
+}
+
+/** Refuses the options of a `subscribe`, `publish` or `history` call that are not an object, or name an option it does not have. */
+export function checkCallOptions(options: unknown, method: keyof typeof CALL_OPTIONS): void {
+  check(typeof options === 'object' && options !== null, 'options', 'an object', options)
+  rejectUnknownOptions(options as object, CALL_OPTIONS[method])
+}
+
 export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOptions {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
   rejectUnknownOptions(options, KNOWN_OPTIONS)
   parseClient(options.client)
+  const logger = parseLogger(options.logger)
   const mode = options.mode ?? 'pubsub'
   check(mode === 'pubsub' || mode === 'durable' || mode === 'fanout', 'mode', "'pubsub', 'durable' or 'fanout'", mode)
   check(
@@ -158,19 +172,21 @@ export function parseNotifierOptions(options: NotifierOptions): ParsedNotifierOp
   check(isValidName(group), 'group', NAME_EXPECTED, group)
   const consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
   check(isValidName(consumer), 'consumer', NAME_EXPECTED, consumer)
-  return {
+  const parsed: ParsedNotifierOptions = {
     client: options.client,
     prefix: parsePrefix(options.prefix, 'events:'),
     mode,
-    logger: parseLogger(options.logger),
+    logger,
     onReconnect: options.onReconnect,
     timeoutMs: parseTimeoutMs(options.timeoutMs),
     maxMessageBytes: positiveInteger(options.maxMessageBytes, 1024 * 1024, 'maxMessageBytes'),
     maxLength: positiveInteger(options.maxLength, 10_000, 'maxLength'),
     group,
     consumer,
-    claimIdleMs: parseDuration(options.claimIdle ?? '30s', 'claimIdle'),
+    claimIdleMs: parseDuration(options.claimIdle ?? '30s', 'claimIdle', { logger, feature: 'createNotifier' }),
     maxDeliveries: positiveInteger(options.maxDeliveries, 5, 'maxDeliveries'),
     batchSize: positiveInteger(options.batchSize, 10, 'batchSize'),
   }
+  warnIfNotConnected(options.client, logger, 'createNotifier')
+  return parsed
 }

@@ -2,7 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { type RateLimitEvent, rateLimitChannel } from '../shared/diagnostics.js'
 import { ArgumentError, describe, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
-import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
+import { encodeKeyPart, runCommand } from '../shared/redis.js'
 import { BlockCache } from './block-cache.js'
 import {
   type HeaderValues,
@@ -13,18 +13,20 @@ import {
   setRetryAfterHeader,
 } from './headers.js'
 import { type Decision, LocalLimiter, type Window, type WindowResult, waitOf } from './local.js'
-import {
-  parseRateLimitOptions,
-  policyName,
-  type RateLimitConfig,
-  type RateLimitInfo,
-  type RateLimitOptions,
-} from './options.js'
+import { parseRateLimitOptions, policyName, type RateLimitInfo, type RateLimitOptions } from './options.js'
 import { SCRIPTS } from './scripts.js'
+import { SetupChecks } from './validations.js'
 
 export type { StandardHeaders } from './headers.js'
 export { ipKeyGenerator } from './ip-key.js'
-export type { RateLimitInfo, RateLimitOptions, RateLimitWindow, ValueOrFunction } from './options.js'
+export type {
+  RateLimitHandlerInfo,
+  RateLimitInfo,
+  RateLimitOptions,
+  RateLimitValidations,
+  RateLimitWindow,
+  ValueOrFunction,
+} from './options.js'
 export type { Algorithm } from './scripts.js'
 
 /** What {@link RateLimitMiddleware.getKey} reports for a client key. */
@@ -61,8 +63,6 @@ const RESET_CALL = { operation: 'rateLimit.reset', command: 'DEL' }
 /** Seconds a client is told to wait when `onRedisError: 'block'` refuses it. */
 const REDIS_ERROR_RETRY_AFTER_SECONDS = 5
 
-const prefixesByClient = new WeakMap<RedisClient, Set<string>>()
-
 /**
  * Rate-limits requests with the decision made atomically in Redis: one `EVALSHA`
  * per request, Redis's clock, exact under concurrency across any number of app
@@ -83,7 +83,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   const { client, windowMs, algorithm, prefix, timeoutMs, logger } = config
   const scripts = SCRIPTS[algorithm]
   const logRedisError = throttledLogger(logger, 'error')
-  warnOnSharedPrefix(config)
+  const checks = new SetupChecks(config)
 
   const blocks = config.localBlockCache === false ? undefined : new BlockCache(config.localBlockCache)
   const local = config.onRedisError === 'local' ? new LocalLimiter(algorithm, LOCAL_MAX_KEYS) : undefined
@@ -207,6 +207,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     let cost: number
     try {
       if (config.skip && (await config.skip(req, res))) return next()
+      if (checks.watchesRequests) checks.onRequest(req)
       const keyResult = callback('keyGenerator', config.keyGenerator, req, res, isNonEmptyString, 'a non-empty string')
       key = typeof keyResult === 'string' ? keyResult : await keyResult
       if (typeof config.limit === 'number') limit = config.limit
@@ -245,6 +246,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       }
     } else {
       const keys = keysOf(key)
+      if (cost > 0) checks.onCount(req, keys.block)
       const redisAnswer =
         local && performance.now() < redisRetryAt ? undefined : await decideInRedis(keys, windows, cost)
       if (redisAnswer instanceof Error || redisAnswer === undefined) {
@@ -311,7 +313,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       }
       if (!decision.allowed) {
         if (config.onLimit) notifyLimit(req, res, info)
-        if (config.mode === 'enforce') return await reject(req, res, next, info)
+        if (config.mode === 'enforce') return await reject(req, res, next, info, windows[bound]!.windowMs)
       }
     } catch (error) {
       return next(error)
@@ -368,8 +370,11 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     if (!allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, binding.resetMs)
   }
 
-  async function reject(req: Request, res: Response, next: NextFunction, info: RateLimitInfo) {
-    if (config.handler) return void (await config.handler(req, res, next, info))
+  async function reject(req: Request, res: Response, next: NextFunction, info: RateLimitInfo, windowMs: number) {
+    if (config.handler) {
+      const { statusCode, message } = config
+      return void (await config.handler(req, res, next, { ...info, statusCode, message, windowMs, max: info.limit }))
+    }
     res.status(config.statusCode)
     const body = typeof config.message === 'function' ? await config.message(req, res) : config.message
     if (!res.writableEnded) res.send(body)
@@ -448,21 +453,6 @@ function bindingWindow({ allowed, windows }: Decision): number {
 const LOCAL_RETRY_MS = 1_000
 /** 'local' mode: the most windows kept in memory. */
 const LOCAL_MAX_KEYS = 100_000
-
-function warnOnSharedPrefix(config: RateLimitConfig): void {
-  let prefixes = prefixesByClient.get(config.client)
-  if (!prefixes) {
-    prefixes = new Set()
-    prefixesByClient.set(config.client, prefixes)
-  }
-  if (prefixes.has(config.prefix)) {
-    config.logger.warn(
-      `express-redis-kit rateLimit: another limiter on this Redis client already uses the prefix '${config.prefix}'; ` +
-        'limiters sharing a prefix count the same requests together. Give each limiter its own `prefix`.',
-    )
-  }
-  prefixes.add(config.prefix)
-}
 
 /** Added to a decision's deadline: the clock offset is measured over a round trip, not exactly. */
 const DEADLINE_GRACE_MS = 50

@@ -1,14 +1,19 @@
 import type { NextFunction, Request, Response } from 'express'
-import { type Duration, parseDuration } from '../shared/duration.js'
+import { type Duration, parseDuration, type SecondsCheck } from '../shared/duration.js'
 import { RedisKitError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
 import {
   check,
+  type Hints,
+  notNeeded,
+  notSupported,
   parseClient,
   parseLogger,
   parsePrefix,
   parseTimeoutMs,
   rejectUnknownOptions,
+  use,
+  warnIfNotConnected,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 import { defaultPolicyName, type StandardHeaders } from './headers.js'
@@ -30,6 +35,68 @@ export interface RateLimitInfo {
   resetTime: Date
   /** The client key from `keyGenerator`. */
   key: string
+}
+
+/**
+ * The 4th argument of {@link RateLimitOptions.handler}: the refused request's
+ * {@link RateLimitInfo} (what `req.rateLimit` holds) with the options a handler written for
+ * express-rate-limit reads from its `options` argument, so that
+ * `(req, res, next, options) => res.status(options.statusCode).send(options.message)` works.
+ */
+export interface RateLimitHandlerInfo extends RateLimitInfo {
+  /** The `statusCode` option: the status a refusal answers with. */
+  statusCode: number
+  /** The `message` option as given (a value, or the function that computes it). */
+  message: ValueOrFunction<unknown>
+  /** The window of the limit that refused the request, in milliseconds (with `limits`, the binding window's). */
+  windowMs: number
+  /** The same as `limit`: express-rate-limit's older name for it. */
+  max: number
+}
+
+/**
+ * Which setup checks run (see {@link RateLimitOptions.validate}); the names are those of
+ * express-rate-limit's `validate`, and `default` applies to those not named.
+ */
+export interface RateLimitValidations {
+  /**
+   * Warn (`ERK_PERMISSIVE_TRUST_PROXY`) when Express's `trust proxy` is `true`: every client
+   * can then pick the IP it is limited by with an `X-Forwarded-For` header. Checked with the
+   * default `keyGenerator` only.
+   * @default true
+   */
+  trustProxy?: boolean
+  /**
+   * Warn (`ERK_UNEXPECTED_X_FORWARDED_FOR`) when a request carries `X-Forwarded-For` while
+   * `trust proxy` is off: behind a proxy, every client would share the proxy's IP. Checked with
+   * the default `keyGenerator` only.
+   * @default true
+   */
+  xForwardedForHeader?: boolean
+  /**
+   * Warn (`ERK_CREATED_IN_REQUEST_HANDLER`) when the limiter is created while Express is
+   * handling a request (seen in the call stack, so only when created before the handler's
+   * first `await`).
+   * @default true
+   */
+  creationStack?: boolean
+  /**
+   * Warn (`ERK_DOUBLE_COUNT`) when one request is counted twice under the same prefix and
+   * client key: the same limiter mounted twice, or two limiters sharing a prefix.
+   * @default true
+   */
+  singleCount?: boolean
+  /**
+   * Warn (`ERK_SHARED_PREFIX`) when a limiter is created with the prefix of another limiter
+   * on the same client: they would count the same requests together.
+   * @default true
+   */
+  unsharedStore?: boolean
+  /**
+   * Whether the checks not named run.
+   * @default true
+   */
+  default?: boolean
 }
 
 /** One window of {@link RateLimitOptions.limits}. */
@@ -171,10 +238,13 @@ export interface RateLimitOptions {
    */
   message?: ValueOrFunction<unknown>
   /**
-   * Answers a rejected request instead of the default (status + message). Headers are already set.
+   * Answers a rejected request instead of the default (status + message). Headers are already
+   * set. Its 4th argument is the {@link RateLimitHandlerInfo}: `req.rateLimit`'s fields with
+   * `statusCode`, `message`, `windowMs` and `max`, so a handler written for express-rate-limit
+   * (`res.status(options.statusCode).send(options.message)`) works as it is.
    * @default sends `statusCode` with `message`
    */
-  handler?: (req: Request, res: Response, next: NextFunction, info: RateLimitInfo) => unknown
+  handler?: (req: Request, res: Response, next: NextFunction, info: RateLimitHandlerInfo) => unknown
   /**
    * IETF `RateLimit` headers: `'draft-6'`, `'draft-7'`, `'draft-8'` or `false`.
    * Names, formats and values are those of express-rate-limit 8.
@@ -215,6 +285,13 @@ export interface RateLimitOptions {
    * @default console
    */
   logger?: Logger
+  /**
+   * Setup checks, each logged once per limiter as a warning with a stable code (see
+   * {@link RateLimitValidations}): `false` turns them all off, an object turns them on or off
+   * one by one (`{ xForwardedForHeader: false }`), with express-rate-limit's names.
+   * @default true (all on)
+   */
+  validate?: boolean | RateLimitValidations
 }
 
 /** The fully resolved configuration: every option parsed once, at creation. */
@@ -239,7 +316,7 @@ export interface RateLimitConfig {
   requestWasSuccessful: (req: Request, res: Response) => boolean | Promise<boolean>
   statusCode: number
   message: ValueOrFunction<unknown>
-  handler: ((req: Request, res: Response, next: NextFunction, info: RateLimitInfo) => unknown) | undefined
+  handler: ((req: Request, res: Response, next: NextFunction, info: RateLimitHandlerInfo) => unknown) | undefined
   standardHeaders: StandardHeaders
   legacyHeaders: boolean
   identifier: ValueOrFunction<string> | undefined
@@ -247,6 +324,10 @@ export interface RateLimitConfig {
   onRedisError: 'allow' | 'block' | 'local'
   timeoutMs: number
   logger: Logger
+  /** Whether `keyGenerator` is the default one (the client IP): the proxy checks apply only then. */
+  keysByIp: boolean
+  /** Which setup checks run. */
+  validate: Required<Omit<RateLimitValidations, 'default'>>
 }
 
 const KNOWN_OPTIONS = new Set<string>([
@@ -278,12 +359,77 @@ const KNOWN_OPTIONS = new Set<string>([
   'onRedisError',
   'timeoutMs',
   'logger',
+  'validate',
 ])
-const RENAMED: Record<string, string> = {
-  max: '`limit`',
-  window: '`windowMs`',
-  store: '`client`',
-  headers: '`legacyHeaders`',
+
+const NEVER_DELAYED = notSupported('a request is admitted or refused at once, never delayed')
+const NODE_REDIS_ONLY = notNeeded('the client is a node-redis client or cluster (5 or 6), whatever its version')
+
+/** Option names of express-rate-limit, rate-limit-redis and rate-limiter-flexible that are not ours. */
+const PEER_OPTIONS: Hints = {
+  window: use('windowMs'),
+  // express-rate-limit (and express-slow-down)
+  max: use('limit'),
+  headers: use('legacyHeaders'),
+  store: use('client', 'the node-redis client itself, no store object'),
+  passOnStoreError: use(
+    'onRedisError',
+    "'allow' (the default) lets requests through while Redis fails, 'block' refuses them, 'local' limits in memory",
+  ),
+  onLimitReached: use('onLimit'),
+  draft_polli_ratelimit_headers: use('standardHeaders', "'draft-6'"),
+  retryAfter: notNeeded('`Retry-After` is how long the client really has to wait'),
+  delayAfter: NEVER_DELAYED,
+  delayMs: NEVER_DELAYED,
+  maxDelayMs: NEVER_DELAYED,
+  // rate-limit-redis
+  sendCommand: use('client', 'the node-redis client itself'),
+  sendCommandCluster: use('client', 'the node-redis cluster itself'),
+  resetExpiryOnChange: use('algorithm', "the window of 'sliding-window' (the default) slides with every request"),
+  // rate-limiter-flexible
+  storeClient: use('client'),
+  points: use('limit'),
+  duration: use('windowMs', 'in milliseconds, where rate-limiter-flexible counts seconds'),
+  keyPrefix: use('prefix'),
+  blockOnConsumed: use('blockDuration', 'in milliseconds; the block starts with the first request over `limit`'),
+  inMemoryBlockOnConsumed: use('localBlockCache', 'a client over its limit is answered here without Redis'),
+  inMemoryBlockDuration: use('localBlockCache', 'a local block lasts until Redis said the client may pass'),
+  insuranceLimiter: use('onRedisError', "'local' limits in this process's memory while Redis fails"),
+  rejectIfRedisNotReady: use('onRedisError', "'block' refuses requests while Redis is not ready"),
+  execEvenly: NEVER_DELAYED,
+  execEvenlyMinDelayMs: NEVER_DELAYED,
+  customIncrTtlLuaScript: use('algorithm', 'the Lua scripts are built in, one per algorithm'),
+  useRedisPackage: NODE_REDIS_ONLY,
+  useRedis3AndLowerPackage: NODE_REDIS_ONLY,
+}
+
+const VALIDATIONS = new Set([
+  'trustProxy',
+  'xForwardedForHeader',
+  'creationStack',
+  'singleCount',
+  'unsharedStore',
+  'default',
+])
+const REFUSED_AT_CREATION = notNeeded('what it checks is refused at creation here, with an OptionError')
+const OWN_COUNTS = notNeeded('the counts come from the built-in scripts')
+
+/** express-rate-limit's checks that `validate` has no switch for here, and why. */
+const PEER_VALIDATIONS: Hints = {
+  ip: notNeeded('an unknown client IP is an error (ERK_MISCONFIGURED) passed to next(err), never a warning'),
+  forwardedHeader: notSupported('the `Forwarded` header is not checked'),
+  positiveHits: OWN_COUNTS,
+  headersResetTime: OWN_COUNTS,
+  limit: notNeeded('`limit: 0` refuses every request, as in express-rate-limit 7 and later'),
+  draftPolliHeaders: REFUSED_AT_CREATION,
+  onLimitReached: REFUSED_AT_CREATION,
+  headersDraftVersion: REFUSED_AT_CREATION,
+  knownOptions: REFUSED_AT_CREATION,
+  validationsConfig: REFUSED_AT_CREATION,
+  ipv6Subnet: REFUSED_AT_CREATION,
+  windowMs: REFUSED_AT_CREATION,
+  ipv6SubnetOrKeyGenerator: notSupported('`ipv6Subnet` applies to the default `keyGenerator` only'),
+  keyGeneratorIpFallback: notSupported('no check of a custom `keyGenerator`: group IPv6 with `ipKeyGenerator(req.ip)`'),
 }
 
 const isPositiveInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0
@@ -304,10 +450,12 @@ function optionalBoolean(options: Record<string, unknown>, name: string, fallbac
 /** Validates `options` and resolves every default. Throws an `OptionError` (a `TypeError`) naming the option. */
 export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
-  rejectUnknownOptions(options, KNOWN_OPTIONS, RENAMED)
+  rejectUnknownOptions(options, KNOWN_OPTIONS, PEER_OPTIONS)
   const raw = options as unknown as Record<string, unknown>
 
   parseClient(options.client)
+  const logger = parseLogger(options.logger)
+  const secondsCheck: SecondsCheck = { logger, feature: 'rateLimit' }
 
   const limit = options.limit ?? 100
   check(
@@ -317,7 +465,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     limit,
   )
 
-  const windowMs = parseDuration(options.windowMs ?? 60_000, 'windowMs')
+  const windowMs = parseDuration(options.windowMs ?? 60_000, 'windowMs', secondsCheck)
 
   const algorithm = options.algorithm ?? 'sliding-window'
   check(
@@ -362,7 +510,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   check(
     [false, 'draft-6', 'draft-7', 'draft-8'].includes(standardHeaders),
     'standardHeaders',
-    "'draft-6', 'draft-7', 'draft-8' or false",
+    "'draft-6', 'draft-7', 'draft-8' or false (express-rate-limit's `true` is 'draft-6')",
     standardHeaders,
   )
 
@@ -392,7 +540,7 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     onRedisError,
   )
 
-  const limits = parseLimits(options)
+  const limits = parseLimits(options, secondsCheck)
   check(
     limits === undefined || options.burst === undefined,
     'burst',
@@ -405,7 +553,8 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     'not used with `limits` (give each window its own `identifier`)',
     options.identifier,
   )
-  const blockMs = options.blockDuration === undefined ? 0 : parseDuration(options.blockDuration, 'blockDuration')
+  const blockMs =
+    options.blockDuration === undefined ? 0 : parseDuration(options.blockDuration, 'blockDuration', secondsCheck)
   const mode = options.mode ?? 'enforce'
   check(mode === 'enforce' || mode === 'shadow', 'mode', "'enforce' or 'shadow'", mode)
   const localBlockCache = options.localBlockCache ?? 10_000
@@ -417,8 +566,8 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
   )
 
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
-
-  const logger = parseLogger(options.logger)
+  const validate = parseValidate(options.validate)
+  warnIfNotConnected(options.client, logger, 'rateLimit')
 
   return {
     client: options.client,
@@ -450,11 +599,46 @@ export function parseRateLimitOptions(options: RateLimitOptions): RateLimitConfi
     onRedisError,
     timeoutMs,
     logger,
+    keysByIp: options.keyGenerator === undefined,
+    validate,
+  }
+}
+
+/** The `validate` option: which setup checks run. */
+function parseValidate(validate: unknown): RateLimitConfig['validate'] {
+  const value = validate ?? true
+  if (typeof value === 'boolean') {
+    return {
+      trustProxy: value,
+      xForwardedForHeader: value,
+      creationStack: value,
+      singleCount: value,
+      unsharedStore: value,
+    }
+  }
+  check(
+    typeof value === 'object' && value !== null && !Array.isArray(value),
+    'validate',
+    'a boolean or an object of booleans',
+    value,
+  )
+  rejectUnknownOptions(value as object, VALIDATIONS, PEER_VALIDATIONS, 'validate')
+  const switches = value as Record<string, unknown>
+  for (const [name, on] of Object.entries(switches)) {
+    check(on === undefined || typeof on === 'boolean', `validate.${name}`, 'a boolean', on)
+  }
+  const on = (name: string): boolean => (switches[name] ?? switches.default ?? true) as boolean
+  return {
+    trustProxy: on('trustProxy'),
+    xForwardedForHeader: on('xForwardedForHeader'),
+    creationStack: on('creationStack'),
+    singleCount: on('singleCount'),
+    unsharedStore: on('unsharedStore'),
   }
 }
 
 /** The `limits` option, checked; undefined when it is not given. */
-function parseLimits(options: RateLimitOptions): RateLimitConfig['limits'] {
+function parseLimits(options: RateLimitOptions, secondsCheck: SecondsCheck): RateLimitConfig['limits'] {
   const { limits } = options
   if (limits === undefined) return undefined
   check(
@@ -467,9 +651,9 @@ function parseLimits(options: RateLimitOptions): RateLimitConfig['limits'] {
   const windows = limits.map((window, i) => {
     const name = `limits[${i}]`
     check(typeof window === 'object' && window !== null, name, 'an object { limit, windowMs }', window)
-    rejectUnknownOptions(window as object, WINDOW_OPTIONS, {}, name)
+    rejectUnknownOptions(window as object, WINDOW_OPTIONS, PEER_OPTIONS, name)
     check(isPositiveInteger(window.limit), `${name}.limit`, 'a positive integer', window.limit)
-    const windowMs = parseDuration(window.windowMs, `${name}.windowMs`)
+    const windowMs = parseDuration(window.windowMs, `${name}.windowMs`, secondsCheck)
     const identifier = window.identifier ?? defaultPolicyName(window.limit, windowMs)
     check(
       typeof identifier === 'string' && identifier !== '' && !/["\\\r\n]/.test(identifier),

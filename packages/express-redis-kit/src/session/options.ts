@@ -1,13 +1,18 @@
 import type { Request } from 'express'
-import { type Duration, parseDuration } from '../shared/duration.js'
+import { type Duration, parseDuration, type SecondsCheck } from '../shared/duration.js'
 import type { Logger } from '../shared/logger.js'
 import {
   check,
+  type Hints,
+  notNeeded,
+  notSupported,
   parseClient,
   parseLogger,
   parsePrefix,
   parseTimeoutMs,
   rejectUnknownOptions,
+  use,
+  warnIfNotConnected,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
 
@@ -155,19 +160,44 @@ const KNOWN = new Set([
   'logger',
 ])
 const KNOWN_COOKIE = new Set(['httpOnly', 'secure', 'sameSite', 'path', 'domain', 'partitioned'])
-const RENAMED: Record<string, string> = {
-  secret: '`secrets`, or mount cookie-parser with a secret before session()',
-  store: 'client',
-  rolling: 'idleTimeout',
-  maxAge: 'idleTimeout',
-  ttl: 'idleTimeout',
+const EXPIRES = notNeeded('every session expires after `idleTimeout` unused and `absoluteTimeout` in all')
+
+/** Option names of express-session and connect-redis that are not ours. */
+const PEER_OPTIONS: Hints = {
+  maxAge: use('idleTimeout'),
+  // express-session
+  secret: use('secrets', 'the first signs, all verify; or mount cookie-parser with a secret before session()'),
+  store: use('client', 'the node-redis client itself, no store object'),
+  rolling: use('idleTimeout', 'every use extends a session, up to `absoluteTimeout`'),
+  resave: notNeeded('a session is saved only when it changed'),
+  saveUninitialized: notNeeded('a new session is stored, and gets a cookie, only once it holds data'),
+  genid: notSupported('the token is 256 random bits from the CSPRNG, and Redis keeps only its SHA-256'),
+  proxy: notNeeded("`cookie.secure: 'auto'` follows `req.secure`, which honours Express's `trust proxy`"),
+  unset: notNeeded('end a session with `await req.session.destroy()`'),
+  // connect-redis
+  ttl: use('idleTimeout', 'in milliseconds, where connect-redis counts seconds'),
+  disableTTL: EXPIRES,
+  disableTouch: notNeeded('a request that changes nothing moves the expiry at most once per tenth of `idleTimeout`'),
+  scanCount: notNeeded("sessions are never SCANned: a user's sessions are listed from the user's index"),
+  serializer: notSupported('each session property is stored as JSON in a field of its own'),
+}
+
+/** express-session's cookie options that are not ours. */
+const PEER_COOKIE_OPTIONS: Hints = {
+  maxAge: use('idleTimeout', 'an option of session() itself, not of its cookie'),
+  expires: use('absoluteTimeout', 'an option of session() itself: the cookie lasts what is left of it'),
+  signed: notNeeded('the cookie is always signed'),
+  priority: notSupported('the cookie has no Priority attribute'),
+  encode: notSupported('the cookie holds the signed token, encoded as it must be'),
 }
 
 /** Validates `options` and resolves every default; throws an `OptionError` (a `TypeError`) naming the option. */
 export function parseSessionOptions(options: SessionOptions): SessionConfig {
   check(typeof options === 'object' && options !== null, 'options', 'an object', options)
-  rejectUnknownOptions(options, KNOWN, RENAMED)
+  rejectUnknownOptions(options, KNOWN, PEER_OPTIONS)
   parseClient(options.client)
+  const logger = parseLogger(options.logger)
+  const secondsCheck: SecondsCheck = { logger, feature: 'session' }
 
   const name = options.name ?? 'sid'
   check(
@@ -178,15 +208,13 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
   )
   const prefix = parsePrefix(options.prefix, 'sess:')
 
-  const idleTimeout = parseDuration(options.idleTimeout ?? '7d', 'idleTimeout')
-  const absoluteTimeout = parseDuration(options.absoluteTimeout ?? '30d', 'absoluteTimeout')
+  const idleTimeout = parseDuration(options.idleTimeout ?? '7d', 'idleTimeout', secondsCheck)
+  const absoluteTimeout = parseDuration(options.absoluteTimeout ?? '30d', 'absoluteTimeout', secondsCheck)
   check(idleTimeout <= absoluteTimeout, 'idleTimeout', `at most absoluteTimeout (${absoluteTimeout} ms)`, idleTimeout)
 
   const cookie = options.cookie ?? {}
   check(typeof cookie === 'object' && cookie !== null, 'cookie', 'an object', cookie)
-  for (const [key, value] of Object.entries(cookie)) {
-    check(KNOWN_COOKIE.has(key) || value === undefined, `cookie.${key}`, 'a known cookie option', value)
-  }
+  rejectUnknownOptions(cookie, KNOWN_COOKIE, PEER_COOKIE_OPTIONS, 'cookie')
   const httpOnly = cookie.httpOnly ?? true
   check(typeof httpOnly === 'boolean', 'cookie.httpOnly', 'a boolean', httpOnly)
   const secure = cookie.secure ?? 'auto'
@@ -233,7 +261,7 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
   const onRedisError = options.onRedisError ?? 'fail'
   check(onRedisError === 'fail' || onRedisError === 'anonymous', 'onRedisError', "'fail' or 'anonymous'", onRedisError)
   const timeoutMs = parseTimeoutMs(options.timeoutMs)
-  const logger = parseLogger(options.logger)
+  warnIfNotConnected(options.client, logger, 'session')
 
   return {
     client: options.client,

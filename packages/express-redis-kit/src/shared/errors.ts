@@ -75,6 +75,7 @@ export class ArgumentError extends TypeError {
 /** A short, safe description of a value for error messages (never a dump of user data). */
 export function describe(value: unknown): string {
   if (value === null) return 'null'
+  if (value === undefined) return 'undefined'
   if (typeof value === 'string') {
     const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value
     return `the string ${JSON.stringify(shown)}`

@@ -1,5 +1,5 @@
 import { OptionError } from './errors.js'
-import type { Logger } from './logger.js'
+import { type Logger, warning } from './logger.js'
 import { isRedisClient, type RedisClient } from './redis.js'
 
 /** Throws an {@link OptionError} naming `option` unless `condition` holds. */
@@ -8,37 +8,63 @@ export function check(condition: boolean, option: string, expected: string, rece
 }
 
 /**
+ * What to say about an option name that is not ours, by name: a peer package's option
+ * (express-rate-limit, express-session, apicache...) with what to use here instead
+ * ({@link use}), or why it does not apply ({@link notNeeded}, {@link notSupported}).
+ */
+export type Hints = Readonly<Record<string, string>>
+
+/** The hint for a name whose counterpart here is `option` (a `note` says how it differs). */
+export function use(option: string, note?: string): string {
+  return `use \`${option}\`${note ? `: ${note}` : ''}`
+}
+
+/** The hint for a name whose job is done here without an option, saying how. */
+export function notNeeded(why: string): string {
+  return `not needed: ${why}`
+}
+
+/** The hint for a name whose behaviour this package does not offer, saying what it does instead. */
+export function notSupported(why: string): string {
+  return `not supported: ${why}`
+}
+
+/**
  * Rejects an option that is not in `known` (a typo, or an option of a peer package), naming
- * it; `hints` says what to use instead of a peer's option name. An option given as
- * `undefined` is ignored, as if absent.
+ * it with a hint: the one `hints` gives for it, else the known option or peer name it is a
+ * near miss of. An option given as `undefined` is ignored, as if absent.
  */
 export function rejectUnknownOptions(
   options: object,
   known: ReadonlySet<string>,
-  hints: Readonly<Record<string, string>> = {},
+  hints: Hints = {},
   /** Where the options are, when they are not the top level (`limits[0]`). */
   within?: string,
 ): void {
   for (const [name, value] of Object.entries(options)) {
     if (known.has(name) || value === undefined) continue
-    const near = Object.hasOwn(hints, name) ? hints[name] : nearMiss(name, known)
-    check(false, within ? `${within}.${name}` : name, `a known option${near ? ` (use ${near})` : ''}`, value)
+    const hint = Object.hasOwn(hints, name) ? hints[name] : nearMiss(name, known, hints)
+    check(false, within ? `${within}.${name}` : name, `a known option${hint ? ` (${hint})` : ''}`, value)
   }
 }
 
-/** The known option `name` is a typo of (at most 2 edits, fewer for short names), as `` `name` ``. */
-function nearMiss(name: string, known: ReadonlySet<string>): string | undefined {
+/**
+ * The hint for a typo (at most 2 edits, fewer for short names): `use` the known option it is
+ * closest to, or the hint of the peer name it is closest to.
+ */
+function nearMiss(name: string, known: ReadonlySet<string>, hints: Hints): string | undefined {
   const allowed = name.length <= 4 ? 1 : 2
   let best: string | undefined
   let bestDistance = allowed + 1
-  for (const candidate of known) {
+  for (const candidate of [...known, ...Object.keys(hints)]) {
     const distance = editDistance(name.toLowerCase(), candidate.toLowerCase())
     if (distance < bestDistance) {
       best = candidate
       bestDistance = distance
     }
   }
-  return best === undefined ? undefined : `\`${best}\``
+  if (best === undefined) return undefined
+  return known.has(best) ? use(best) : hints[best]
 }
 
 /** Levenshtein distance (insertions, deletions, substitutions). */
@@ -78,6 +104,34 @@ export function parseClient(client: unknown): RedisClient {
 }
 
 /**
+ * Warns once per client (`ERK_NOT_CONNECTED`) when `client` is neither open nor connecting
+ * right after `feature` was created with it (once the code that created it has run, so that
+ * creating the middleware just before calling `connect()` is fine): `connect()` was never
+ * called, and every command would fail until it is. Never throws: an app may create its
+ * middleware before it connects.
+ */
+export function warnIfNotConnected(client: RedisClient, logger: Logger, feature: string): void {
+  if (client.isOpen) return
+  const later = setImmediate(() => {
+    if (client.isOpen || warnedNotConnected.has(client)) return
+    warnedNotConnected.add(client)
+    logger.warn(
+      warning(
+        feature,
+        'ERK_NOT_CONNECTED',
+        'the Redis client is neither open nor connecting: did you call connect()? Until it connects every ' +
+          'Redis command fails, and each feature does what it does when Redis is down. To listen before Redis ' +
+          "answers, call `client.connect()` without awaiting it (node-redis keeps retrying); a cluster's " +
+          '`connect()` rejects when no root node answers: call it again until it resolves.',
+      ),
+    )
+  })
+  later.unref()
+}
+
+const warnedNotConnected = new WeakSet<RedisClient>()
+
+/**
  * The `logger` option: anything with `warn` and `error` (default `console`). console and
  * winston take `(message, error)`; pino takes `(object, message)`, so a pino logger gets
  * `({ err: error }, message)` and keeps the error with its stack.
@@ -90,8 +144,17 @@ export function parseLogger(logger: unknown): Logger {
     'an object with warn() and error() (console, pino and winston fit)',
     value,
   )
-  return isPino(value) ? pinoAdapter(value as Logger) : (value as Logger)
+  if (!isPino(value)) return value as Logger
+  // One adapter per pino logger, so that what is done once per logger (throttling, one-time warnings) stays once.
+  let adapter = pinoAdapters.get(value as Logger)
+  if (!adapter) {
+    adapter = pinoAdapter(value as Logger)
+    pinoAdapters.set(value as Logger, adapter)
+  }
+  return adapter
 }
+
+const pinoAdapters = new WeakMap<Logger, Logger>()
 
 /** A pino logger: it has levels, child() and bindings(). */
 function isPino(value: unknown): boolean {

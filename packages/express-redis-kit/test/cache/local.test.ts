@@ -768,7 +768,7 @@ describe(`local cache, localCache (${mode} Redis, a disposable one of the suite'
         [1, 'localCache'],
         [null, 'localCache'],
         [[], 'localCache'],
-        [{ maxbytes: 1000 }, 'localCache'],
+        [{ maxbytes: 1000 }, 'localCache.maxbytes'],
         [{ maxBytes: 0 }, 'localCache.maxBytes'],
         [{ maxBytes: -1 }, 'localCache.maxBytes'],
         [{ maxBytes: 1.5 }, 'localCache.maxBytes'],

@@ -42,7 +42,8 @@ describe(`cacheResponse options (${mode} Redis)`, () => {
       ["key 'x'", { key: 'x' }, 'key'],
       ["perUser 'yes'", { perUser: 'yes' }, 'perUser'],
       ['ttl 0', { ttl: 0 }, 'ttl'],
-      ["ttl '5 minutes'", { ttl: '5 minutes' }, 'ttl'],
+      ["ttl '5 fortnights'", { ttl: '5 fortnights' }, 'ttl'],
+      ["maxTtl '1 year'", { maxTtl: '1 year' }, 'maxTtl'],
       ["staleWhileRevalidate 'x'", { staleWhileRevalidate: 'x' }, 'staleWhileRevalidate'],
       ['staleIfError -1', { staleIfError: -1 }, 'staleIfError'],
       ["lockTimeout 'x'", { lockTimeout: 'x' }, 'lockTimeout'],
@@ -96,6 +97,9 @@ describe(`cacheResponse options (${mode} Redis)`, () => {
       ['10s', 10_000],
       ['15m', 900_000],
       ['1h', 3_600_000],
+      ['30 seconds', 30_000],
+      ['5 minutes', 300_000],
+      ['1 hour', 3_600_000],
       [undefined, 300_000],
     ]
     for (const [ttl, ms] of cases) {

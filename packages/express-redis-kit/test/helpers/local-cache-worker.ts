@@ -56,9 +56,9 @@ async function body(name: string): Promise<string> {
 }
 
 const logger = { warn: () => {}, error: () => {} }
-const common = { client, prefix, localCache: true, logger } as const
-const page = cacheResponse({ ...common, ttl: '1m', tags: (req) => [String(req.params.name)] })
-const short = cacheResponse({ ...common, ttl: config.shortTtlMs })
+const common = { prefix, localCache: true, logger } as const
+const page = cacheResponse({ client, ...common, ttl: '1m', tags: (req) => [String(req.params.name)] })
+const short = cacheResponse({ client, ...common, ttl: config.shortTtlMs })
 
 const app = express()
 app.use((_req, res, next) => requests.run(res, next))

@@ -21,7 +21,7 @@ describe(`notifier durable (${mode} Redis)`, () => {
 
   /** A durable notifier on the suite's client; tests give a shared prefix to reach the same streams. */
   const notifier = (prefix: string, options: Omit<NotifierOptions, 'client' | 'prefix'> = {}): Notifier => {
-    const created = createNotifier({ client, prefix, mode: 'durable', claimIdle: CLAIM_IDLE, ...options })
+    const created = createNotifier({ client, prefix, mode: 'durable', claimIdle: `${CLAIM_IDLE}ms`, ...options })
     notifiers.push(created)
     return created
   }

@@ -74,7 +74,7 @@ describe(`notifier options and input (${redisMode} Redis)`, () => {
       ['claimIdle -500', { claimIdle: -500 }, 'claimIdle'],
       ['claimIdle NaN', { claimIdle: Number.NaN }, 'claimIdle'],
       ['claimIdle Infinity', { claimIdle: Number.POSITIVE_INFINITY }, 'claimIdle'],
-      ["claimIdle '5 minutes'", { claimIdle: '5 minutes' }, 'claimIdle'],
+      ["claimIdle '5 months'", { claimIdle: '5 months' }, 'claimIdle'],
       ["claimIdle 'soon'", { claimIdle: 'soon' }, 'claimIdle'],
       ['maxDeliveries 0', { maxDeliveries: 0 }, 'maxDeliveries'],
       ['maxDeliveries -1', { maxDeliveries: -1 }, 'maxDeliveries'],
@@ -103,7 +103,7 @@ describe(`notifier options and input (${redisMode} Redis)`, () => {
     }
 
     it('accepts every option with a valid value, durations as numbers or strings', () => {
-      for (const claimIdle of [500, '500ms', '2s', '1m', '1h', '1d'] as const) {
+      for (const claimIdle of [1_500, '500ms', '2s', '1m', '1h', '1d', '30 seconds', '5 minutes', '1 hour'] as const) {
         const created = notifier({
           mode: 'durable',
           logger: console,

@@ -32,6 +32,13 @@ describe('rateLimit options', () => {
       ['15m', 900, 900_000],
       ['1h', 3600, 3_600_000],
       ['1d', 86_400, 86_400_000],
+      // spelled out, as apicache and `ms` users write them
+      ['500 ms', 1, 500],
+      ['30 seconds', 30, 30_000],
+      ['5 minutes', 300, 300_000],
+      ['1 hour', 3600, 3_600_000],
+      ['2 hours', 7200, 7_200_000],
+      ['1 day', 86_400, 86_400_000],
     ]
     for (const [windowMs, seconds, ms] of cases) {
       it(`${JSON.stringify(windowMs)} is a window of ${ms} ms (w=${seconds})`, async () => {
@@ -60,6 +67,9 @@ describe('rateLimit options', () => {
       ["limit 'x'", { limit: 'x' }, 'limit'],
       ['windowMs 0', { windowMs: 0 }, 'windowMs'],
       ["windowMs '10 years'", { windowMs: '10 years' }, 'windowMs'],
+      ["windowMs '5 fortnights'", { windowMs: '5 fortnights' }, 'windowMs'],
+      ["windowMs '-1s'", { windowMs: '-1s' }, 'windowMs'],
+      ["blockDuration '1 month'", { blockDuration: '1 month' }, 'blockDuration'],
       ["windowMs 'abc'", { windowMs: 'abc' }, 'windowMs'],
       ["algorithm 'nope'", { algorithm: 'nope' }, 'algorithm'],
       ['burst without token-bucket', { burst: 5 }, 'burst'],

@@ -1,7 +1,7 @@
 import { expect } from 'chai'
-import type { Request } from 'express'
+import type { Request, Response } from 'express'
 import request from 'supertest'
-import { type RateLimitInfo, type RateLimitOptions, rateLimit } from '../../src/index.js'
+import { type RateLimitHandlerInfo, type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { DEFAULT_MESSAGE } from '../helpers/rate-limit.js'
 import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
@@ -88,7 +88,7 @@ describe('rateLimit rejected responses', () => {
 
   describe('handler', () => {
     it('answers instead, with headers already set, given (req, res, next, info)', async () => {
-      let seen: { info: RateLimitInfo; rateLimitHeader: unknown; nextIsFunction: boolean } | undefined
+      let seen: { info: RateLimitHandlerInfo; rateLimitHeader: unknown; nextIsFunction: boolean } | undefined
       const startedAt = Date.now()
       const rejected = await rejectedWith({
         handler: (_req, res, next, info) => {
@@ -103,13 +103,74 @@ describe('rateLimit rejected responses', () => {
       expect(rateLimitHeader)
         .to.be.a('string')
         .and.match(/; r=0; t=\d+$/)
-      expect(Object.keys(info).sort()).to.deep.equal(['key', 'limit', 'remaining', 'resetTime', 'used'])
+      expect(Object.keys(info).sort()).to.deep.equal([
+        'key',
+        'limit',
+        'max',
+        'message',
+        'remaining',
+        'resetTime',
+        'statusCode',
+        'used',
+        'windowMs',
+      ])
       expect(info.limit).to.equal(1)
       expect(info.used).to.equal(1)
       expect(info.remaining).to.equal(0)
       expect(info.key).to.equal('k')
       expect(info.resetTime).to.be.instanceOf(Date)
       expect(info.resetTime.getTime()).to.be.greaterThan(startedAt)
+    })
+
+    describe('written for express-rate-limit: its 4th argument has the options such a handler reads', () => {
+      /** express-rate-limit's documented handler, as it is. */
+      const documented = (_req: Request, res: Response, _next: unknown, options: RateLimitHandlerInfo) =>
+        res.status(options.statusCode).send(options.message)
+
+      it('res.status(options.statusCode).send(options.message): the default 429 and message', async () => {
+        const res = await rejectedWith({ handler: documented })
+        expect(res.status).to.equal(429)
+        expect(res.text).to.equal(DEFAULT_MESSAGE)
+      })
+
+      it('the configured statusCode and message (an object, sent as JSON)', async () => {
+        const res = await rejectedWith({ handler: documented, statusCode: 503, message: { error: 'busy' } })
+        expect(res.status).to.equal(503)
+        expect(res.body).to.deep.equal({ error: 'busy' })
+      })
+
+      it('options.windowMs (ms) and options.max / options.limit, beside what req.rateLimit holds', async () => {
+        const res = await rejectedWith({
+          windowMs: '15m',
+          limit: 1,
+          handler: (req, res, _next, options) => {
+            res.status(options.statusCode).json({
+              retryInMinutes: Math.ceil(options.windowMs / 60_000),
+              max: options.max,
+              limit: options.limit,
+              used: options.used,
+              sameAsRequest: options.remaining === req.rateLimit?.remaining && options.key === req.rateLimit?.key,
+            })
+          },
+        })
+        expect(res.status).to.equal(429)
+        expect(res.body).to.deep.equal({ retryInMinutes: 15, max: 1, limit: 1, used: 1, sameAsRequest: true })
+      })
+
+      it('with `limits`: windowMs and limit are those of the window that refused', async () => {
+        const res = await rejectedWith({
+          windowMs: undefined,
+          limit: undefined,
+          limits: [
+            { limit: 5, windowMs: '1s' },
+            { limit: 1, windowMs: '1h' },
+          ],
+          handler: (_req, res, _next, options) => {
+            res.status(options.statusCode).json({ windowMs: options.windowMs, limit: options.limit })
+          },
+        })
+        expect(res.body).to.deep.equal({ windowMs: 3_600_000, limit: 1 })
+      })
     })
 
     it('may pass the request on with next()', async () => {

@@ -95,7 +95,10 @@ describe(`the four factories, alike (${mode} Redis)`, () => {
         },
       })
       await failOnce(pino({ level: 'warn' }, stream))
-      const entry = JSON.parse(lines[0] ?? '{}') as { msg?: string; err?: { message?: string; stack?: string } }
+      const entries = lines.map(
+        (line) => JSON.parse(line) as { msg?: string; err?: { message?: string; stack?: string } },
+      )
+      const entry = entries.find((each) => each.err !== undefined) ?? {}
       expect(entry.msg).to.match(/express-redis-kit rateLimit/)
       expect(entry.err?.message).to.match(/not connected/)
       expect(entry.err?.stack).to.include('RedisKitError')
