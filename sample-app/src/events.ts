@@ -196,12 +196,25 @@ export class EventStream {
         if (page.messages.length < REPLAY_PAGE) break
       }
     } catch (error) {
+      if ((error as { code?: unknown }).code === 'ERK_INVALID_ARGUMENT') {
+        // an id of the right shape that Redis refuses (a part above 2^64-1): what it missed
+        // cannot be found, as for a malformed one; it reloads, then goes on with the live events
+        if (!this.#clients.has(client)) return
+        this.#send(client, 'event: resync\ndata: {}\n\n')
+        client.last = undefined
+        return this.#flushHeld(client)
+      }
       // Redis failed: end the stream; EventSource reconnects (retry: 3000) with the same Last-Event-ID
       this.#logger.warn('events: replaying missed events failed', error)
       this.#clients.delete(client)
       client.res.end()
       return
     }
+    this.#flushHeld(client)
+  }
+
+  /** Delivers the live events held while `client`'s replay ran; from now on they go out at once. */
+  #flushHeld(client: Client): void {
     const held = client.pending ?? []
     client.pending = undefined
     for (const event of held) this.#deliver(client, event)
