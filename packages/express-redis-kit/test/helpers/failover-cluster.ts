@@ -18,6 +18,8 @@ export interface FailoverCluster {
   ports: number[]
   /** The master serving `key`'s slot now. */
   masterOf(key: string): Promise<number>
+  /** The masters serving the slots now (one CLUSTER NODES): the port of the one that serves a key. */
+  mastersNow(): Promise<(key: string) => number>
   /** The replica of the master at `port`. */
   replicaOf(port: number): Promise<number>
   /** SIGKILL. */
@@ -28,6 +30,10 @@ export interface FailoverCluster {
   thaw(port: number): void
   /** `CLUSTER FAILOVER` on a replica: a graceful switch of roles with its master. */
   failover(replicaPort: number): Promise<void>
+  /** `CLIENT PAUSE <ms> ALL` on the node at `port`: it stalls every client, the cluster bus goes on (no failover). */
+  pause(port: number, ms: number): Promise<void>
+  /** Resolves once the node at `port` answers a PING (a pause over). */
+  untilAnswers(port: number, withinMs?: number): Promise<void>
   /** Resolves (with when, Date.now()) once the node at `port` says it is a master. */
   untilMaster(port: number, withinMs?: number): Promise<number>
   /** How many connections to the node at `port` have CLIENT TRACKING on (`t` in CLIENT LIST's flags). */
@@ -130,19 +136,24 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
       const slot = clusterSlot(key)
       for (const port of ports) {
         const all = await nodes(port).catch(() => undefined)
-        if (!all) continue
-        const owner = all.find(
-          (node) =>
-            node.flags.includes('master') &&
-            !node.flags.includes('fail') &&
-            node.ranges.some((range) => {
-              const [from = -1, to = from] = range.split('-').map(Number)
-              return slot >= from && slot <= to
-            }),
-        )
+        const owner = all?.find((node) => servesSlot(node, slot))
         if (owner) return owner.port
       }
       throw new Error(`no master serves slot ${slot}`)
+    },
+    async mastersNow() {
+      let all: Awaited<ReturnType<typeof nodes>> | undefined
+      for (const port of ports) {
+        all = await nodes(port).catch(() => undefined)
+        if (all) break
+      }
+      if (!all) throw new Error('no node of the failover cluster answered CLUSTER NODES')
+      const known = all
+      return (key) => {
+        const owner = known.find((node) => servesSlot(node, clusterSlot(key)))
+        if (!owner) throw new Error(`no master serves the slot of ${key}`)
+        return owner.port
+      }
     },
     async replicaOf(port) {
       const all = await nodes(port)
@@ -161,6 +172,12 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
     async failover(replicaPort) {
       await cli(replicaPort, 'cluster', 'failover')
     },
+    async pause(port, ms) {
+      await cli(port, 'client', 'pause', String(ms), 'all')
+    },
+    async untilAnswers(port, withinMs = 15_000) {
+      await until(async () => (await cli(port, 'ping')).includes('PONG'), withinMs, 50)
+    },
     async untilMaster(port, withinMs = 15_000) {
       await until(async () => (await cli(port, 'role')).startsWith('master'), withinMs, 20)
       return Date.now()
@@ -171,6 +188,18 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
     },
     stop,
   }
+}
+
+/** Whether a node of CLUSTER NODES is a master, not failed, that serves `slot`. */
+function servesSlot(node: { flags: string[]; ranges: string[] }, slot: number): boolean {
+  return (
+    node.flags.includes('master') &&
+    !node.flags.includes('fail') &&
+    node.ranges.some((range) => {
+      const [from = -1, to = from] = range.split('-').map(Number)
+      return slot >= from && slot <= to
+    })
+  )
 }
 
 async function until(check: () => Promise<boolean>, withinMs = 15_000, everyMs = 50): Promise<void> {
