@@ -16,7 +16,7 @@ import {
 } from '../../src/index.js'
 import { cachedEntryKey, PUBLIC_HOST, rawRequest, responseEntryKey } from '../helpers/cache-app.js'
 import { type FailoverCluster, startFailoverCluster } from '../helpers/failover-cluster.js'
-import { closeServer, listen, recordingLogger } from '../helpers/outage.js'
+import { closeServer, listen, recordingLogger, waitUntil } from '../helpers/outage.js'
 import { mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
@@ -45,6 +45,8 @@ const FENCE_MS = 20
 const MARGIN_MS = 2
 /** How long each master is stalled (CLIENT PAUSE) in the stalls test. */
 const PAUSE_MS = 6_000
+/** How many times the pub/sub test switches its channel's master and replica (a gap missed now and then shows). */
+const FAILOVERS = 6
 
 /** A read of the locally cached value. */
 interface LocalRead {
@@ -503,16 +505,19 @@ describeFailover(
 
 /*
  * Faults one after another on a cluster of its own (3 + 3, as above): each master stalled in
- * turn (CLIENT PAUSE). What must hold: a stall costs only its own shard, and leaves nothing
- * behind.
+ * turn (CLIENT PAUSE), a shard switched back and forth between its master and replica
+ * (CLUSTER FAILOVER). What must hold: a stall costs only its own shard, and leaves nothing
+ * behind; every gap in a sharded subscription is reported by onReconnect before the first
+ * message after it.
  */
 describeFailover(
-  'Redis Cluster faults one after another (3 masters + 3 replicas, own ports; runs in the single-Redis pass)',
+  'Redis Cluster stalls and graceful failovers, one after another (3 masters + 3 replicas, own ports; runs in the single-Redis pass)',
   function () {
     this.timeout(120_000)
     let cluster: FailoverCluster
     let client: RedisClient
     let server: Server | undefined
+    let notifier: Notifier | undefined
     const unhandled: unknown[] = []
     const onUnhandled = (reason: unknown) => unhandled.push(reason)
 
@@ -525,6 +530,8 @@ describeFailover(
 
     afterEach(async () => {
       process.off('unhandledRejection', onUnhandled)
+      await notifier?.close()
+      notifier = undefined
       await closeServer(server)
       server = undefined
       client?.destroy()
@@ -586,6 +593,76 @@ describeFailover(
       const pages = await freshPages()
       const hits = await requestTwice(pages)
       expect(hits.filter(Boolean).length, `after the stalls (${rounds.join('; ')})`).to.equal(pages.length)
+      expect(unhandled).to.deep.equal([])
+    })
+
+    it('a sharded channel through CLUSTER FAILOVER of its shard, again and again: onReconnect between the messages around every gap', async () => {
+      const prefix = uniquePrefix('moves')
+      const channel = 'moves'
+      /** Deliveries (the message's number) and onReconnect calls ('reconnect'), in the order they happened. */
+      const log: (number | 'reconnect')[] = []
+      const onReconnect = () => void log.push('reconnect')
+      const logger = recordingLogger()
+      notifier = createNotifier({ client, prefix: `${prefix}ev:`, timeoutMs: TIMEOUT_MS, logger, onReconnect })
+      await notifier.subscribe(channel, (payload) => {
+        log.push((payload as { n: number }).n)
+      })
+      const delivered = () => log.filter((entry): entry is number => entry !== 'reconnect')
+      /** Messages whose SPUBLISH Redis confirmed. */
+      const confirmed: number[] = []
+      let published = 0
+      let publishing = true
+      const publisher = (async () => {
+        while (publishing) {
+          const n = ++published
+          await notifier!.publish(channel, { n }).then(
+            () => confirmed.push(n),
+            () => {},
+          )
+          await sleep(20)
+        }
+      })()
+      /** Resolves once a message published from now on was delivered. */
+      const flowing = (what: string) => {
+        const from = published
+        return waitUntil(() => delivered().some((n) => n > from), 10_000, `a message delivered ${what}`)
+      }
+      await flowing('before the failovers')
+      let master = await cluster.masterOf(`${prefix}ev:${channel}`)
+      let replica = await cluster.replicaOf(master)
+      for (let i = 0; i < FAILOVERS; i++) {
+        await cluster.promote(replica)
+        ;[master, replica] = [replica, master]
+        await flowing(`after failover ${i + 1}`)
+      }
+      publishing = false
+      await publisher
+      const last = confirmed.at(-1)!
+      await waitUntil(() => delivered().includes(last), 5_000, `the last confirmed message (${last})`)
+
+      // Each confirmed message that never came: an onReconnect after the delivery before it and
+      // before the first delivery of a later message.
+      const received = new Set(delivered())
+      const silent = confirmed
+        .filter((n) => !received.has(n))
+        .filter((n) => {
+          const next = log.findIndex((entry) => entry !== 'reconnect' && entry > n)
+          const before = log.slice(0, next === -1 ? log.length : next)
+          const previous = before.findLastIndex((entry) => entry !== 'reconnect' && entry < n)
+          return !before.slice(previous + 1).includes('reconnect')
+        })
+      const lost = confirmed.filter((n) => !received.has(n))
+      const reconnects = log.filter((entry) => entry === 'reconnect').length
+      /** What happened around a message: the deliveries and onReconnect calls near where it belonged. */
+      const around = (n: number) => {
+        const next = log.findIndex((entry) => entry !== 'reconnect' && entry > n)
+        const at = next === -1 ? log.length : next
+        return `${n}: ${log.slice(Math.max(0, at - 4), at + 2).join(' ')}`
+      }
+      expect(
+        silent.map(around),
+        `confirmed messages lost with no onReconnect between their neighbours (${lost.length} of ${confirmed.length} lost: ${lost.join(', ')}; ${reconnects} onReconnect calls; ${FAILOVERS} failovers)`,
+      ).to.deep.equal([])
       expect(unhandled).to.deep.equal([])
     })
   },
