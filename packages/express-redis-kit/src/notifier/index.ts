@@ -136,7 +136,8 @@ export interface Notifier {
  *
  * - `mode: 'pubsub'` (default): at-most-once broadcast to every subscriber that is
  *   connected. Subscriptions share one connection the notifier duplicates from `client`
- *   (a Cluster uses sharded pub/sub), renewed after a reconnect, then `onReconnect` runs.
+ *   (a Cluster uses sharded pub/sub), renewed after a reconnect; `onReconnect` reports each
+ *   gap (a reconnect, a channel moved to another node) before the first message after it.
  * - `mode: 'durable'`: Redis Streams and consumer groups. Each group receives every
  *   message once (several processes in one group share the work); a message is
  *   acknowledged after its handler resolved, redelivered after `claimIdle` otherwise.

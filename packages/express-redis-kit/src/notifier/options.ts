@@ -43,9 +43,11 @@ export interface NotifierOptions {
    */
   logger?: Logger
   /**
-   * Called (pub/sub mode) after a subscriber connection came back and its subscriptions
-   * were renewed: messages published meanwhile are lost, so drop what you cached from
-   * them. Not called in durable and fan-out modes, where nothing is lost within maxLength.
+   * Called (pub/sub mode) every time a subscription may have missed messages: its connection
+   * dropped, or on a Cluster its channel moved to another node (a failover). It runs once the
+   * subscription is renewed, and in any case before the first message after the gap reaches a
+   * handler; it is not awaited. Messages published meanwhile are lost, so drop what you cached
+   * from them. Not called in durable and fan-out modes, where nothing is lost within maxLength.
    * @default undefined (none)
    */
   onReconnect?: () => void | Promise<void>

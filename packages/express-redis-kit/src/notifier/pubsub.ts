@@ -1,15 +1,17 @@
-import { clusterSlot, type NodeClient, rediscoverUnmapped, refreshTopology } from '../shared/cluster-health.js'
+import { rediscoverUnmapped, refreshTopology } from '../shared/cluster-health.js'
 import { publishNotifier } from '../shared/diagnostics.js'
 import { RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection, isCluster, withTimeout } from '../shared/redis.js'
 import { decodeEnvelope, type Subscriber } from './envelope.js'
 import type { ParsedNotifierOptions } from './options.js'
+import { heldAnywhere, homeOf, pubSubClients, RESUBSCRIBE_EVENT, slotMaster } from './shards.js'
 
 type Listener = (message: string, channel: string) => void
 
 /** The subscriber side of node-redis that we use, on a client or a cluster. */
 interface SubscriberConnection {
+  readonly isReady?: boolean
   connect(): Promise<unknown>
   destroy(): void
   on(event: string, listener: (...args: unknown[]) => void): unknown
@@ -23,6 +25,8 @@ interface Channel {
   subscribers: Set<Subscriber<unknown>>
   /** Settles when Redis confirmed the subscription. */
   ready: Promise<void>
+  /** Redis confirmed it once: from then on, it can have gaps. */
+  subscribed: boolean
   listener: Listener
 }
 
@@ -30,6 +34,16 @@ interface Channel {
  * Pub/sub delivery: one duplicated connection (a cluster duplicate on a Cluster, where
  * channels are sharded) carries every subscription of the notifier; each Redis channel
  * is subscribed once and its messages are fanned out to the subscribers.
+ *
+ * Redis keeps nothing for a subscription that is away, so every event after which one may
+ * have missed a message opens a gap on its channels: its connection dropped (node-redis
+ * subscribes again before it reports the connection ready), and on a Cluster its channel moved
+ * to another node (a graceful failover: the old master unsubscribes it, node-redis subscribes
+ * it on the new one), node-redis moved its listeners off a node that left the topology, or the
+ * shard check found it away from its slot's master. `onReconnect` runs once every channel with
+ * a gap is subscribed again, and in any case before the first message on a channel with a gap
+ * is delivered (that message shows the channel is back), so that every gap is reported between
+ * the last message before it and the first one after it.
  */
 export class PubSubTransport {
   readonly #options: ParsedNotifierOptions
@@ -41,8 +55,11 @@ export class PubSubTransport {
   #closed = false
   /** On a Cluster: checks every second that each channel is subscribed on its slot's master. */
   #shardWatch: NodeJS.Timeout | undefined
-  /** A subscription moved or was found on the wrong node: onReconnect runs once it is back. */
-  #shardGap = false
+  /** Channels that may have missed a message since onReconnect last ran. */
+  readonly #gaps = new Set<string>()
+  /** Channels no pub/sub connection of ours held at the last shard check, and those we subscribe again. */
+  #unheld = new Set<string>()
+  readonly #resubscribing = new Set<string>()
   readonly #watchedPubSubClients = new WeakSet<object>()
 
   constructor(options: ParsedNotifierOptions) {
@@ -56,7 +73,10 @@ export class PubSubTransport {
     let channel = this.#channels.get(name)
     if (channel === undefined) {
       const listener: Listener = (message) => this.#dispatch(name, subscriber.channel, message)
-      const created: Channel = { subscribers: new Set(), listener, ready: this.#subscribe(name, listener) }
+      const created: Channel = { subscribers: new Set(), listener, ready: Promise.resolve(), subscribed: false }
+      created.ready = this.#subscribe(name, listener).then(() => {
+        created.subscribed = true
+      })
       channel = created
       this.#channels.set(name, created)
       created.ready.catch(() => {
@@ -73,6 +93,7 @@ export class PubSubTransport {
     if (channel === undefined || !channel.subscribers.delete(subscriber)) return
     if (channel.subscribers.size === 0 && !this.#closed) {
       this.#channels.delete(name)
+      this.#gaps.delete(name)
       // Bounded: while Redis is down node-redis would hold it until it is back. Messages that still arrive
       // meanwhile find no subscriber and are ignored.
       const unsubscribing = this.#connect().then((connection) =>
@@ -96,9 +117,13 @@ export class PubSubTransport {
     this.#raw = undefined
   }
 
-  /** Subscribes, retrying every 500 ms while the connection is down (until `close()`). */
-  async #subscribe(name: string, listener: Listener): Promise<void> {
+  /**
+   * Subscribes, retrying every 500 ms while the connection is down (until `close()`, or until
+   * `wanted` says the channel is no longer wanted).
+   */
+  async #subscribe(name: string, listener: Listener, wanted: () => boolean = () => true): Promise<void> {
     for (;;) {
+      if (!wanted()) return
       try {
         const connection = await this.#connect()
         if (this.#sharded) {
@@ -121,6 +146,9 @@ export class PubSubTransport {
   #dispatch(name: string, channel: string, message: string): void {
     const subscribers = this.#channels.get(name)?.subscribers
     if (subscribers === undefined || subscribers.size === 0) return
+    // The first message after a gap: the application hears of the gap before it (onReconnect
+    // runs in a microtask queued before the handlers').
+    if (this.#gaps.has(name)) this.#reportGaps(name)
     const envelope = decodeEnvelope(message, channel, this.#options.maxMessageBytes)
     if (typeof envelope === 'string') {
       this.#warn(`express-redis-kit notifier: dropped a message on "${channel}": ${envelope}`)
@@ -138,14 +166,32 @@ export class PubSubTransport {
       const connection = duplicateConnection<SubscriberConnection>(this.#options.client, (error) =>
         this.#warn('express-redis-kit notifier: the subscriber connection failed', error),
       )
-      this.#watchReconnects(connection)
       if (this.#sharded) {
         this.#shardWatch = setInterval(() => this.#checkShards(connection), SHARD_CHECK_MS).unref()
-        // node-redis moves the listeners of a node that lost its slots (a failover, MOVED on a
-        // pub/sub connection) to the new masters with this event: a gap.
-        connection.on(RESUBSCRIBE_EVENT, () => {
-          this.#shardGap = true
+        // Every node connection node-redis opens (a channel's new shard included) is watched
+        // before anything can arrive on it.
+        connection.on('node-connect', () => this.#watchPubSubClients(connection))
+        // node-redis moves the listeners of a node that left the topology (a failover, MOVED on
+        // a pub/sub connection) to the new masters with this event: a gap.
+        connection.on(RESUBSCRIBE_EVENT, (listeners: unknown) => {
+          const sharded = (listeners as { SHARDED?: Map<string, unknown> } | undefined)?.SHARDED
+          this.#openGap(sharded?.keys())
         })
+        // node-redis could not move a channel (its slot had no master in the topology it read
+        // back, as during a failover): it dropped the channel's listeners, so we subscribe again.
+        connection.on('sharded-channel-moved-error', (error: unknown, name: unknown) => {
+          if (typeof name !== 'string') return
+          this.#warn(
+            `express-redis-kit notifier: ${name} did not follow its slot to another node; subscribing again`,
+            error,
+          )
+          this.#openGap([name])
+          this.#resubscribe(name)
+        })
+      } else {
+        // node-redis subscribes again before it reports the connection ready.
+        connection.on('reconnecting', () => this.#openGap())
+        connection.on('ready', () => this.#reportGaps())
       }
       this.#raw = connection
       this.#connection = connection.connect().then(() => connection)
@@ -159,111 +205,104 @@ export class PubSubTransport {
     return this.#connection
   }
 
+  /** Opens a gap on `names` (every channel by default): onReconnect is owed once they are back. */
+  #openGap(names: Iterable<string> = this.#channels.keys()): void {
+    for (const name of names) if (this.#channels.get(name)?.subscribed) this.#gaps.add(name)
+  }
+
   /**
-   * node-redis renews a connection's subscriptions before it reports it ready again, so a
-   * `ready` that follows a `reconnecting` means they are back. `onReconnect` runs once every
-   * connection that dropped is ready again (or gone for good): on a cluster, node-redis reports
-   * each node's connections (`node-reconnecting`, `node-ready`, `node-disconnect`) with an
-   * object of their own, which tells them apart.
+   * Runs onReconnect once every channel with a gap is subscribed again, or as soon as one is
+   * when `partial` (the shard check: a shard that stays away does not hold back the report of
+   * the others), or when a message just `arrived` on one. The gaps of the channels that are
+   * back are then closed; the others stay open, and are reported in turn.
    */
-  /**
-   * Sharded subscriptions can move without their connection dropping: after a graceful
-   * failover the old master unsubscribes them and node-redis subscribes them again on the new
-   * one (`sharded-channel-moved`), and a frozen master keeps them, silent, until it comes
-   * back. Messages published meanwhile are lost, so this is a gap like a reconnect. A move
-   * of listeners (node-redis's resubscribe event) opens a gap. Every second: a channel whose slot's master is another node in the app's client (which the
-   * kit's commands keep current) than in ours makes ours ask for the topology (node-redis then
-   * subscribes the channel on the new master); a channel not subscribed on its master, or a
-   * `sharded-channel-moved`, opens a gap; once every channel is subscribed where it belongs,
-   * `onReconnect` runs.
-   */
-  #checkShards(connection: SubscriberConnection): void {
-    if (this.#closed) return
-    const ours = connection as unknown as ShardedView
-    const theirs = this.#options.client as unknown as ShardedView
-    this.#watchPubSubClients(connection)
-    let settled = true
-    for (const name of this.#channels.keys()) {
-      const slot = clusterSlot(name)
-      const master = ours.slots?.[slot]?.master
-      const expected = theirs.slots?.[slot]?.master?.address
-      if (master && expected && master.address !== expected) {
-        this.#shardGap = true
-        settled = false
-        // Ask our connection for the topology, from another master than the one it still believes in.
-        if (master.client) refreshTopology(connection, master.client)
-        continue
-      }
-      const subscriber = master?.pubSub?.client
-      if (!subscriber?.isReady || !subscriber.getPubSubListeners('SHARDED').has(name)) {
-        this.#shardGap = true
-        settled = false
-      }
-    }
-    if (!settled || !this.#shardGap) return
-    this.#shardGap = false
+  #reportGaps(arrived?: string, partial = false): void {
+    if (this.#closed || this.#gaps.size === 0) return
+    // One connection carries every channel of a single Redis: a message on it shows they are all back.
+    const back = [...this.#gaps].filter(
+      (name) => name === arrived || (!this.#sharded && arrived !== undefined) || this.#isBack(name),
+    )
+    if (back.length === 0 || (arrived === undefined && !partial && back.length < this.#gaps.size)) return
+    for (const name of back) this.#gaps.delete(name)
     Promise.resolve()
       .then(() => this.#options.onReconnect?.())
       .catch((error: unknown) => this.#options.logger.error('express-redis-kit notifier: onReconnect failed', error))
   }
 
-  /** Listens for `sharded-channel-moved` on every node pub/sub connection of ours (once each). */
-  #watchPubSubClients(connection: SubscriberConnection): void {
-    for (const master of (connection as unknown as ShardedView).masters ?? []) {
-      const client = master.pubSub?.client
-      if (client && !this.#watchedPubSubClients.has(client)) {
-        this.#watchedPubSubClients.add(client)
-        client.on('sharded-channel-moved', () => {
-          this.#shardGap = true
-        })
-      }
-    }
+  /**
+   * Whether `name` is subscribed where it belongs: on a single Redis, the connection is ready
+   * (node-redis renewed its subscriptions first); on a Cluster, it is at home (see homeOf) and
+   * its node's pub/sub connection has no command awaiting a reply (its SSUBSCRIBE was answered).
+   */
+  #isBack(name: string): boolean {
+    if (!this.#sharded) return this.#raw?.isReady === true
+    const home = homeOf(this.#raw, this.#options.client, name)
+    return home !== undefined && home._getQueue?.().isEmpty() !== false
   }
 
-  #watchReconnects(connection: SubscriberConnection): void {
-    const lost = new Set<unknown>()
-    let missed = false
-    const onLost = (client: unknown) => lost.add(client)
-    const onBack = (client: unknown) => {
-      if (lost.delete(client)) missed = true
-      if (!missed || lost.size > 0 || this.#closed) return
-      missed = false
-      Promise.resolve()
-        .then(() => this.#options.onReconnect?.())
-        .catch((error: unknown) => this.#options.logger.error('express-redis-kit notifier: onReconnect failed', error))
+  /**
+   * Sharded subscriptions can move without an event we hear: a frozen master keeps them, silent,
+   * and a master that stepped down while its pub/sub connection awaited a reply unsubscribes
+   * them without node-redis noticing. Every second, a channel away from home (see homeOf) is a
+   * gap, and is brought back: when our connection knows no master for its slot it asks for the
+   * topology, and when it knows another one than the app's client, both do (each from another
+   * master than the one it believes in; node-redis then moves the channel to the slot's master);
+   * when no pub/sub connection of ours has held it at two checks in a row (node-redis lost its
+   * listeners), it is subscribed again. Then the gaps of the channels that are back are reported.
+   */
+  #checkShards(connection: SubscriberConnection): void {
+    if (this.#closed) return
+    this.#watchPubSubClients(connection)
+    const theirs = this.#options.client
+    const unheld = new Set<string>()
+    for (const [name, channel] of this.#channels) {
+      if (!channel.subscribed || homeOf(connection, theirs, name) !== undefined) continue
+      this.#gaps.add(name)
+      const master = slotMaster(connection, name)
+      const expected = slotMaster(theirs, name)
+      if (master === undefined) rediscoverUnmapped(connection, name)
+      else if (master.client && expected?.client && master.address !== expected.address) {
+        refreshTopology(connection, master.client)
+        refreshTopology(theirs, expected.client)
+      }
+      if (!heldAnywhere(connection, name)) {
+        if (this.#unheld.has(name)) this.#resubscribe(name)
+        unheld.add(name)
+      }
     }
-    if (this.#sharded) {
-      connection.on('node-reconnecting', onLost)
-      connection.on('node-ready', onBack)
-      connection.on('node-disconnect', onBack)
-    } else {
-      connection.on('reconnecting', () => onLost(connection))
-      connection.on('ready', () => onBack(connection))
+    this.#unheld = unheld
+    this.#reportGaps(undefined, true)
+  }
+
+  /** Subscribes `name` again (its listeners were lost), once at a time, retrying until it is done or removed. */
+  #resubscribe(name: string): void {
+    const channel = this.#channels.get(name)
+    if (channel === undefined || this.#resubscribing.has(name)) return
+    this.#resubscribing.add(name)
+    this.#subscribe(name, channel.listener, () => this.#channels.get(name) === channel)
+      .catch(() => {})
+      .finally(() => this.#resubscribing.delete(name))
+  }
+
+  /**
+   * Watches each node pub/sub connection of ours once: a connection that drops opens a gap on
+   * its channels, and so does a channel it reports moved (`sharded-channel-moved`: its node
+   * unsubscribed it, node-redis subscribes it on the slot's new master); one that is ready again
+   * may close them.
+   */
+  #watchPubSubClients(connection: SubscriberConnection): void {
+    for (const client of pubSubClients(connection)) {
+      if (this.#watchedPubSubClients.has(client)) continue
+      this.#watchedPubSubClients.add(client)
+      client.on('sharded-channel-moved', (name) => this.#openGap([name]))
+      client.on('reconnecting', () => this.#openGap(client.getPubSubListeners('SHARDED').keys()))
+      client.on('ready', () => this.#reportGaps())
     }
   }
 }
-
-/** The (internal) event node-redis 5 and 6 clusters emit when they move pub/sub listeners to other nodes. */
-const RESUBSCRIBE_EVENT = '__resubscribeListeners'
 
 /** How often sharded subscriptions are checked against the topology (ms). */
 const SHARD_CHECK_MS = 1_000
-
-/** What node-redis's cluster shows of its nodes, for the shard check. */
-interface ShardedView {
-  slots?: ({ master?: ShardMaster } | undefined)[]
-  masters?: ShardMaster[]
-}
-interface ShardMaster {
-  address?: string
-  client?: NodeClient
-  pubSub?: {
-    client?: NodeClient & {
-      on(event: 'sharded-channel-moved', listener: () => void): unknown
-      getPubSubListeners(type: 'SHARDED'): Map<string, unknown>
-    }
-  }
-}
 
 export function closedError(): RedisKitError {
   return new RedisKitError('ERK_CLOSED', 'express-redis-kit: the notifier is closed')

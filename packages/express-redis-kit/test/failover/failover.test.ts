@@ -16,7 +16,7 @@ import {
 } from '../../src/index.js'
 import { cachedEntryKey, PUBLIC_HOST, rawRequest, responseEntryKey } from '../helpers/cache-app.js'
 import { type FailoverCluster, startFailoverCluster } from '../helpers/failover-cluster.js'
-import { closeServer, listen, recordingLogger } from '../helpers/outage.js'
+import { closeServer, listen, recordingLogger, waitUntil } from '../helpers/outage.js'
 import { mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
@@ -43,6 +43,10 @@ const RECOVERY_BOUND_MS = 5_000
 /** The local cache's fence; MARGIN_MS covers Date.now()'s whole milliseconds (see test/cache/local.test.ts). */
 const FENCE_MS = 20
 const MARGIN_MS = 2
+/** How long each master is stalled (CLIENT PAUSE) in the stalls test. */
+const PAUSE_MS = 6_000
+/** How many times the pub/sub test switches its channel's master and replica (a gap missed now and then shows). */
+const FAILOVERS = 6
 
 /** A read of the locally cached value. */
 interface LocalRead {
@@ -61,6 +65,21 @@ interface Answer {
 }
 
 const describeFailover = mode === 'single' ? describe : describe.skip
+
+/**
+ * A client of the failover cluster with the options the README recommends for a Cluster: a
+ * topology refresh 1 s after a node's connection starts reconnecting, quick reconnect attempts.
+ * Not connected yet.
+ */
+function recommendedClient(cluster: FailoverCluster) {
+  const connecting = createCluster({
+    rootNodes: cluster.ports.slice(0, 3).map((port) => ({ url: `redis://127.0.0.1:${port}` })),
+    defaults: { socket: { reconnectStrategy: () => 100, connectTimeout: 500 } },
+    topologyRefreshOnReconnectionAttemptStrategy: 1_000,
+  })
+  connecting.on('error', () => {})
+  return connecting
+}
 describeFailover(
   'Redis Cluster failover under load (3 masters + 3 replicas, own ports; runs in the single-Redis pass)',
   function () {
@@ -99,14 +118,7 @@ describeFailover(
     beforeEach(async () => {
       process.on('unhandledRejection', onUnhandled)
       cluster = await startFailoverCluster()
-      // The options the README recommends for a Cluster: a topology refresh 1 s after a node's
-      // connection starts reconnecting, quick reconnect attempts.
-      const connecting = createCluster({
-        rootNodes: cluster.ports.slice(0, 3).map((port) => ({ url: `redis://127.0.0.1:${port}` })),
-        defaults: { socket: { reconnectStrategy: () => 100, connectTimeout: 500 } },
-        topologyRefreshOnReconnectionAttemptStrategy: 1_000,
-      })
-      connecting.on('error', () => {})
+      const connecting = recommendedClient(cluster)
       client = await connecting.connect()
       localClient = await connecting.duplicate().connect()
       prefix = uniquePrefix('failover')
@@ -487,6 +499,171 @@ describeFailover(
         () => cluster.untilMaster(replica),
         async () => cluster.thaw(victim),
       )
+    })
+  },
+)
+
+/*
+ * Faults one after another on a cluster of its own (3 + 3, as above): each master stalled in
+ * turn (CLIENT PAUSE), a shard switched back and forth between its master and replica
+ * (CLUSTER FAILOVER). What must hold: a stall costs only its own shard, and leaves nothing
+ * behind; every gap in a sharded subscription is reported by onReconnect before the first
+ * message after it.
+ */
+describeFailover(
+  'Redis Cluster stalls and graceful failovers, one after another (3 masters + 3 replicas, own ports; runs in the single-Redis pass)',
+  function () {
+    this.timeout(120_000)
+    let cluster: FailoverCluster
+    let client: RedisClient
+    let server: Server | undefined
+    let notifier: Notifier | undefined
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+
+    beforeEach(async () => {
+      unhandled.length = 0
+      process.on('unhandledRejection', onUnhandled)
+      cluster = await startFailoverCluster()
+      client = await recommendedClient(cluster).connect()
+    })
+
+    afterEach(async () => {
+      process.off('unhandledRejection', onUnhandled)
+      await notifier?.close()
+      notifier = undefined
+      await closeServer(server)
+      server = undefined
+      client?.destroy()
+      await cluster?.stop()
+    })
+
+    it('masters stalled one after another (CLIENT PAUSE 6 s each, the next once the last is over): the healthy shards cache throughout, and all of them after', async () => {
+      const prefix = uniquePrefix('stalls')
+      const app = express()
+      app.get(
+        '/page/:n',
+        cacheResponse({
+          client,
+          prefix: `${prefix}cache:`,
+          ttl: '10m',
+          timeoutMs: TIMEOUT_MS,
+          logger: recordingLogger(),
+        }),
+        (req, res) => {
+          res.send(`page ${req.params.n}`)
+        },
+      )
+      server = await listen(app)
+      const listening = server
+      // No failover here (a paused master goes on answering the cluster bus): the slots stay put.
+      const masterOf = await cluster.mastersNow()
+      let next = 0
+      /** 45 pages never requested yet, each with the port of the master that serves its entry. */
+      const freshPages = () =>
+        Array.from({ length: 45 }, () => {
+          const n = ++next
+          return { n, master: masterOf(responseEntryKey(`${prefix}cache:`, `/page/${n}?`)) }
+        })
+      /** Requests each page twice: whether the second answer came from the cache. */
+      const requestTwice = (pages: { n: number }[]) =>
+        Promise.all(
+          pages.map(async ({ n }) => {
+            const get = () => rawRequest(listening, `/page/${n}`, { headers: { host: PUBLIC_HOST } })
+            const first = await get()
+            const second = await get()
+            expect([first.status, second.status], `page ${n}`).to.deep.equal([200, 200])
+            return second.headers['x-cache'] === 'HIT'
+          }),
+        )
+      const masters = cluster.ports.slice(0, 3)
+      const rounds: string[] = []
+      for (const paused of masters) {
+        const pages = await freshPages()
+        const pausedAt = Date.now()
+        await cluster.pause(paused, PAUSE_MS)
+        const hits = await requestTwice(pages)
+        expect(Date.now() - pausedAt, 'ms to request the pages twice (within the pause)').to.be.below(PAUSE_MS)
+        const healthy = pages.filter((page) => page.master !== paused)
+        const cachedHealthy = healthy.filter((page) => hits[pages.indexOf(page)]).length
+        rounds.push(`master ${masters.indexOf(paused) + 1} paused: ${cachedHealthy} of ${healthy.length} cached`)
+        await cluster.untilAnswers(paused)
+        expect(cachedHealthy, rounds.join('; ')).to.equal(healthy.length)
+      }
+      const pages = await freshPages()
+      const hits = await requestTwice(pages)
+      expect(hits.filter(Boolean).length, `after the stalls (${rounds.join('; ')})`).to.equal(pages.length)
+      expect(unhandled).to.deep.equal([])
+    })
+
+    it('a sharded channel through CLUSTER FAILOVER of its shard, again and again: onReconnect between the messages around every gap', async () => {
+      const prefix = uniquePrefix('moves')
+      const channel = 'moves'
+      /** Deliveries (the message's number) and onReconnect calls ('reconnect'), in the order they happened. */
+      const log: (number | 'reconnect')[] = []
+      const onReconnect = () => void log.push('reconnect')
+      const logger = recordingLogger()
+      notifier = createNotifier({ client, prefix: `${prefix}ev:`, timeoutMs: TIMEOUT_MS, logger, onReconnect })
+      await notifier.subscribe(channel, (payload) => {
+        log.push((payload as { n: number }).n)
+      })
+      const delivered = () => log.filter((entry): entry is number => entry !== 'reconnect')
+      /** Messages whose SPUBLISH Redis confirmed. */
+      const confirmed: number[] = []
+      let published = 0
+      let publishing = true
+      const publisher = (async () => {
+        while (publishing) {
+          const n = ++published
+          await notifier!.publish(channel, { n }).then(
+            () => confirmed.push(n),
+            () => {},
+          )
+          await sleep(20)
+        }
+      })()
+      /** Resolves once a message published from now on was delivered. */
+      const flowing = (what: string) => {
+        const from = published
+        return waitUntil(() => delivered().some((n) => n > from), 10_000, `a message delivered ${what}`)
+      }
+      await flowing('before the failovers')
+      let master = await cluster.masterOf(`${prefix}ev:${channel}`)
+      let replica = await cluster.replicaOf(master)
+      for (let i = 0; i < FAILOVERS; i++) {
+        await cluster.promote(replica)
+        ;[master, replica] = [replica, master]
+        await flowing(`after failover ${i + 1}`)
+      }
+      publishing = false
+      await publisher
+      const last = confirmed.at(-1)!
+      await waitUntil(() => delivered().includes(last), 5_000, `the last confirmed message (${last})`)
+
+      // Each confirmed message that never came: an onReconnect after the delivery before it and
+      // before the first delivery of a later message.
+      const received = new Set(delivered())
+      const silent = confirmed
+        .filter((n) => !received.has(n))
+        .filter((n) => {
+          const next = log.findIndex((entry) => entry !== 'reconnect' && entry > n)
+          const before = log.slice(0, next === -1 ? log.length : next)
+          const previous = before.findLastIndex((entry) => entry !== 'reconnect' && entry < n)
+          return !before.slice(previous + 1).includes('reconnect')
+        })
+      const lost = confirmed.filter((n) => !received.has(n))
+      const reconnects = log.filter((entry) => entry === 'reconnect').length
+      /** What happened around a message: the deliveries and onReconnect calls near where it belonged. */
+      const around = (n: number) => {
+        const next = log.findIndex((entry) => entry !== 'reconnect' && entry > n)
+        const at = next === -1 ? log.length : next
+        return `${n}: ${log.slice(Math.max(0, at - 4), at + 2).join(' ')}`
+      }
+      expect(
+        silent.map(around),
+        `confirmed messages lost with no onReconnect between their neighbours (${lost.length} of ${confirmed.length} lost: ${lost.join(', ')}; ${reconnects} onReconnect calls; ${FAILOVERS} failovers)`,
+      ).to.deep.equal([])
+      expect(unhandled).to.deep.equal([])
     })
   },
 )

@@ -18,6 +18,8 @@ export interface FailoverCluster {
   ports: number[]
   /** The master serving `key`'s slot now. */
   masterOf(key: string): Promise<number>
+  /** The masters serving the slots now (one CLUSTER NODES): the port of the one that serves a key. */
+  mastersNow(): Promise<(key: string) => number>
   /** The replica of the master at `port`. */
   replicaOf(port: number): Promise<number>
   /** SIGKILL. */
@@ -26,8 +28,22 @@ export interface FailoverCluster {
   freeze(port: number): void
   /** SIGCONT. */
   thaw(port: number): void
-  /** `CLUSTER FAILOVER` on a replica: a graceful switch of roles with its master. */
+  /**
+   * `CLUSTER FAILOVER` on a replica, once it and its master agree that it is its replica (its
+   * link up): a graceful switch of roles with its master. Rejects when the replica refuses it.
+   */
   failover(replicaPort: number): Promise<void>
+  /**
+   * A graceful failover ({@link failover}) made again until the replica is a master, once the
+   * cluster would allow it (the other masters vote for one failover of a given master per 2
+   * node timeouts, so switching a shard back and forth takes about 2 s a round); resolves with
+   * when the replica said it was a master (Date.now()).
+   */
+  promote(replicaPort: number, withinMs?: number): Promise<number>
+  /** `CLIENT PAUSE <ms> ALL` on the node at `port`: it stalls every client, the cluster bus goes on (no failover). */
+  pause(port: number, ms: number): Promise<void>
+  /** Resolves once the node at `port` answers a PING (a pause over). */
+  untilAnswers(port: number, withinMs?: number): Promise<void>
   /** Resolves (with when, Date.now()) once the node at `port` says it is a master. */
   untilMaster(port: number, withinMs?: number): Promise<number>
   /** How many connections to the node at `port` have CLIENT TRACKING on (`t` in CLIENT LIST's flags). */
@@ -35,6 +51,10 @@ export interface FailoverCluster {
   /** Kills every node; safe to call more than once. */
   stop(): Promise<void>
 }
+
+const NODE_TIMEOUT_MS = 1_000
+/** How long a replica's manual failover may take before it gives up (Redis's CLUSTER_MF_TIMEOUT). */
+const MANUAL_FAILOVER_MS = 5_000
 
 const cli = (port: number, ...args: string[]) =>
   new Promise<string>((resolve, reject) => {
@@ -47,6 +67,8 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'erk-failover-'))
   const ports = await clusterPorts(6)
   const servers = new Map<number, ChildProcess>()
+  /** When each master was last replaced by a graceful failover (see promote). */
+  const steppedDownAt = new Map<number, number>()
   for (const port of ports) {
     servers.set(
       port,
@@ -54,7 +76,7 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
         'redis-server',
         [
           ...['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes'],
-          ...['--cluster-config-file', join(dir, `${port}.conf`), '--cluster-node-timeout', '1000'],
+          ...['--cluster-config-file', join(dir, `${port}.conf`), '--cluster-node-timeout', String(NODE_TIMEOUT_MS)],
           // As the README recommends: the other shards keep serving while one has no master.
           ...['--cluster-require-full-coverage', 'no'],
           ...['--dir', dir, '--save', '', '--appendonly', 'no'],
@@ -90,6 +112,27 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
           ranges,
         }
       })
+  /** The port of the master the replica at `port` replicates (its own port if it is a master). */
+  const masterPortOf = async (port: number) => {
+    const replication = await cli(port, 'info', 'replication')
+    return Number(/master_port:(\d+)/.exec(replication)?.[1] ?? port)
+  }
+  const failover = async (replicaPort: number) => {
+    // A master ignores a replica's request until it knows it as its replica, and a master that
+    // stepped down a moment ago is not one yet: wait for both to agree, and for the link.
+    await until(async () => {
+      const master = await masterPortOf(replicaPort)
+      const [view, replication] = await Promise.all([nodes(master), cli(replicaPort, 'info', 'replication')])
+      const masterId = view.find((node) => node.flags.includes('myself'))?.id
+      return (
+        replication.includes('master_link_status:up') &&
+        view.find((node) => node.port === replicaPort)?.masterId === masterId
+      )
+    })
+    const reply = await cli(replicaPort, 'cluster', 'failover')
+    if (!reply.startsWith('OK')) throw new Error(`CLUSTER FAILOVER on ${replicaPort}: ${reply.trim()}`)
+  }
+
   try {
     for (const port of ports) await until(async () => (await cli(port, 'ping')).includes('PONG'))
     await new Promise<void>((resolve, reject) =>
@@ -130,19 +173,24 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
       const slot = clusterSlot(key)
       for (const port of ports) {
         const all = await nodes(port).catch(() => undefined)
-        if (!all) continue
-        const owner = all.find(
-          (node) =>
-            node.flags.includes('master') &&
-            !node.flags.includes('fail') &&
-            node.ranges.some((range) => {
-              const [from = -1, to = from] = range.split('-').map(Number)
-              return slot >= from && slot <= to
-            }),
-        )
+        const owner = all?.find((node) => servesSlot(node, slot))
         if (owner) return owner.port
       }
       throw new Error(`no master serves slot ${slot}`)
+    },
+    async mastersNow() {
+      let all: Awaited<ReturnType<typeof nodes>> | undefined
+      for (const port of ports) {
+        all = await nodes(port).catch(() => undefined)
+        if (all) break
+      }
+      if (!all) throw new Error('no node of the failover cluster answered CLUSTER NODES')
+      const known = all
+      return (key) => {
+        const owner = known.find((node) => servesSlot(node, clusterSlot(key)))
+        if (!owner) throw new Error(`no master serves the slot of ${key}`)
+        return owner.port
+      }
     },
     async replicaOf(port) {
       const all = await nodes(port)
@@ -158,8 +206,39 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
     thaw(port) {
       servers.get(port)?.kill('SIGCONT')
     },
-    async failover(replicaPort) {
-      await cli(replicaPort, 'cluster', 'failover')
+    failover,
+    async promote(replicaPort, withinMs = 30_000) {
+      const deadline = Date.now() + withinMs
+      for (;;) {
+        const master = await masterPortOf(replicaPort)
+        // The other masters vote for a failover of a given master at most once per 2 node
+        // timeouts: an attempt sooner is refused, and pauses the master's writers for the
+        // manual failover's 5 s.
+        const votable = (steppedDownAt.get(master) ?? 0) + 2 * NODE_TIMEOUT_MS + 200
+        if (Date.now() < votable) await sleep(votable - Date.now())
+        const accepted = await failover(replicaPort).then(
+          () => true,
+          () => false,
+        )
+        // An accepted attempt that stalls (the manual failover's 5 s run out) is made again.
+        const attemptEnds = Math.min(deadline, Date.now() + (accepted ? MANUAL_FAILOVER_MS + 1_000 : 100))
+        while (Date.now() < attemptEnds) {
+          if ((await cli(replicaPort, 'role').catch(() => '')).startsWith('master')) {
+            const promotedAt = Date.now()
+            steppedDownAt.set(master, promotedAt)
+            return promotedAt
+          }
+          await sleep(20)
+        }
+        if (Date.now() >= deadline)
+          throw new Error(`the replica at ${replicaPort} was not promoted within ${withinMs} ms`)
+      }
+    },
+    async pause(port, ms) {
+      await cli(port, 'client', 'pause', String(ms), 'all')
+    },
+    async untilAnswers(port, withinMs = 15_000) {
+      await until(async () => (await cli(port, 'ping')).includes('PONG'), withinMs, 50)
     },
     async untilMaster(port, withinMs = 15_000) {
       await until(async () => (await cli(port, 'role')).startsWith('master'), withinMs, 20)
@@ -171,6 +250,18 @@ export async function startFailoverCluster(): Promise<FailoverCluster> {
     },
     stop,
   }
+}
+
+/** Whether a node of CLUSTER NODES is a master, not failed, that serves `slot`. */
+function servesSlot(node: { flags: string[]; ranges: string[] }, slot: number): boolean {
+  return (
+    node.flags.includes('master') &&
+    !node.flags.includes('fail') &&
+    node.ranges.some((range) => {
+      const [from = -1, to = from] = range.split('-').map(Number)
+      return slot >= from && slot <= to
+    })
+  )
 }
 
 async function until(check: () => Promise<boolean>, withinMs = 15_000, everyMs = 50): Promise<void> {
