@@ -40,6 +40,7 @@ export {
 } from './rate-limit/index.js'
 export {
   type Session,
+  type SessionCallback,
   type SessionCookieOptions,
   type SessionData,
   type SessionMethods,

@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express'
+import { withCallback } from '../shared/callback.js'
 import { publishSession } from '../shared/diagnostics.js'
 import { RedisKitError } from '../shared/errors.js'
 import type { Warn } from '../shared/logger.js'
@@ -6,7 +7,7 @@ import { SESSION_HAS_DATA, SESSION_USER } from '../shared/session-marks.js'
 import type { CookieCodec, VerifiedCookie } from './cookie.js'
 import type { SessionConfig } from './options.js'
 import { handleOf, type LoadedSession, type SaveResult, type SessionRef, SessionStore } from './store.js'
-import type { Session, SessionMethods } from './types.js'
+import type { Session, SessionCallback, SessionMethods } from './types.js'
 
 /**
  * Where one request's session stands:
@@ -51,10 +52,25 @@ export interface RequestSession {
   touched: boolean
   /** The cookie named a session that could not be loaded (Redis failed, `'anonymous'`). */
   loadFailed: boolean
+  /**
+   * The state behind an object that `regenerate()` replaced as `req.session`: a read-only
+   * copy of the session before it (see {@link Sessions.regenerate}). Never saved.
+   */
+  detached: boolean
 }
 
 /** Names `req.session` cannot use for data: its methods and getters. */
-const RESERVED = new Set(['id', 'handle', 'regenerate', 'destroy', 'save', 'reload', 'touch', 'storeUnavailable'])
+const RESERVED = new Set([
+  'id',
+  'handle',
+  'regenerate',
+  'destroy',
+  'save',
+  'reload',
+  'touch',
+  'storeUnavailable',
+  'cookie',
+])
 
 /** JSON of the meta fields: strings cut at this length, the whole dropped past {@link META_MAX_BYTES}. */
 const META_MAX_STRING = 256
@@ -76,12 +92,18 @@ export class Sessions {
     /** Holds a response until its session is saved. */
     private readonly hold: (res: Response, state: RequestSession) => void,
   ) {
-    const mayChange = (target: SessionObject) => this.mayChange(target[STATE].state)
+    const mayChange = (target: SessionObject) => {
+      const { state } = target[STATE]
+      if (state.detached) throw replacedError()
+      this.mayChange(state)
+    }
     this.traps = {
       get(target, name, receiver) {
         const value = Reflect.get(target, name, target)
         // A data field holding an object can be changed in place (cart.push(...)): hold the response.
-        if (typeof name === 'string' && typeof value === 'object' && value !== null && receiver) mayChange(target)
+        if (typeof name === 'string' && typeof value === 'object' && value !== null && receiver) {
+          if (!target[STATE].state.detached) mayChange(target)
+        }
         return value
       },
       set(target, name, value) {
@@ -124,11 +146,17 @@ export class Sessions {
       killedHere: false,
       touched: false,
       loadFailed: false,
+      detached: false,
     }
+    this.newObject(state)
+    return state
+  }
+
+  /** Gives `state` a new session object (and `req.session` proxy), with no data. */
+  private newObject(state: RequestSession): void {
     const target = new SessionObject(this, state)
     state.target = target as unknown as Session
     state.object = new Proxy(target, this.traps) as unknown as Session
-    return state
   }
 
   /** The session may change in this request: hold the response until it is saved (once). */
@@ -268,12 +296,22 @@ export class Sessions {
     state.killedHere = true
   }
 
+  /**
+   * Ends the session and starts a new one under a new token, as a new object: `req.session`
+   * is replaced, as express-session does, and the object it was keeps a read-only copy of the
+   * data from before (what passport's `keepSessionInfo` merges back). Writing to that old
+   * object, or calling its methods, throws: nothing written there could ever be saved.
+   */
   async regenerate(state: RequestSession, keepData: boolean): Promise<void> {
     if (state.loadFailed) throw cannotEnd('regenerate')
     this.mayChange(state)
     if (state.phase === 'stored') await this.end(state)
+    const old = state.target as unknown as SessionObject
+    old[STATE].state = { ...state, detached: true }
     this.startOver(state)
-    if (!keepData) clearData(state.target)
+    this.newObject(state)
+    if (keepData) copyData(old, state.target)
+    ;(state.req as { session?: Session }).session = state.object
   }
 
   async destroy(state: RequestSession): Promise<void> {
@@ -391,12 +429,9 @@ class SessionObject implements SessionMethods {
     Object.defineProperty(this, STATE, { value: { sessions, state } })
   }
 
-  /** Removed: the token is never handed to the app. */
-  get id(): never {
-    throw new RedisKitError(
-      'ERK_MISCONFIGURED',
-      'express-redis-kit session: req.session.id was removed; use req.session.handle to name a session (see the README)',
-    )
+  /** The handle, as express-session's `req.session.id` equals `req.sessionID`: never the token. */
+  get id(): string {
+    return this.handle
   }
 
   get handle(): string {
@@ -418,30 +453,39 @@ class SessionObject implements SessionMethods {
     return this[STATE].state.loadFailed
   }
 
-  regenerate({ keepData = false } = {}): Promise<void> {
+  regenerate(options?: { keepData?: boolean } | SessionCallback, callback?: SessionCallback): Promise<void> {
     const { sessions, state } = this[STATE]
-    return sessions.regenerate(state, keepData)
+    if (typeof options === 'function') return this.call(() => sessions.regenerate(state, false), options)
+    return this.call(() => sessions.regenerate(state, options?.keepData ?? false), callback)
   }
 
-  destroy(): Promise<void> {
+  destroy(callback?: SessionCallback): Promise<void> {
     const { sessions, state } = this[STATE]
-    return sessions.destroy(state)
+    return this.call(() => sessions.destroy(state), callback)
   }
 
-  save(): Promise<void> {
+  save(callback?: SessionCallback): Promise<void> {
     const { sessions, state } = this[STATE]
-    return sessions.persist(state)
+    return this.call(() => sessions.persist(state), callback)
   }
 
-  reload(): Promise<void> {
+  reload(callback?: SessionCallback): Promise<void> {
     const { sessions, state } = this[STATE]
-    return sessions.reload(state)
+    return this.call(() => sessions.reload(state), callback)
   }
 
-  async touch(): Promise<void> {
+  touch(callback?: SessionCallback): Promise<void> {
     const { sessions, state } = this[STATE]
-    sessions.mayChange(state)
-    state.touched = true
+    return this.call(async () => {
+      sessions.mayChange(state)
+      state.touched = true
+    }, callback)
+  }
+
+  /** Runs a method: a promise, and the callback if one was given; a replaced object refuses. */
+  private call(method: () => Promise<void>, callback: SessionCallback | undefined): Promise<void> {
+    const promise = this[STATE].state.detached ? Promise.reject(replacedError()) : method()
+    return withCallback(promise, callback)
   }
 }
 
@@ -470,6 +514,13 @@ function clearData(object: Session): void {
   for (const name of Object.keys(object)) delete (object as unknown as Record<string, unknown>)[name]
 }
 
+/** Copies the data of one session object to another (the values themselves, not copies of them). */
+function copyData(from: object, to: Session): void {
+  for (const [name, value] of Object.entries(from)) {
+    Object.defineProperty(to, name, { value, writable: true, enumerable: true, configurable: true })
+  }
+}
+
 function setData(object: Session, data: Map<string, unknown>): void {
   clearData(object)
   // defineProperty, not assignment: a field named `__proto__` stays a plain field.
@@ -477,6 +528,15 @@ function setData(object: Session, data: Map<string, unknown>): void {
     if (RESERVED.has(name)) continue
     Object.defineProperty(object, name, { value, writable: true, enumerable: true, configurable: true })
   }
+}
+
+/** A write to, or a method of, a session object that `regenerate()` replaced as `req.session`. */
+function replacedError(): RedisKitError {
+  return new RedisKitError(
+    'ERK_MISCONFIGURED',
+    'express-redis-kit session: this session object was replaced by regenerate(); it is a read-only copy of ' +
+      'the session before it: use req.session',
+  )
 }
 
 /** `regenerate()` / `destroy()` of a session that could not be loaded: it may live on in Redis. */
