@@ -66,7 +66,7 @@ export function session(options: SessionOptions): SessionMiddleware {
     config.prefix,
     { idle: config.idleTimeout, absolute: config.absoluteTimeout, refreshEvery: config.refreshEvery },
     config.timeoutMs,
-    config.userKey === undefined ? undefined : { userKey: config.userKey, limit: config.maxSessionsPerUser },
+    config.userPath === undefined ? undefined : { path: config.userPath, limit: config.maxSessionsPerUser },
   )
   const holdResponseUntilSaved: (res: Response, state: RequestSession) => void = responseHolder<RequestSession>({
     needsSave: (state): boolean => sessions.needsSave(state),

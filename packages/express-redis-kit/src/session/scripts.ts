@@ -20,8 +20,9 @@ import { Script } from '../shared/redis.js'
  * Per-user index (with `userKey`): a sorted set `<prefix>{<tag>}:user:<user id>` of the
  * user's session hashes h, scored by their absolute deadline, in the sessions' slot, expiring
  * with the last of them. A session's public handle is the first 22 characters of h.
- * Invariant: a session whose user field (`d:<userKey>`, JSON other than null) names a user is
- * in that user's index. A session under a user's tag is bound to that user or to none (binding
+ * Invariant: a session whose user field (`d:<name>`, name the first step of `userKey`) names a
+ * user (a string or a number at the rest of the `userKey` path, see shared/user-key.ts) is in
+ * that user's index. A session under a user's tag is bound to that user or to none (binding
  * it to another moves it), so every script that writes or refreshes a session whose user the
  * caller knows is given that user's index and places the session by the field as stored after
  * the write (see `place`): whatever wrote the field before (another request, another instance
@@ -54,18 +55,34 @@ local function prune(index, idle, absolute, now)
   end
   return live
 end
+-- Whether the JSON 'raw' of a session's user field names a user at 'path' (the rest of the
+-- userKey path, dotted; '' for the field itself): a string or a number there, as
+-- shared/user-key.ts reads it (own keys of objects only: a step into an array finds nothing).
+local function namesUser(raw, path)
+  if not raw then return false end
+  if path == '' then
+    local first = string.sub(raw, 1, 1)
+    return first == '"' or first == '-' or string.find(first, '%d') ~= nil
+  end
+  local ok, value = pcall(cjson.decode, raw)
+  if not ok then return false end
+  for step in string.gmatch(path, '[^.]+') do
+    if type(value) ~= 'table' then return false end
+    value = value[step]
+  end
+  return type(value) == 'string' or type(value) == 'number'
+end
 local function clock()
   local time = redis.call('TIME')
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
--- Session h (key 'key', created at 'created', live) joins 'index' if its user field ('field')
--- names a user, else leaves it. A session that joins, or whose deadline moved (another
+-- Session h (key 'key', created at 'created', live) joins 'index' if its user field ('field',
+-- at 'path') names a user, else leaves it. A session that joins, or whose deadline moved (another
 -- absolute timeout), has its index pruned, the least recently used others past 'limit'
 -- (0 = none) ended (their hashes appended to 'ended'), and the index's expiry pushed to the
 -- latest deadline. A session already in with its deadline costs an HGET and a ZADD.
-local function place(index, key, h, field, created, idle, absolute, now, limit, ended)
-  local user = redis.call('HGET', key, field)
-  if not user or user == 'null' then
+local function place(index, key, h, field, path, created, idle, absolute, now, limit, ended)
+  if not namesUser(redis.call('HGET', key, field), path) then
     redis.call('ZREM', index, h)
     return
   end
@@ -94,7 +111,8 @@ end
  * still exists within both timeouts (a dead one is deleted). KEYS[1] the session; KEYS[2], when
  * given, the index of the user it is bound to (the session is placed in it, see `place`).
  * ARGV[1] idle timeout ms, ARGV[2] absolute timeout ms, ARGV[3] the session hash h,
- * ARGV[4] the user field (`d:<userKey>`), ARGV[5] the most sessions per user (0 = no limit).
+ * ARGV[4] the user field (`d:` and the first step of `userKey`), ARGV[5] the rest of the
+ * `userKey` path ('' for none), ARGV[6] the most sessions per user (0 = no limit).
  * Reply: now (Redis ms); or 0 (no session), -1 (past its idle timeout), -2 (past its absolute
  * timeout), the session deleted.
  * A read itself is a plain HGETALL: the TTL (min(idle timeout, what is left of the absolute
@@ -121,7 +139,9 @@ if now - seen >= idle then
 end
 redis.call('HSET', KEYS[1], 's', now)
 redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
-if KEYS[2] then place(KEYS[2], KEYS[1], ARGV[3], ARGV[4], created, idle, absolute, now, tonumber(ARGV[5]), {}) end
+if KEYS[2] then
+  place(KEYS[2], KEYS[1], ARGV[3], ARGV[4], ARGV[5], created, idle, absolute, now, tonumber(ARGV[6]), {})
+end
 return now
 `,
   'session.refresh',
@@ -139,15 +159,16 @@ return now
  * ARGV[6] with an index: the most sessions the user may have (0 = no limit); when the session
  *         joins the index, the least recently used others are ended (deleted, and taken out),
  * ARGV[7] the session hash h (its index entry),
- * ARGV[8] the user field (`d:<userKey>`; with an index),
- * ARGV[9] number N of fields to set, then N field/value pairs, then the fields to delete.
+ * ARGV[8] the user field (`d:` and the first step of `userKey`; with an index),
+ * ARGV[9] the rest of the `userKey` path ('' for none),
+ * ARGV[10] number N of fields to set, then N field/value pairs, then the fields to delete.
  * Reply: { 1, createdAt, lastSeenAt, ended... } when written (ended: the hashes of the
  * sessions the limit ended), or { 0 } when the session is gone (or, for 'create', exists).
  */
 export const SAVE = new Script(
   `${INDEX_LUA}
 local mode, idle, absolute = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local limit, h, setCount = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[9])
+local limit, h, setCount = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[10])
 local now = clock()
 local created
 if mode == 'create' then
@@ -165,12 +186,12 @@ else
     return { 0 }
   end
 end
-local last = 9 + setCount * 2
-redis.call('HSET', KEYS[1], 's', now, unpack(ARGV, 10, last))
+local last = 10 + setCount * 2
+redis.call('HSET', KEYS[1], 's', now, unpack(ARGV, 11, last))
 if #ARGV > last then redis.call('HDEL', KEYS[1], unpack(ARGV, last + 1)) end
 redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
 local reply = { 1, created, now }
-if KEYS[2] then place(KEYS[2], KEYS[1], h, ARGV[8], created, idle, absolute, now, limit, reply) end
+if KEYS[2] then place(KEYS[2], KEYS[1], h, ARGV[8], ARGV[9], created, idle, absolute, now, limit, reply) end
 return reply
 `,
   'session.save',

@@ -4,6 +4,7 @@ import { publishSession } from '../shared/diagnostics.js'
 import { RedisKitError } from '../shared/errors.js'
 import type { Warn } from '../shared/logger.js'
 import { SESSION_HAS_DATA, SESSION_USER } from '../shared/session-marks.js'
+import { isMisplacedUser, misplacedUserWarning, userIdOf, valueAt } from '../shared/user-key.js'
 import type { CookieCodec, VerifiedCookie } from './cookie.js'
 import type { SessionConfig } from './options.js'
 import { handleOf, type LoadedSession, type SaveResult, type SessionRef, SessionStore } from './store.js'
@@ -185,11 +186,14 @@ export class Sessions {
     return true
   }
 
+  /** The user the session's data names at `userKey` (see shared/user-key.ts), if any. */
   userOf(state: RequestSession): string | undefined {
-    const { userKey } = this.config
-    if (!userKey) return undefined
-    const value = (state.target as unknown as Record<string, unknown>)[userKey]
-    return value === undefined || value === null ? undefined : String(value)
+    const { userPath, userKey } = this.config
+    if (!userPath) return undefined
+    const value = valueAt(state.target, userPath)
+    const user = userIdOf(value)
+    if (user === undefined && isMisplacedUser(value)) this.warn(misplacedUserWarning('session', userKey!))
+    return user
   }
 
   /** Whether `persist` would write anything (synchronous, so that most responses are not held). */

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
+import { type UserPath, userIdOf, valueAt } from '../shared/user-key.js'
 import { DESTROY, END_USER_SESSIONS, LIST_USER, REFRESH, SAVE } from './scripts.js'
 
 /** A session's place in Redis, derived from its token (see scripts.ts for the data model). */
@@ -40,9 +41,9 @@ export interface IndexedSession {
 /** What a save wrote: the session's times, and the sessions a `maxSessionsPerUser` limit ended. */
 export type SaveResult = { saved: true; createdAt: number; now: number; ended: number } | { saved: false }
 
-/** The per-user index (`userKey`): the session field that names the user, and the most sessions per user. */
+/** The per-user index (`userKey`): where the session's data names the user, and the most sessions per user. */
 export interface UserIndexing {
-  userKey: string
+  path: UserPath
   /** 0: no limit. */
   limit: number
 }
@@ -130,7 +131,9 @@ export class SessionStore {
    * user's tag (it is, unless it is about to move).
    */
   userOf(ref: { tag: string }, fields: Map<string, string>): string | undefined {
-    const json = this.users && fields.get(this.users.userKey)
+    if (!this.users) return undefined
+    const [field, ...rest] = this.users.path
+    const json = fields.get(field)
     if (json === undefined) return undefined
     let value: unknown
     try {
@@ -138,9 +141,8 @@ export class SessionStore {
     } catch {
       return undefined // corrupt: the session is refused as a whole
     }
-    if (value === null || value === undefined) return undefined
-    const user = String(value)
-    return ref.tag === SessionStore.userTag(user) ? user : undefined
+    const user = userIdOf(valueAt(value, rest))
+    return user !== undefined && ref.tag === SessionStore.userTag(user) ? user : undefined
   }
 
   /**
@@ -202,9 +204,14 @@ export class SessionStore {
     return user === undefined || !this.users ? [key] : [key, this.indexKey(user)]
   }
 
-  /** The user field (`d:<userKey>`) and the limit, as the scripts that place a session in an index take them. */
-  private indexArgs(): [string, string] {
-    return this.users ? [DATA_FIELD + this.users.userKey, String(this.users.limit)] : ['', '0']
+  /**
+   * The user field (`d:` and the first step of `userKey`), the rest of the path ('' for none)
+   * and the limit, as the scripts that place a session in an index take them.
+   */
+  private indexArgs(): [string, string, string] {
+    if (!this.users) return ['', '', '0']
+    const [field, ...rest] = this.users.path
+    return [DATA_FIELD + field, rest.join('.'), String(this.users.limit)]
   }
 
   /**
@@ -229,7 +236,7 @@ export class SessionStore {
     options: { user: string | undefined; createdAt?: number; meta?: string },
   ): Promise<SaveResult> {
     const keys = this.withIndex(this.sessionKey(ref), options.user)
-    const [userField, limit] = this.indexArgs()
+    const [userField, userPath, limit] = this.indexArgs()
     const args = [
       'create',
       ...this.timeouts(),
@@ -238,6 +245,7 @@ export class SessionStore {
       limit,
       ref.hash,
       userField,
+      userPath,
       String(fields.size),
       ...pairs(fields),
     ]
@@ -263,7 +271,7 @@ export class SessionStore {
     user: string | undefined,
   ): Promise<SaveResult> {
     const keys = this.withIndex(this.sessionKey(ref), user)
-    const [userField, limit] = this.indexArgs()
+    const [userField, userPath, limit] = this.indexArgs()
     const args = [
       'update',
       ...this.timeouts(),
@@ -272,6 +280,7 @@ export class SessionStore {
       limit,
       ref.hash,
       userField,
+      userPath,
       String(changed.size),
       ...pairs(changed),
       ...removed.map((name) => DATA_FIELD + name),

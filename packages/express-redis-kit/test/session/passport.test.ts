@@ -18,6 +18,62 @@ describe('passport (passport-local) on the session', () => {
     await client.close()
   })
 
+  describe("userKey: 'passport.user' (a dotted path)", () => {
+    const create = EXPRESS_MAJORS[0].create
+
+    it('indexes passport sessions by user: listUserSessions, destroyUserSessions and maxSessionsPerUser work', async () => {
+      const prefix = uniquePrefix('passport-index')
+      const sessions = session({ client, prefix, userKey: 'passport.user', maxSessionsPerUser: 2 })
+      const app = passportApp(create, sessions)
+      const devices = [request.agent(app), request.agent(app), request.agent(app)]
+      const handles: string[] = []
+      for (const device of devices) {
+        const login = await device.post('/login').type('form').send(ADA).timeout(ANSWER_WITHIN)
+        expect(login.status, JSON.stringify(login.body)).to.equal(200)
+        handles.push(handleOfCookie(sessionIdOf(login)))
+      }
+      // The limit of 2 ended the least recently used session, the first device's.
+      expect((await sessions.listUserSessions(7)).map((entry) => entry.handle).sort()).to.deep.equal(
+        handles.slice(1).sort(),
+      )
+      expect((await devices[0]!.get('/me')).body.user).to.equal(null)
+      const grace = request.agent(app)
+      await grace.post('/login').type('form').send({ username: 'grace', password: 'secret' })
+      expect(await sessions.listUserSessions(8)).to.have.length(1)
+
+      expect(await sessions.destroyUserSessions(7, { except: handles[2] })).to.equal(1)
+      expect((await devices[1]!.get('/me')).body.user).to.equal(null)
+      expect((await devices[2]!.get('/me')).body.user).to.deep.equal({ id: 7, name: 'ada' })
+      expect((await grace.get('/me')).body.user).to.deep.equal({ id: 8, name: 'grace' })
+
+      // Signing out takes the session out of the index.
+      await devices[2]!.post('/logout').timeout(ANSWER_WITHIN)
+      expect(await sessions.listUserSessions(7)).to.deep.equal([])
+    })
+
+    it("a user stored as an object names no user (with a warning); 'passport.user.id' reaches its id", async () => {
+      const warnings: string[] = []
+      const logger = { warn: (message: string) => void warnings.push(message), error: () => {} }
+      const serialize = (user: { id: number; name: string }) => ({ id: user.id, name: user.name })
+      const whole = session({ client, prefix: uniquePrefix('passport-object'), userKey: 'passport.user', logger })
+      const agent = request.agent(passportApp(create, whole, { serialize }))
+      const login = await agent.post('/login').type('form').send(ADA).timeout(ANSWER_WITHIN)
+      expect(login.status).to.equal(200)
+      expect((await agent.get('/me')).body.user).to.deep.equal({ id: 7, name: 'ada' })
+      expect(await whole.listUserSessions('[object Object]')).to.deep.equal([])
+      expect(warnings.join('\n')).to.match(
+        /`userKey` 'passport\.user' holds a value that is not a user id.*'passport\.user\.id'/,
+      )
+
+      const byId = session({ client, prefix: uniquePrefix('passport-object-id'), userKey: 'passport.user.id' })
+      const signedIn = request.agent(passportApp(create, byId, { serialize }))
+      const res = await signedIn.post('/login').type('form').send(ADA).timeout(ANSWER_WITHIN)
+      expect((await byId.listUserSessions(7)).map((entry) => entry.handle)).to.deep.equal([
+        handleOfCookie(sessionIdOf(res)),
+      ])
+    })
+  })
+
   for (const { name, create } of EXPRESS_MAJORS) {
     describe(name, () => {
       it('signs in: POST /login answers with the user, a new cookie, and later requests restore req.user', async () => {
