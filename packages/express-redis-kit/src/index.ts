@@ -41,6 +41,7 @@ export {
 export {
   type Session,
   type SessionCallback,
+  type SessionCookie,
   type SessionCookieOptions,
   type SessionData,
   type SessionMethods,

@@ -13,6 +13,7 @@ export type { SessionCookieOptions, SessionOptions } from './options.js'
 export type {
   Session,
   SessionCallback,
+  SessionCookie,
   SessionData,
   SessionMethods,
   SessionMiddleware,

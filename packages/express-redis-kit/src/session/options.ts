@@ -191,8 +191,14 @@ const PEER_OPTIONS: Hints = {
 
 /** express-session's cookie options that are not ours. */
 const PEER_COOKIE_OPTIONS: Hints = {
-  maxAge: use('idleTimeout', 'an option of session() itself, not of its cookie'),
-  expires: use('absoluteTimeout', 'an option of session() itself: the cookie lasts what is left of it'),
+  maxAge: use(
+    'idleTimeout',
+    'an option of session() itself, not of its cookie; for one session, set `req.session.cookie.maxAge` in a request',
+  ),
+  expires: use(
+    'absoluteTimeout',
+    'an option of session() itself: the cookie lasts what is left of it; for one session, set `req.session.cookie.maxAge`',
+  ),
   signed: notNeeded('the cookie is always signed'),
   priority: notSupported('the cookie has no Priority attribute'),
   encode: notSupported('the cookie holds the signed token, encoded as it must be'),

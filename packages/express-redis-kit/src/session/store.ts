@@ -25,6 +25,8 @@ export interface LoadedSession {
   /** JSON of the meta fields ('' for none). */
   meta: string
   createdAt: number
+  /** Its own lifetime as stored (field `e`): '' for none, 'session', or its own deadline (Redis ms). */
+  expiry: string
   now: number
   /** The user whose index holds the session: the one its user field names, when it is stored under that user's tag. */
   user: string | undefined
@@ -39,7 +41,9 @@ export interface IndexedSession {
 }
 
 /** What a save wrote: the session's times, and the sessions a `maxSessionsPerUser` limit ended. */
-export type SaveResult = { saved: true; createdAt: number; now: number; ended: number } | { saved: false }
+export type SaveResult =
+  | { saved: true; createdAt: number; now: number; expiry: string; ended: number }
+  | { saved: false }
 
 /** The per-user index (`userKey`): where the session's data names the user, and the most sessions per user. */
 export interface UserIndexing {
@@ -72,6 +76,14 @@ const userTags = new Map<string, string>()
 
 /** The public handle of a session: the start of its hash (it cannot be turned back into the token). */
 export const handleOf = (hash: string): string => hash.slice(0, 22)
+
+/** A session's deadline: its creation plus the absolute timeout, or its own deadline (`expiry`) if sooner. */
+export function deadlineOf(createdAt: number, expiry: string, absolute: number): number {
+  const deadline = createdAt + absolute
+  // '' (none) and 'session' have no deadline of their own; Number('') would be 0.
+  const own = expiry === '' ? Number.NaN : Number(expiry)
+  return Number.isFinite(own) ? Math.min(own, deadline) : deadline
+}
 
 /**
  * The Redis side of the sessions: key names, token hashing, scripts and timeouts. Every
@@ -167,19 +179,21 @@ export class SessionStore {
     let createdAt = 0
     let seenAt = 0
     let meta = ''
+    let expiry = ''
     for (const field in stored) {
       const value = stored[field] as string
       if (field.startsWith(DATA_FIELD)) fields.set(field.slice(DATA_FIELD.length), value)
       else if (field === 'c') createdAt = Number(value)
       else if (field === 's') seenAt = Number(value)
       else if (field === 'm') meta = value
+      else if (field === 'e') expiry = value
     }
     if (fields.size === 0 && createdAt === 0) return 'not-found'
     const { refreshEvery, idle, absolute } = this.lifetimes
     let now = Date.now() + this.clockOffset
     const miss: SessionMiss | undefined = !(createdAt > 0 && seenAt > 0)
       ? 'not-found'
-      : now - createdAt >= absolute
+      : now >= deadlineOf(createdAt, expiry, absolute)
         ? 'expired-absolute'
         : now - seenAt >= idle
           ? 'expired-idle'
@@ -196,7 +210,7 @@ export class SessionStore {
       if (refreshed <= 0) return REFRESH_MISSES[refreshed] ?? 'not-found'
       now = this.sawRedisClock(refreshed)
     }
-    return { fields, meta, createdAt, now, user }
+    return { fields, meta, createdAt, expiry, now, user }
   }
 
   /** The keys of a script about session `key`: with the index of `user`, when there is one. */
@@ -233,7 +247,7 @@ export class SessionStore {
   async create(
     ref: SessionRef,
     fields: Map<string, string>,
-    options: { user: string | undefined; createdAt?: number; meta?: string },
+    options: { user: string | undefined; createdAt?: number; meta?: string; lifetime: string },
   ): Promise<SaveResult> {
     const keys = this.withIndex(this.sessionKey(ref), options.user)
     const [userField, userPath, limit] = this.indexArgs()
@@ -246,6 +260,7 @@ export class SessionStore {
       ref.hash,
       userField,
       userPath,
+      options.lifetime,
       String(fields.size),
       ...pairs(fields),
     ]
@@ -263,12 +278,14 @@ export class SessionStore {
    * still exists within both timeouts (a destroyed session is never written back). `user`: the
    * user the session is, or until this write was, bound to; the same script then places the
    * session in that user's index, or out of it, by its user field as stored after the write.
+   * `lifetime`: the session's own lifetime to set ('' keeps it; see SAVE's ARGV[10]).
    */
   async update(
     ref: SessionRef,
     changed: Map<string, string>,
     removed: string[],
     user: string | undefined,
+    lifetime: string,
   ): Promise<SaveResult> {
     const keys = this.withIndex(this.sessionKey(ref), user)
     const [userField, userPath, limit] = this.indexArgs()
@@ -281,6 +298,7 @@ export class SessionStore {
       ref.hash,
       userField,
       userPath,
+      lifetime,
       String(changed.size),
       ...pairs(changed),
       ...removed.map((name) => DATA_FIELD + name),
@@ -333,9 +351,15 @@ function pairs(fields: Map<string, string>): string[] {
 }
 
 function saveResult(reply: unknown): SaveResult {
-  const values = reply as number[]
+  const values = reply as (number | string)[]
   if (Number(values[0]) !== 1) return { saved: false }
-  return { saved: true, createdAt: Number(values[1]), now: Number(values[2]), ended: values.length - 3 }
+  return {
+    saved: true,
+    createdAt: Number(values[1]),
+    now: Number(values[2]),
+    expiry: String(values[3]),
+    ended: values.length - 4,
+  }
 }
 
 function parseMeta(text: string): Record<string, unknown> {

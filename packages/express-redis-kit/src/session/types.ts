@@ -20,6 +20,29 @@ export interface SessionData {}
 export type SessionCallback = (error: Error | null) => void
 
 /**
+ * `req.session.cookie`: the session's own lifetime, written as express-session users write it.
+ * Not data (it is not stored as a field, and `JSON.stringify(req.session)` leaves it out).
+ */
+export interface SessionCookie {
+  /**
+   * Ms until the session cookie expires, as the session stands (null: a cookie that ends
+   * with the browser session). Set it to give this session a lifetime of its own ("remember
+   * me"): `ms` from now, capped by `absoluteTimeout`; the cookie's Max-Age and the session's
+   * deadline in Redis follow, and later requests keep it. `null` (or undefined) makes a
+   * browser-session cookie (no Max-Age) while the session lives on in Redis until its idle or
+   * absolute timeout. Not a positive number: throws `ERK_INVALID_ARGUMENT`.
+   * @default what is left of `absoluteTimeout`
+   */
+  maxAge: number | null
+  /**
+   * When the session cookie expires (null: with the browser session). Setting a Date in the
+   * future is `maxAge = date - now`; null or false, a browser-session cookie.
+   */
+  get expires(): Date | null
+  set expires(date: Date | null | false | undefined)
+}
+
+/**
  * The methods of `req.session`: non-enumerable, so they never mix with the data. Each returns
  * a promise and also takes an optional Node-style callback (see {@link SessionCallback}), as
  * express-session's do: passport's `req.login()` and `req.logout()` work unchanged.
@@ -63,6 +86,12 @@ export interface SessionMethods {
    * (the session in Redis could not be ended). `false` otherwise.
    */
   readonly storeUnavailable: boolean
+  /**
+   * The session's own lifetime ("remember me"): `req.session.cookie.maxAge = 30 * 86_400_000`
+   * for a long-lived session, `= null` for a cookie that ends with the browser session. See
+   * {@link SessionCookie}.
+   */
+  readonly cookie: SessionCookie
 }
 
 /** `req.session`: the data as plain properties plus the {@link SessionMethods}. */
