@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
-import { type UserPath, userIdOf, valueAt } from '../shared/user-key.js'
+import { type UserPath, userIdOf, userTag, valueAt } from '../shared/user-key.js'
 import { DESTROY, END_USER_SESSIONS, LIST_USER, REFRESH, SAVE } from './scripts.js'
 
 /** A session's place in Redis, derived from its token (see scripts.ts for the data model). */
@@ -72,8 +72,6 @@ const REFRESH_MISSES: Record<number, SessionMiss> = { 0: 'not-found', [-1]: 'exp
 const READ_CALL = { operation: 'session.read', command: 'HGETALL' }
 const DELETE_CALL = { operation: 'session.delete', command: 'DEL' }
 
-const userTags = new Map<string, string>()
-
 /** The public handle of a session: the start of its hash (it cannot be turned back into the token). */
 export const handleOf = (hash: string): string => hash.slice(0, 22)
 
@@ -107,15 +105,9 @@ export class SessionStore {
     return createHash('sha256').update(token).digest('base64url')
   }
 
-  /** The tag of a user's sessions: the start of a hash of the user id (remembered for the users seen last). */
+  /** The tag of a user's sessions (see shared/user-key.ts). */
   static userTag(user: string): string {
-    let tag = userTags.get(user)
-    if (tag === undefined) {
-      tag = createHash('sha256').update(`user\n${user}`).digest('base64url').slice(0, 11)
-      if (userTags.size >= 10_000) userTags.clear()
-      userTags.set(user, tag)
-    }
-    return tag
+    return userTag(user)
   }
 
   static randomTag(): string {

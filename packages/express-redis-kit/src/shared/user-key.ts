@@ -7,6 +7,7 @@
  * none: an object would make every user "[object Object]". The session's Lua (`namesUser` in
  * session/scripts.ts) reads the stored JSON by the same rules.
  */
+import { createHash } from 'node:crypto'
 import { check } from './options.js'
 
 /** The steps of a `userKey` path: `'passport.user'` → `['passport', 'user']`. */
@@ -55,4 +56,20 @@ export function misplacedUserWarning(feature: string, userKey: string): string {
     `number): the session is not bound to a user and is in no user's index. If it holds the user as an ` +
     `object, point userKey at its id (e.g. '${userKey}.id')`
   )
+}
+
+const userTags = new Map<string, string>()
+
+/**
+ * The hash tag of a user's keys: the start of a SHA-256 of the user id (remembered for the
+ * users seen last). A user's index (and, for the kit's session, their sessions) share its slot.
+ */
+export function userTag(user: string): string {
+  let tag = userTags.get(user)
+  if (tag === undefined) {
+    tag = createHash('sha256').update(`user\n${user}`).digest('base64url').slice(0, 11)
+    if (userTags.size >= 10_000) userTags.clear()
+    userTags.set(user, tag)
+  }
+  return tag
 }
