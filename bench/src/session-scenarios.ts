@@ -2,6 +2,7 @@ import { RedisStore } from 'connect-redis'
 import cookieParser from 'cookie-parser'
 import express, { type Express, type Request } from 'express'
 import { type Session, session } from 'express-redis-kit'
+import { RedisStore as KitStore } from 'express-redis-kit/express-session'
 import expressSession from 'express-session'
 import type { ServerRedis } from './serve.js'
 
@@ -11,6 +12,7 @@ export const SESSION_SCENARIOS = [
   'erk-session',
   'erk-session-cookie-parser',
   'express-session',
+  'express-session-erk-store',
 ] as const
 export type SessionScenario = (typeof SESSION_SCENARIOS)[number]
 
@@ -20,6 +22,7 @@ export const SESSION_LABELS: Record<SessionScenario, string> = {
   'erk-session': 'express-redis-kit session (secrets)',
   'erk-session-cookie-parser': 'express-redis-kit session behind cookie-parser',
   'express-session': 'express-session 1.19 + connect-redis 10',
+  'express-session-erk-store': 'express-session 1.19 + express-redis-kit/express-session',
 }
 
 export const ROUTES = ['read', 'write'] as const
@@ -51,7 +54,8 @@ interface SessionAccess {
  * The app of a scenario: the middleware with its package's defaults apart from what the
  * benchmark needs (prefix, secret; express-redis-kit with its own `secrets`, and behind
  * cookie-parser as before; express-session with `resave: false`,
- * `saveUninitialized: false` as its README recommends), and the same three routes for all:
+ * `saveUninitialized: false` as its README recommends, on connect-redis and on the kit's
+ * store), and the same three routes for all:
  *   POST /login  new session id, `userId` set
  *   GET /read    answers the session's `userId` (read-only)
  *   POST /write  increments the session's `counter`
@@ -91,14 +95,9 @@ export function buildApp(scenario: SessionScenario, client: ServerRedis | undefi
         data: (req) => sessionOf<BenchSession>(req),
       }
     } else {
-      app.use(
-        expressSession({
-          secret: SECRET,
-          resave: false,
-          saveUninitialized: false,
-          store: new RedisStore({ client, prefix }),
-        }),
-      )
+      const store =
+        scenario === 'express-session' ? new RedisStore({ client, prefix }) : new KitStore({ client, prefix })
+      app.use(expressSession({ secret: SECRET, resave: false, saveUninitialized: false, store }))
       access = {
         regenerate: (req) =>
           new Promise<void>((resolve, reject) =>

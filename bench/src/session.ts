@@ -1,6 +1,7 @@
 /**
  * Load benchmark of express-redis-kit's session (with its own `secrets`, and behind
- * cookie-parser) against express-session + connect-redis, with plain Express (no session) as
+ * cookie-parser) against express-session + connect-redis, and of express-session on the kit's
+ * store (express-redis-kit/express-session) against it on connect-redis, with plain Express (no session) as
  * the baseline and a middleware that sends one EVALSHA and does nothing else as the floor of
  * any Redis-backed session, on the same two routes:
  *   GET /read    a read-only request with a logged-in session (answers `userId`)
@@ -10,7 +11,7 @@
  *
  * Each run starts a fresh server in a child process (src/session-server.ts), logs in once
  * (POST /login), and drives autocannon with that session's cookie on every request. The
- * ten runs (2 routes x 5 scenarios) are interleaved over several rounds in alternating
+ * twelve runs (2 routes x 6 scenarios) are interleaved over several rounds in alternating
  * order and the medians are reported, as ratios measured in the same run. Before the load,
  * MONITOR counts, over unloaded requests, the commands each server's own connection sends
  * and the ones its Lua scripts run, and which of them write. Prints Markdown on stdout,
@@ -243,6 +244,7 @@ function report(
     [MINE, PEER],
     [MINE, FLOOR],
     ['erk-session-cookie-parser', PEER],
+    ['express-session-erk-store', PEER],
   ]
   for (const [one, other] of comparisons) {
     lines.push(

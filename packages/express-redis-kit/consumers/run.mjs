@@ -8,8 +8,11 @@
  * skipLibCheck, against @types/node at its floor and at its latest), and runs a smoke app that uses every export
  * against the real Redis (single and Cluster): a request through each middleware, one cached()
  * value, one notifier message, a diagnostics channel and the express-redis-kit/metrics entry point,
- * and cached() with `localCache` (local hits with node-redis 5.9+, a warning and Redis hits
- * before). Then publint and @arethetypeswrong/cli on the tarball.
+ * cached() with `localCache` (local hits with node-redis 5.9+, a warning and Redis hits
+ * before), and a passport-local sign-in and sign-out on the session (express 4 and 5). A second
+ * smoke app runs express-session with the express-redis-kit/express-session store (its own
+ * program in TypeScript projects: express-session's types declare `req.session` otherwise).
+ * Then publint and @arethetypeswrong/cli on the tarball.
  *
  *   node consumers/run.mjs        (from packages/express-redis-kit; needs the npm registry)
  *
@@ -126,19 +129,34 @@ async function prepare(cell, tarball, dir) {
       redis: cell.redis,
       // the optional peer of express-redis-kit/metrics
       '@opentelemetry/api': '^1.9.0',
+      // the optional peer of express-redis-kit/express-session, and passport on the session
+      'express-session': '^1.18.0',
+      passport: '^0.7.0',
+      'passport-local': '^1.0.0',
     },
     devDependencies: ts
       ? {
           typescript: '~5.9.3',
           '@types/express': `^${cell.types}`,
           '@types/node': await resolveTag('@types/node', cell.node ?? '^20.19.0'),
+          '@types/passport': '^1.0.17',
+          '@types/passport-local': '^1.0.38',
+          '@types/express-session': '^1.18.0',
           ...(cell.kind === 'ts-bundler' ? { tsx: '^4.20.0' } : {}),
           ...(cell.extra ?? {}),
         }
       : {},
   }
   await writeFile(join(dir, 'package.json'), `${JSON.stringify(pkg, null, 2)}\n`)
-  const smoke = await readFile(join(here, 'smoke.ts'), 'utf8')
+  for (const name of SMOKES) await prepareSmoke(cell, dir, name)
+}
+
+/** The smoke apps: the package's main entry (and passport), and express-session with the store. */
+const SMOKES = ['smoke', 'smoke-express-session']
+
+async function prepareSmoke(cell, dir, name) {
+  const ts = cell.kind.startsWith('ts')
+  const smoke = await readFile(join(here, `${name}.ts`), 'utf8')
   if (ts) {
     const { module, moduleResolution } = tsconfigs[cell.kind]
     const compilerOptions = {
@@ -154,8 +172,10 @@ async function prepare(cell, tarball, dir) {
       ...(cell.kind === 'ts-bundler' ? {} : { types: ['node'] }),
       ...(cell.kind === 'ts-bundler' ? { noEmit: true } : {}),
     }
-    await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions, include: ['smoke.ts'] }, null, 2))
-    await writeFile(join(dir, 'smoke.ts'), smoke)
+    // One program per smoke app: express-session's types and the kit's session() both declare `req.session`.
+    const tsconfig = name === 'smoke' ? 'tsconfig.json' : `tsconfig.${name}.json`
+    await writeFile(join(dir, tsconfig), JSON.stringify({ compilerOptions, include: [`${name}.ts`] }, null, 2))
+    await writeFile(join(dir, `${name}.ts`), smoke)
   } else {
     // The same smoke test, types stripped by the TypeScript compiler of the package itself.
     const ts = await import('typescript')
@@ -166,7 +186,7 @@ async function prepare(cell, tarball, dir) {
         esModuleInterop: true,
       },
     })
-    await writeFile(join(dir, 'smoke.js'), outputText)
+    await writeFile(join(dir, `${name}.js`), outputText)
   }
 }
 
@@ -187,20 +207,25 @@ async function runCell(cell, tarball, root) {
     REDIS_URL: redisUrl,
     CLUSTER_NODES: clusterNodes,
   }
-  let entry
-  if (cell.kind === 'ts-bundler') {
-    await sh('npx', ['tsc', '-p', '.'], { cwd: dir })
-    entry = ['npx', ['tsx', 'smoke.ts']]
-  } else if (cell.kind.startsWith('ts')) {
-    await sh('npx', ['tsc', '-p', '.'], { cwd: dir })
-    entry = ['node', ['out/smoke.js']]
-  } else {
-    entry = ['node', ['smoke.js']]
+  const lines = []
+  for (const name of SMOKES) {
+    const tsconfig = name === 'smoke' ? 'tsconfig.json' : `tsconfig.${name}.json`
+    let entry
+    if (cell.kind === 'ts-bundler') {
+      await sh('npx', ['tsc', '-p', tsconfig], { cwd: dir })
+      entry = ['npx', ['tsx', `${name}.ts`]]
+    } else if (cell.kind.startsWith('ts')) {
+      await sh('npx', ['tsc', '-p', tsconfig], { cwd: dir })
+      entry = ['node', [`out/${name}.js`]]
+    } else {
+      entry = ['node', [`${name}.js`]]
+    }
+    const { stdout } = await sh(entry[0], entry[1], { cwd: dir, env, timeout: 60_000 })
+    lines.push(stdout.trim().split('\n').at(-1))
   }
-  const { stdout } = await sh(entry[0], entry[1], { cwd: dir, env, timeout: 60_000 })
   const nodeTypes = installed['@types/node'] ? `, @types/node ${installed['@types/node'].version}` : ''
   const libCheck = cell.libCheck ? ', skipLibCheck: false' : ''
-  return `${stdout.trim().split('\n').at(-1)} (express ${installed.express.version}, redis ${installed.redis.version}${nodeTypes}${libCheck})`
+  return `${lines.join('; ')} (express ${installed.express.version}, redis ${installed.redis.version}${nodeTypes}${libCheck})`
 }
 
 async function main() {

@@ -1,6 +1,6 @@
 /*
  * The consumer matrix's smoke app (see run.mjs): every export of the package, used as the README
- * shows, against the real Redis. Type-checked as it is in the TypeScript projects, run with its
+ * shows, against the real Redis, and a passport-local sign-in and sign-out on the session. Type-checked as it is in the TypeScript projects, run with its
  * types stripped in the JavaScript ones. Ends with one line: "smoke ok ...".
  * Environment: SMOKE_MODE ('single' | 'cluster'), REDIS_URL, CLUSTER_NODES.
  */
@@ -24,6 +24,8 @@ import {
   typedJson,
 } from 'express-redis-kit'
 import { enableMetrics, METRIC_NAMES } from 'express-redis-kit/metrics'
+import passport from 'passport'
+import { Strategy as LocalStrategy } from 'passport-local'
 import { createClient, createCluster } from 'redis'
 
 declare module 'express-redis-kit' {
@@ -79,6 +81,59 @@ async function checkLocalCache(client: RedisClient, prefix: string): Promise<voi
       localHits === 0 && warnings.some((w) => w.includes('5.9')),
       `localCache with redis ${process.env.SMOKE_REDIS_VERSION}: no warning`,
     )
+}
+
+/**
+ * passport-local on the kit's session, in an app of its own (express 4 or 5, as the project
+ * installs): sign in through `passport.authenticate('local')` (regenerate and save with
+ * callbacks), `req.user` restored by the next request, the session in the user's index
+ * (`userKey: 'passport.user'`), and sign out with `req.logout(cb)`.
+ */
+async function checkPassport(client: RedisClient, prefix: string): Promise<void> {
+  const authenticator = new passport.Passport()
+  authenticator.use(
+    new LocalStrategy((username, password, done) =>
+      done(null, username === 'ada' && password === 'secret' ? { id: 7 } : false),
+    ),
+  )
+  authenticator.serializeUser((user, done) => done(null, (user as { id: number }).id))
+  authenticator.deserializeUser((id: number, done) => done(null, { id }))
+  const sessions = session({ client, secrets: ['smoke secret'], prefix, userKey: 'passport.user' })
+  const app = express()
+  app.use(express.urlencoded({ extended: false }))
+  app.use(sessions)
+  app.use(authenticator.initialize())
+  app.use(authenticator.session())
+  app.post('/login', authenticator.authenticate('local', { failureRedirect: '/login' }), (req, res) => {
+    res.json({ user: req.user, sessionID: req.sessionID })
+  })
+  app.post('/logout', (req, res, next) => req.logout((error) => (error ? next(error) : res.json({ ok: true }))))
+  app.get('/me', (req, res) => res.json({ user: req.user ?? null }))
+  const server = app.listen(0)
+  await new Promise((resolve) => server.once('listening', resolve))
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const within = () => AbortSignal.timeout(10_000) // a sign-in that never answers fails here
+  try {
+    const login = await fetch(`${base}/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'username=ada&password=secret',
+      signal: within(),
+    })
+    const signedIn = (await login.json()) as { user?: { id: number }; sessionID?: string }
+    check(login.status === 200 && signedIn.user?.id === 7, `passport sign-in answered ${login.status}`)
+    const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0] ?? ''
+    const me = (await (await fetch(`${base}/me`, { headers: { cookie } })).json()) as { user: { id: number } | null }
+    check(me.user?.id === 7, 'passport: req.user not restored')
+    const listed = await sessions.listUserSessions(7)
+    check(listed.length === 1 && listed[0]?.handle === signedIn.sessionID, 'passport: the user index')
+    const logout = await fetch(`${base}/logout`, { method: 'POST', headers: { cookie }, signal: within() })
+    check(logout.status === 200, `passport sign-out answered ${logout.status}`)
+    const after = (await (await fetch(`${base}/me`, { headers: { cookie } })).json()) as { user: unknown }
+    check(after.user === null && (await sessions.listUserSessions(7)).length === 0, 'passport: still signed in')
+  } finally {
+    server.close()
+  }
 }
 
 async function main(): Promise<void> {
@@ -153,6 +208,7 @@ async function main(): Promise<void> {
     check(body.at === '1970-01-01T00:00:00.000Z' && body.bytes.join() === '1,2' && body.runs === 1, 'cached body')
     check((await invalidateTags(client, ['smoke'], { prefix: `${prefix}cache:` })) >= 1, 'invalidateTags')
     await checkLocalCache(asKitClient, `${prefix}local:`)
+    await checkPassport(asKitClient, `${prefix}passport:`)
 
     let deliver: (payload: unknown) => void = () => {}
     const received = new Promise<unknown>((resolve) => {

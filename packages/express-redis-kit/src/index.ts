@@ -40,6 +40,8 @@ export {
 } from './rate-limit/index.js'
 export {
   type Session,
+  type SessionCallback,
+  type SessionCookie,
   type SessionCookieOptions,
   type SessionData,
   type SessionMethods,

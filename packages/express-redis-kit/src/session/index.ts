@@ -10,7 +10,32 @@ import { COOKIE_VALUE, type SessionRef, SessionStore } from './store.js'
 import type { SessionMiddleware, UserSessionInfo } from './types.js'
 
 export type { SessionCookieOptions, SessionOptions } from './options.js'
-export type { Session, SessionData, SessionMethods, SessionMiddleware, UserSessionInfo } from './types.js'
+export type {
+  Session,
+  SessionCallback,
+  SessionCookie,
+  SessionData,
+  SessionMethods,
+  SessionMiddleware,
+  UserSessionInfo,
+} from './types.js'
+
+/**
+ * `req.sessionID`: the handle of the request's session (after `regenerate()`, of the new one).
+ * The token never: express-session's session id is what its cookie holds, and apps log it
+ * (request loggers, error reports) and show it; the handle is safe for both. An assignment (by
+ * another session middleware) turns it into a plain property.
+ */
+const SESSION_ID: PropertyDescriptor = {
+  get(this: Request): string | undefined {
+    return this.session?.handle
+  },
+  set(this: Request, value: unknown) {
+    Object.defineProperty(this, 'sessionID', { value, writable: true, enumerable: true, configurable: true })
+  },
+  enumerable: false,
+  configurable: true,
+}
 
 /** A session handle: the first 22 characters of a base64url SHA-256. */
 const HANDLE = /^[A-Za-z0-9_-]{22}$/
@@ -42,7 +67,7 @@ export function session(options: SessionOptions): SessionMiddleware {
     config.prefix,
     { idle: config.idleTimeout, absolute: config.absoluteTimeout, refreshEvery: config.refreshEvery },
     config.timeoutMs,
-    config.userKey === undefined ? undefined : { userKey: config.userKey, limit: config.maxSessionsPerUser },
+    config.userPath === undefined ? undefined : { path: config.userPath, limit: config.maxSessionsPerUser },
   )
   const holdResponseUntilSaved: (res: Response, state: RequestSession) => void = responseHolder<RequestSession>({
     needsSave: (state): boolean => sessions.needsSave(state),
@@ -124,6 +149,7 @@ export function session(options: SessionOptions): SessionMiddleware {
       }
     }
     req.session = state.object
+    Object.defineProperty(req, 'sessionID', SESSION_ID)
     next()
   } as SessionMiddleware
 

@@ -15,6 +15,7 @@ import {
   warnIfNotConnected,
 } from '../shared/options.js'
 import type { RedisClient } from '../shared/redis.js'
+import { parseUserKey, type UserPath } from '../shared/user-key.js'
 
 /** Options of the session cookie. */
 export interface SessionCookieOptions {
@@ -76,9 +77,13 @@ export interface SessionOptions {
   /** The session cookie's attributes. */
   cookie?: SessionCookieOptions
   /**
-   * The session property that names its user (e.g. `'userId'`). Enables the per-user
-   * index: `listUserSessions`, `destroyUserSession` and `destroyUserSessions`, and
-   * `maxSessionsPerUser`. A session bound to a user is stored beside the user's index.
+   * The session property that names its user (e.g. `'userId'`), or a dotted path to it
+   * through nested objects: `'passport.user'` for passport, which keeps the user in
+   * `req.session.passport.user` (`'passport.user.id'` if serializeUser stores an object).
+   * The value there must be a string or a number (anything else binds no user, with a
+   * warning). Enables the per-user index: `listUserSessions`, `destroyUserSession` and
+   * `destroyUserSessions`, and `maxSessionsPerUser`. A session bound to a user is stored
+   * beside the user's index.
    * @default none
    */
   userKey?: string
@@ -135,6 +140,8 @@ export interface SessionConfig {
   refreshEvery: number
   cookie: Required<Omit<SessionCookieOptions, 'domain'>> & { domain: string | undefined }
   userKey: string | undefined
+  /** `userKey` split at its dots. */
+  userPath: UserPath | undefined
   secrets: string[] | undefined
   meta: ((req: Request) => Record<string, unknown>) | undefined
   /** 0: no limit. */
@@ -184,8 +191,14 @@ const PEER_OPTIONS: Hints = {
 
 /** express-session's cookie options that are not ours. */
 const PEER_COOKIE_OPTIONS: Hints = {
-  maxAge: use('idleTimeout', 'an option of session() itself, not of its cookie'),
-  expires: use('absoluteTimeout', 'an option of session() itself: the cookie lasts what is left of it'),
+  maxAge: use(
+    'idleTimeout',
+    'an option of session() itself, not of its cookie; for one session, set `req.session.cookie.maxAge` in a request',
+  ),
+  expires: use(
+    'absoluteTimeout',
+    'an option of session() itself: the cookie lasts what is left of it; for one session, set `req.session.cookie.maxAge`',
+  ),
   signed: notNeeded('the cookie is always signed'),
   priority: notSupported('the cookie has no Priority attribute'),
   encode: notSupported('the cookie holds the signed token, encoded as it must be'),
@@ -228,12 +241,7 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
   const partitioned = cookie.partitioned ?? false
   check(typeof partitioned === 'boolean', 'cookie.partitioned', 'a boolean', partitioned)
 
-  check(
-    options.userKey === undefined || (typeof options.userKey === 'string' && options.userKey.length > 0),
-    'userKey',
-    'a non-empty string',
-    options.userKey,
-  )
+  const userPath = parseUserKey(options.userKey)
   const secrets = typeof options.secrets === 'string' ? [options.secrets] : options.secrets
   check(
     secrets === undefined ||
@@ -274,6 +282,7 @@ export function parseSessionOptions(options: SessionOptions): SessionConfig {
     refreshEvery: Math.max(1, Math.floor(idleTimeout / 10)),
     cookie: { httpOnly, secure, sameSite, path, domain: cookie.domain, partitioned },
     userKey: options.userKey,
+    userPath,
     secrets: secrets ? [...secrets] : undefined,
     meta: options.meta,
     maxSessionsPerUser,

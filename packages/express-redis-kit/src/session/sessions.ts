@@ -1,12 +1,14 @@
 import type { Request, Response } from 'express'
+import { withCallback } from '../shared/callback.js'
 import { publishSession } from '../shared/diagnostics.js'
-import { RedisKitError } from '../shared/errors.js'
+import { ArgumentError, RedisKitError } from '../shared/errors.js'
 import type { Warn } from '../shared/logger.js'
 import { SESSION_HAS_DATA, SESSION_USER } from '../shared/session-marks.js'
+import { isMisplacedUser, misplacedUserWarning, userIdOf, valueAt } from '../shared/user-key.js'
 import type { CookieCodec, VerifiedCookie } from './cookie.js'
 import type { SessionConfig } from './options.js'
-import { handleOf, type LoadedSession, type SaveResult, type SessionRef, SessionStore } from './store.js'
-import type { Session, SessionMethods } from './types.js'
+import { deadlineOf, handleOf, type LoadedSession, type SaveResult, type SessionRef, SessionStore } from './store.js'
+import type { Session, SessionCallback, SessionCookie, SessionMethods } from './types.js'
 
 /**
  * Where one request's session stands:
@@ -40,8 +42,15 @@ export interface RequestSession {
   /** JSON of the meta fields stored with the session ('' for none). */
   meta: string
   createdAt: number
-  /** ms the cookie should live: what is left of the absolute timeout (Redis clock). */
-  cookieMaxAge: number
+  /** Its own lifetime as stored (field `e`, see store.ts): '' for none, 'session', or its own deadline. */
+  expiry: string
+  /**
+   * A lifetime set in this request (`req.session.cookie.maxAge`), for the next save: 'session'
+   * or '+<ms>' (see SAVE's ARGV[10] in scripts.ts); undefined when none was set.
+   */
+  lifetime: string | undefined
+  /** ms the cookie should live: what is left until the session's deadline (Redis clock); undefined for a browser-session cookie. */
+  cookieMaxAge: number | undefined
   /** The cookie must be (re)sent: a new or moved session, or one whose cookie a retired secret signed. */
   sendCookie: boolean
   /** The request's cookie, until the first save checks which secret signed it. */
@@ -51,10 +60,25 @@ export interface RequestSession {
   touched: boolean
   /** The cookie named a session that could not be loaded (Redis failed, `'anonymous'`). */
   loadFailed: boolean
+  /**
+   * The state behind an object that `regenerate()` replaced as `req.session`: a read-only
+   * copy of the session before it (see {@link Sessions.regenerate}). Never saved.
+   */
+  detached: boolean
 }
 
 /** Names `req.session` cannot use for data: its methods and getters. */
-const RESERVED = new Set(['id', 'handle', 'regenerate', 'destroy', 'save', 'reload', 'touch', 'storeUnavailable'])
+const RESERVED = new Set([
+  'id',
+  'handle',
+  'regenerate',
+  'destroy',
+  'save',
+  'reload',
+  'touch',
+  'storeUnavailable',
+  'cookie',
+])
 
 /** JSON of the meta fields: strings cut at this length, the whole dropped past {@link META_MAX_BYTES}. */
 const META_MAX_STRING = 256
@@ -76,12 +100,18 @@ export class Sessions {
     /** Holds a response until its session is saved. */
     private readonly hold: (res: Response, state: RequestSession) => void,
   ) {
-    const mayChange = (target: SessionObject) => this.mayChange(target[STATE].state)
+    const mayChange = (target: SessionObject) => {
+      const { state } = target[STATE]
+      if (state.detached) throw replacedError()
+      this.mayChange(state)
+    }
     this.traps = {
       get(target, name, receiver) {
         const value = Reflect.get(target, name, target)
         // A data field holding an object can be changed in place (cart.push(...)): hold the response.
-        if (typeof name === 'string' && typeof value === 'object' && value !== null && receiver) mayChange(target)
+        if (typeof name === 'string' && typeof value === 'object' && value !== null && receiver) {
+          if (!target[STATE].state.detached) mayChange(target)
+        }
         return value
       },
       set(target, name, value) {
@@ -118,17 +148,25 @@ export class Sessions {
       indexedUser: undefined,
       meta: '',
       createdAt: 0,
-      cookieMaxAge: 0,
+      expiry: '',
+      lifetime: undefined,
+      cookieMaxAge: undefined,
       sendCookie: false,
       cookie: undefined,
       killedHere: false,
       touched: false,
       loadFailed: false,
+      detached: false,
     }
+    this.newObject(state)
+    return state
+  }
+
+  /** Gives `state` a new session object (and `req.session` proxy), with no data. */
+  private newObject(state: RequestSession): void {
     const target = new SessionObject(this, state)
     state.target = target as unknown as Session
     state.object = new Proxy(target, this.traps) as unknown as Session
-    return state
   }
 
   /** The session may change in this request: hold the response until it is saved (once). */
@@ -150,25 +188,29 @@ export class Sessions {
     state.snapshot = loaded.fields
     state.meta = loaded.meta
     state.createdAt = loaded.createdAt
-    state.cookieMaxAge = this.cookieMaxAge(loaded.createdAt, loaded.now)
+    state.expiry = loaded.expiry
+    state.cookieMaxAge = this.cookieMaxAge(loaded.createdAt, loaded.expiry, loaded.now)
     state.cookie = cookie
     setData(state.target, data)
     state.indexedUser = loaded.user
     return true
   }
 
+  /** The user the session's data names at `userKey` (see shared/user-key.ts), if any. */
   userOf(state: RequestSession): string | undefined {
-    const { userKey } = this.config
-    if (!userKey) return undefined
-    const value = (state.target as unknown as Record<string, unknown>)[userKey]
-    return value === undefined || value === null ? undefined : String(value)
+    const { userPath, userKey } = this.config
+    if (!userPath) return undefined
+    const value = valueAt(state.target, userPath)
+    const user = userIdOf(value)
+    if (user === undefined && isMisplacedUser(value)) this.warn(misplacedUserWarning('session', userKey!))
+    return user
   }
 
   /** Whether `persist` would write anything (synchronous, so that most responses are not held). */
   needsSave(state: RequestSession): boolean {
     if (state.phase === 'ended' || state.phase === 'unavailable') return false
     if (state.phase === 'new') return serializeData(state.target).size > 0
-    if (state.touched || this.userOf(state) !== state.indexedUser) return true
+    if (state.touched || state.lifetime !== undefined || this.userOf(state) !== state.indexedUser) return true
     // The most common case, a read: compare field by field without building the new snapshot.
     let fields = 0
     for (const name in state.target) {
@@ -213,6 +255,10 @@ export class Sessions {
         user,
         createdAt: moved ? state.createdAt : undefined,
         meta: state.meta,
+        // A moved session keeps its own lifetime, unless this request set another.
+        lifetime:
+          state.lifetime ??
+          (!moved || state.expiry === '' || state.expiry === 'session' ? state.expiry : `=${state.expiry}`),
       })
       if (!result.saved) {
         if (!moved)
@@ -228,12 +274,15 @@ export class Sessions {
     } else {
       const changed = new Map([...current].filter(([name, json]) => state.snapshot.get(name) !== json))
       const removed = [...state.snapshot.keys()].filter((name) => !current.has(name))
-      if (changed.size === 0 && removed.length === 0 && !state.touched && user === state.indexedUser) return
+      const lifetime = state.lifetime ?? ''
+      if (changed.size + removed.length === 0 && !state.touched && lifetime === '' && user === state.indexedUser) return
       // Bound (user) or until now bound (indexedUser): the script places the session in or out
       // of that user's index by what it stores, whatever another request wrote meanwhile.
-      result = await this.store.update(state.ref!, changed, removed, user ?? state.indexedUser)
+      result = await this.store.update(state.ref!, changed, removed, user ?? state.indexedUser, lifetime)
       if (!result.saved) return this.lost(state)
-      if (state.cookie && !this.codec.signedWithCurrent(state.req, state.cookie)) state.sendCookie = true
+      // A new lifetime goes out with the cookie's Max-Age.
+      if (lifetime !== '' || (state.cookie && !this.codec.signedWithCurrent(state.req, state.cookie)))
+        state.sendCookie = true
     }
     state.cookie = undefined
     state.phase = 'stored'
@@ -241,7 +290,9 @@ export class Sessions {
     state.snapshot = current
     state.indexedUser = user
     state.createdAt = result.createdAt
-    state.cookieMaxAge = this.cookieMaxAge(result.createdAt, result.now)
+    state.expiry = result.expiry
+    state.lifetime = undefined
+    state.cookieMaxAge = this.cookieMaxAge(result.createdAt, result.expiry, result.now)
     publishSession(() => ({ operation: 'save', result: 'saved', userId: user }))
   }
 
@@ -268,12 +319,22 @@ export class Sessions {
     state.killedHere = true
   }
 
+  /**
+   * Ends the session and starts a new one under a new token, as a new object: `req.session`
+   * is replaced, as express-session does, and the object it was keeps a read-only copy of the
+   * data from before (what passport's `keepSessionInfo` merges back). Writing to that old
+   * object, or calling its methods, throws: nothing written there could ever be saved.
+   */
   async regenerate(state: RequestSession, keepData: boolean): Promise<void> {
     if (state.loadFailed) throw cannotEnd('regenerate')
     this.mayChange(state)
     if (state.phase === 'stored') await this.end(state)
+    const old = state.target as unknown as SessionObject
+    old[STATE].state = { ...state, detached: true }
     this.startOver(state)
-    if (!keepData) clearData(state.target)
+    this.newObject(state)
+    if (keepData) copyData(old, state.target)
+    ;(state.req as { session?: Session }).session = state.object
   }
 
   async destroy(state: RequestSession): Promise<void> {
@@ -313,6 +374,8 @@ export class Sessions {
   private startOver(state: RequestSession): void {
     state.phase = 'new'
     state.ref = undefined
+    state.expiry = ''
+    state.lifetime = undefined
     state.snapshot = new Map()
     state.indexedUser = undefined
     state.meta = ''
@@ -352,11 +415,32 @@ export class Sessions {
     res.setHeader('Cache-Control', 'no-store')
   }
 
-  // The cookie lives as long as the session could (its absolute deadline), so it never needs
-  // re-sending: the idle timeout is the server's business. A response that re-sent it could
-  // overwrite the cookie of a login that happened meanwhile.
-  private cookieMaxAge(createdAt: number, now: number): number {
-    return Math.max(0, createdAt + this.config.absoluteTimeout - now)
+  // The cookie lives as long as the session could (its deadline), so it never needs re-sending:
+  // the idle timeout is the server's business. A response that re-sent it could overwrite the
+  // cookie of a login that happened meanwhile. A browser-session cookie has no Max-Age.
+  private cookieMaxAge(createdAt: number, expiry: string, now: number): number | undefined {
+    if (expiry === 'session') return undefined
+    return Math.max(0, deadlineOf(createdAt, expiry, this.config.absoluteTimeout) - now)
+  }
+
+  /**
+   * Sets the session's own lifetime (`req.session.cookie.maxAge`): `ms` from now, capped by
+   * `absoluteTimeout`, or (null) a cookie that ends with the browser session. Saved with the
+   * session; the cookie is sent again with the new Max-Age.
+   */
+  setLifetime(state: RequestSession, ms: number | null): void {
+    if (state.detached) throw replacedError()
+    this.mayChange(state)
+    state.lifetime = ms === null ? 'session' : `+${ms}`
+  }
+
+  /** The cookie's Max-Age as the session stands in this request (ms; null for a browser-session cookie). */
+  maxAgeOf(state: RequestSession): number | null {
+    const lifetime = state.lifetime ?? state.expiry
+    if (lifetime === 'session') return null
+    if (lifetime.startsWith('+')) return Math.min(Number(lifetime.slice(1)), this.config.absoluteTimeout)
+    if (state.phase !== 'stored') return this.config.absoluteTimeout
+    return state.cookieMaxAge ?? this.config.absoluteTimeout
   }
 
   /** JSON of `meta(req)`, its strings cut to 256 characters; '' if none, if it fails, or past 1 KiB. */
@@ -391,12 +475,9 @@ class SessionObject implements SessionMethods {
     Object.defineProperty(this, STATE, { value: { sessions, state } })
   }
 
-  /** Removed: the token is never handed to the app. */
-  get id(): never {
-    throw new RedisKitError(
-      'ERK_MISCONFIGURED',
-      'express-redis-kit session: req.session.id was removed; use req.session.handle to name a session (see the README)',
-    )
+  /** The handle, as express-session's `req.session.id` equals `req.sessionID`: never the token. */
+  get id(): string {
+    return this.handle
   }
 
   get handle(): string {
@@ -418,30 +499,94 @@ class SessionObject implements SessionMethods {
     return this[STATE].state.loadFailed
   }
 
-  regenerate({ keepData = false } = {}): Promise<void> {
-    const { sessions, state } = this[STATE]
-    return sessions.regenerate(state, keepData)
+  get cookie(): SessionCookie {
+    return new LifetimeCookie(this[STATE])
   }
 
-  destroy(): Promise<void> {
+  regenerate(options?: { keepData?: boolean } | SessionCallback, callback?: SessionCallback): Promise<void> {
     const { sessions, state } = this[STATE]
-    return sessions.destroy(state)
+    if (typeof options === 'function') return this.call(() => sessions.regenerate(state, false), options)
+    return this.call(() => sessions.regenerate(state, options?.keepData ?? false), callback)
   }
 
-  save(): Promise<void> {
+  destroy(callback?: SessionCallback): Promise<void> {
     const { sessions, state } = this[STATE]
-    return sessions.persist(state)
+    return this.call(() => sessions.destroy(state), callback)
   }
 
-  reload(): Promise<void> {
+  save(callback?: SessionCallback): Promise<void> {
     const { sessions, state } = this[STATE]
-    return sessions.reload(state)
+    return this.call(() => sessions.persist(state), callback)
   }
 
-  async touch(): Promise<void> {
+  reload(callback?: SessionCallback): Promise<void> {
     const { sessions, state } = this[STATE]
-    sessions.mayChange(state)
-    state.touched = true
+    return this.call(() => sessions.reload(state), callback)
+  }
+
+  touch(callback?: SessionCallback): Promise<void> {
+    const { sessions, state } = this[STATE]
+    return this.call(async () => {
+      sessions.mayChange(state)
+      state.touched = true
+    }, callback)
+  }
+
+  /** Runs a method: a promise, and the callback if one was given; a replaced object refuses. */
+  private call(method: () => Promise<void>, callback: SessionCallback | undefined): Promise<void> {
+    const promise = this[STATE].state.detached ? Promise.reject(replacedError()) : method()
+    return withCallback(promise, callback)
+  }
+}
+
+/**
+ * `req.session.cookie`: the session's lifetime, written as express-session users write it
+ * (`req.session.cookie.maxAge = ms`, `req.session.cookie.expires = date`). Not data: made on
+ * each read, over the session's state.
+ */
+class LifetimeCookie implements SessionCookie {
+  readonly #session: { sessions: Sessions; state: RequestSession }
+
+  constructor(session: { sessions: Sessions; state: RequestSession }) {
+    this.#session = session
+  }
+
+  get maxAge(): number | null {
+    return this.#session.sessions.maxAgeOf(this.#session.state)
+  }
+
+  set maxAge(ms: number | null | undefined) {
+    if (ms !== null && ms !== undefined && !(typeof ms === 'number' && Number.isFinite(ms) && ms >= 1))
+      throw ArgumentError.property(
+        'req.session.cookie.maxAge',
+        'a positive number of milliseconds, or null for a cookie that ends with the browser session ' +
+          '(end the session with req.session.destroy())',
+        ms,
+      )
+    this.#session.sessions.setLifetime(this.#session.state, ms === null || ms === undefined ? null : Math.round(ms))
+  }
+
+  get expires(): Date | null {
+    const maxAge = this.maxAge
+    return maxAge === null ? null : new Date(Date.now() + maxAge)
+  }
+
+  set expires(date: Date | null | false | undefined) {
+    if (date === null || date === undefined || date === false) {
+      this.maxAge = null
+      return
+    }
+    if (!(date instanceof Date) || !(date.getTime() > Date.now()))
+      throw ArgumentError.property(
+        'req.session.cookie.expires',
+        'a Date in the future, or null (or false) for a cookie that ends with the browser session',
+        date,
+      )
+    this.maxAge = date.getTime() - Date.now()
+  }
+
+  toJSON(): { maxAge: number | null; expires: string | null } {
+    return { maxAge: this.maxAge, expires: this.expires?.toISOString() ?? null }
   }
 }
 
@@ -470,6 +615,13 @@ function clearData(object: Session): void {
   for (const name of Object.keys(object)) delete (object as unknown as Record<string, unknown>)[name]
 }
 
+/** Copies the data of one session object to another (the values themselves, not copies of them). */
+function copyData(from: object, to: Session): void {
+  for (const [name, value] of Object.entries(from)) {
+    Object.defineProperty(to, name, { value, writable: true, enumerable: true, configurable: true })
+  }
+}
+
 function setData(object: Session, data: Map<string, unknown>): void {
   clearData(object)
   // defineProperty, not assignment: a field named `__proto__` stays a plain field.
@@ -477,6 +629,15 @@ function setData(object: Session, data: Map<string, unknown>): void {
     if (RESERVED.has(name)) continue
     Object.defineProperty(object, name, { value, writable: true, enumerable: true, configurable: true })
   }
+}
+
+/** A write to, or a method of, a session object that `regenerate()` replaced as `req.session`. */
+function replacedError(): RedisKitError {
+  return new RedisKitError(
+    'ERK_MISCONFIGURED',
+    'express-redis-kit session: this session object was replaced by regenerate(); it is a read-only copy of ' +
+      'the session before it: use req.session',
+  )
 }
 
 /** `regenerate()` / `destroy()` of a session that could not be loaded: it may live on in Redis. */

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
+import { type UserPath, userIdOf, userTag, valueAt } from '../shared/user-key.js'
 import { DESTROY, END_USER_SESSIONS, LIST_USER, REFRESH, SAVE } from './scripts.js'
 
 /** A session's place in Redis, derived from its token (see scripts.ts for the data model). */
@@ -24,6 +25,8 @@ export interface LoadedSession {
   /** JSON of the meta fields ('' for none). */
   meta: string
   createdAt: number
+  /** Its own lifetime as stored (field `e`): '' for none, 'session', or its own deadline (Redis ms). */
+  expiry: string
   now: number
   /** The user whose index holds the session: the one its user field names, when it is stored under that user's tag. */
   user: string | undefined
@@ -38,11 +41,13 @@ export interface IndexedSession {
 }
 
 /** What a save wrote: the session's times, and the sessions a `maxSessionsPerUser` limit ended. */
-export type SaveResult = { saved: true; createdAt: number; now: number; ended: number } | { saved: false }
+export type SaveResult =
+  | { saved: true; createdAt: number; now: number; expiry: string; ended: number }
+  | { saved: false }
 
-/** The per-user index (`userKey`): the session field that names the user, and the most sessions per user. */
+/** The per-user index (`userKey`): where the session's data names the user, and the most sessions per user. */
 export interface UserIndexing {
-  userKey: string
+  path: UserPath
   /** 0: no limit. */
   limit: number
 }
@@ -67,10 +72,16 @@ const REFRESH_MISSES: Record<number, SessionMiss> = { 0: 'not-found', [-1]: 'exp
 const READ_CALL = { operation: 'session.read', command: 'HGETALL' }
 const DELETE_CALL = { operation: 'session.delete', command: 'DEL' }
 
-const userTags = new Map<string, string>()
-
 /** The public handle of a session: the start of its hash (it cannot be turned back into the token). */
 export const handleOf = (hash: string): string => hash.slice(0, 22)
+
+/** A session's deadline: its creation plus the absolute timeout, or its own deadline (`expiry`) if sooner. */
+export function deadlineOf(createdAt: number, expiry: string, absolute: number): number {
+  const deadline = createdAt + absolute
+  // '' (none) and 'session' have no deadline of their own; Number('') would be 0.
+  const own = expiry === '' ? Number.NaN : Number(expiry)
+  return Number.isFinite(own) ? Math.min(own, deadline) : deadline
+}
 
 /**
  * The Redis side of the sessions: key names, token hashing, scripts and timeouts. Every
@@ -94,15 +105,9 @@ export class SessionStore {
     return createHash('sha256').update(token).digest('base64url')
   }
 
-  /** The tag of a user's sessions: the start of a hash of the user id (remembered for the users seen last). */
+  /** The tag of a user's sessions (see shared/user-key.ts). */
   static userTag(user: string): string {
-    let tag = userTags.get(user)
-    if (tag === undefined) {
-      tag = createHash('sha256').update(`user\n${user}`).digest('base64url').slice(0, 11)
-      if (userTags.size >= 10_000) userTags.clear()
-      userTags.set(user, tag)
-    }
-    return tag
+    return userTag(user)
   }
 
   static randomTag(): string {
@@ -130,7 +135,9 @@ export class SessionStore {
    * user's tag (it is, unless it is about to move).
    */
   userOf(ref: { tag: string }, fields: Map<string, string>): string | undefined {
-    const json = this.users && fields.get(this.users.userKey)
+    if (!this.users) return undefined
+    const [field, ...rest] = this.users.path
+    const json = fields.get(field)
     if (json === undefined) return undefined
     let value: unknown
     try {
@@ -138,9 +145,8 @@ export class SessionStore {
     } catch {
       return undefined // corrupt: the session is refused as a whole
     }
-    if (value === null || value === undefined) return undefined
-    const user = String(value)
-    return ref.tag === SessionStore.userTag(user) ? user : undefined
+    const user = userIdOf(valueAt(value, rest))
+    return user !== undefined && ref.tag === SessionStore.userTag(user) ? user : undefined
   }
 
   /**
@@ -165,19 +171,21 @@ export class SessionStore {
     let createdAt = 0
     let seenAt = 0
     let meta = ''
+    let expiry = ''
     for (const field in stored) {
       const value = stored[field] as string
       if (field.startsWith(DATA_FIELD)) fields.set(field.slice(DATA_FIELD.length), value)
       else if (field === 'c') createdAt = Number(value)
       else if (field === 's') seenAt = Number(value)
       else if (field === 'm') meta = value
+      else if (field === 'e') expiry = value
     }
     if (fields.size === 0 && createdAt === 0) return 'not-found'
     const { refreshEvery, idle, absolute } = this.lifetimes
     let now = Date.now() + this.clockOffset
     const miss: SessionMiss | undefined = !(createdAt > 0 && seenAt > 0)
       ? 'not-found'
-      : now - createdAt >= absolute
+      : now >= deadlineOf(createdAt, expiry, absolute)
         ? 'expired-absolute'
         : now - seenAt >= idle
           ? 'expired-idle'
@@ -194,7 +202,7 @@ export class SessionStore {
       if (refreshed <= 0) return REFRESH_MISSES[refreshed] ?? 'not-found'
       now = this.sawRedisClock(refreshed)
     }
-    return { fields, meta, createdAt, now, user }
+    return { fields, meta, createdAt, expiry, now, user }
   }
 
   /** The keys of a script about session `key`: with the index of `user`, when there is one. */
@@ -202,9 +210,14 @@ export class SessionStore {
     return user === undefined || !this.users ? [key] : [key, this.indexKey(user)]
   }
 
-  /** The user field (`d:<userKey>`) and the limit, as the scripts that place a session in an index take them. */
-  private indexArgs(): [string, string] {
-    return this.users ? [DATA_FIELD + this.users.userKey, String(this.users.limit)] : ['', '0']
+  /**
+   * The user field (`d:` and the first step of `userKey`), the rest of the path ('' for none)
+   * and the limit, as the scripts that place a session in an index take them.
+   */
+  private indexArgs(): [string, string, string] {
+    if (!this.users) return ['', '', '0']
+    const [field, ...rest] = this.users.path
+    return [DATA_FIELD + field, rest.join('.'), String(this.users.limit)]
   }
 
   /**
@@ -226,10 +239,10 @@ export class SessionStore {
   async create(
     ref: SessionRef,
     fields: Map<string, string>,
-    options: { user: string | undefined; createdAt?: number; meta?: string },
+    options: { user: string | undefined; createdAt?: number; meta?: string; lifetime: string },
   ): Promise<SaveResult> {
     const keys = this.withIndex(this.sessionKey(ref), options.user)
-    const [userField, limit] = this.indexArgs()
+    const [userField, userPath, limit] = this.indexArgs()
     const args = [
       'create',
       ...this.timeouts(),
@@ -238,6 +251,8 @@ export class SessionStore {
       limit,
       ref.hash,
       userField,
+      userPath,
+      options.lifetime,
       String(fields.size),
       ...pairs(fields),
     ]
@@ -255,15 +270,17 @@ export class SessionStore {
    * still exists within both timeouts (a destroyed session is never written back). `user`: the
    * user the session is, or until this write was, bound to; the same script then places the
    * session in that user's index, or out of it, by its user field as stored after the write.
+   * `lifetime`: the session's own lifetime to set ('' keeps it; see SAVE's ARGV[10]).
    */
   async update(
     ref: SessionRef,
     changed: Map<string, string>,
     removed: string[],
     user: string | undefined,
+    lifetime: string,
   ): Promise<SaveResult> {
     const keys = this.withIndex(this.sessionKey(ref), user)
-    const [userField, limit] = this.indexArgs()
+    const [userField, userPath, limit] = this.indexArgs()
     const args = [
       'update',
       ...this.timeouts(),
@@ -272,6 +289,8 @@ export class SessionStore {
       limit,
       ref.hash,
       userField,
+      userPath,
+      lifetime,
       String(changed.size),
       ...pairs(changed),
       ...removed.map((name) => DATA_FIELD + name),
@@ -324,9 +343,15 @@ function pairs(fields: Map<string, string>): string[] {
 }
 
 function saveResult(reply: unknown): SaveResult {
-  const values = reply as number[]
+  const values = reply as (number | string)[]
   if (Number(values[0]) !== 1) return { saved: false }
-  return { saved: true, createdAt: Number(values[1]), now: Number(values[2]), ended: values.length - 3 }
+  return {
+    saved: true,
+    createdAt: Number(values[1]),
+    now: Number(values[2]),
+    expiry: String(values[3]),
+    ended: values.length - 4,
+  }
 }
 
 function parseMeta(text: string): Record<string, unknown> {

@@ -12,7 +12,41 @@ import type { RequestHandler } from 'express'
 // biome-ignore lint/suspicious/noEmptyInterface: filled in by users through declaration merging.
 export interface SessionData {}
 
-/** The methods of `req.session`: non-enumerable, so they never mix with the data. */
+/**
+ * The callback the methods of `req.session` take besides returning a promise (passport and
+ * other express-session middleware pass one): called once, after the promise settled, with
+ * `null` or the error.
+ */
+export type SessionCallback = (error: Error | null) => void
+
+/**
+ * `req.session.cookie`: the session's own lifetime, written as express-session users write it.
+ * Not data (it is not stored as a field, and `JSON.stringify(req.session)` leaves it out).
+ */
+export interface SessionCookie {
+  /**
+   * Ms until the session cookie expires, as the session stands (null: a cookie that ends
+   * with the browser session). Set it to give this session a lifetime of its own ("remember
+   * me"): `ms` from now, capped by `absoluteTimeout`; the cookie's Max-Age and the session's
+   * deadline in Redis follow, and later requests keep it. `null` (or undefined) makes a
+   * browser-session cookie (no Max-Age) while the session lives on in Redis until its idle or
+   * absolute timeout. Not a positive number: throws `ERK_INVALID_ARGUMENT`.
+   * @default what is left of `absoluteTimeout`
+   */
+  maxAge: number | null
+  /**
+   * When the session cookie expires (null: with the browser session). Setting a Date in the
+   * future is `maxAge = date - now`; null or false, a browser-session cookie.
+   */
+  get expires(): Date | null
+  set expires(date: Date | null | false | undefined)
+}
+
+/**
+ * The methods of `req.session`: non-enumerable, so they never mix with the data. Each returns
+ * a promise and also takes an optional Node-style callback (see {@link SessionCallback}), as
+ * express-session's do: passport's `req.login()` and `req.logout()` work unchanged.
+ */
 export interface SessionMethods {
   /**
    * The session's public name: not a secret, and it cannot be turned back into the token
@@ -23,18 +57,27 @@ export interface SessionMethods {
    */
   readonly handle: string
   /**
+   * The {@link SessionMethods.handle}, under the name express-session gives it (`req.session.id`
+   * equals `req.sessionID` there too). Never the token.
+   */
+  readonly id: string
+  /**
    * Replaces the token with a fresh one and ends the old session (call it on login and on
    * any privilege change, against session fixation). The data is dropped unless `keepData`.
+   * `req.session` becomes a new object, as with express-session: the object it was keeps a
+   * read-only copy of the data from before (what passport's `keepSessionInfo` copies back);
+   * writing to it or calling its methods throws `ERK_MISCONFIGURED`.
    */
-  regenerate(options?: { keepData?: boolean }): Promise<void>
+  regenerate(options?: { keepData?: boolean }, callback?: SessionCallback): Promise<void>
+  regenerate(callback: SessionCallback): Promise<void>
   /** Deletes the session from Redis now and clears the cookie; later changes in this request are not saved. */
-  destroy(): Promise<void>
+  destroy(callback?: SessionCallback): Promise<void>
   /** Saves changes now (they are also saved automatically before the response is sent). */
-  save(): Promise<void>
+  save(callback?: SessionCallback): Promise<void>
   /** Replaces the data with what Redis holds now. */
-  reload(): Promise<void>
+  reload(callback?: SessionCallback): Promise<void>
   /** Marks the session active: its idle timeout restarts when the session is saved (at the latest, before the response). */
-  touch(): Promise<void>
+  touch(callback?: SessionCallback): Promise<void>
   /**
    * `true` when this request's session could not be loaded because Redis failed and
    * `onRedisError` is `'anonymous'`: the request runs with an empty session that is never
@@ -43,6 +86,12 @@ export interface SessionMethods {
    * (the session in Redis could not be ended). `false` otherwise.
    */
   readonly storeUnavailable: boolean
+  /**
+   * The session's own lifetime ("remember me"): `req.session.cookie.maxAge = 30 * 86_400_000`
+   * for a long-lived session, `= null` for a cookie that ends with the browser session. See
+   * {@link SessionCookie}.
+   */
+  readonly cookie: SessionCookie
 }
 
 /** `req.session`: the data as plain properties plus the {@link SessionMethods}. */
@@ -80,6 +129,12 @@ declare global {
     interface Request {
       /** Set by express-redis-kit's `session` middleware. */
       session: Session
+      /**
+       * Set by express-redis-kit's `session` middleware: the session's handle
+       * (`req.session.handle`), where express-session puts the session id. Never the token:
+       * it is safe to log and to show.
+       */
+      sessionID: string
     }
   }
 }

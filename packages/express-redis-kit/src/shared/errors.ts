@@ -70,6 +70,13 @@ export class ArgumentError extends TypeError {
     )
     this.name = 'ArgumentError'
   }
+
+  /** For an invalid value assigned to a property (`req.session.cookie.maxAge = ...`). */
+  static property(property: string, expected: string, received: unknown): ArgumentError {
+    const error = new ArgumentError(property, 'value', expected, received)
+    error.message = `express-redis-kit: \`${property}\` must be ${expected}; received ${describe(received)}`
+    return error
+  }
 }
 
 /** A short, safe description of a value for error messages (never a dump of user data). */

@@ -217,6 +217,8 @@ describe('session options', () => {
       ["name 'my sid' (not a cookie name)", { name: 'my sid' }, [/`name`/]],
       ["prefix 'a{b}'", { prefix: 'a{b}' }, [/`prefix`/]],
       ["userKey ''", { userKey: '' }, [/`userKey`/]],
+      ["userKey 'passport..user' (an empty step)", { userKey: 'passport..user' }, [/`userKey`/, /dotted path/]],
+      ['userKey 7', { userKey: 7 }, [/`userKey`/]],
       ["onRedisError 'ignore'", { onRedisError: 'ignore' }, [/`onRedisError`/]],
       ['timeoutMs 0', { timeoutMs: 0 }, [/`timeoutMs`/]],
       ['timeoutMs 1.5', { timeoutMs: 1.5 }, [/`timeoutMs`/]],

@@ -5,6 +5,7 @@ import pino from 'pino'
 import { createClient } from 'redis'
 import request from 'supertest'
 import winston from 'winston'
+import { RedisStore } from '../../src/express-session/index.js'
 import { cacheResponse, createNotifier, OptionError, rateLimit, session } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
@@ -12,7 +13,7 @@ import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/r
 /*
  * What every factory does the same way: unknown options, the client option, loggers.
  */
-describe(`the four factories, alike (${mode} Redis)`, () => {
+describe(`the factories, alike (${mode} Redis)`, () => {
   let client: RedisClient
   before(async () => {
     client = await connectRedis()
@@ -26,6 +27,7 @@ describe(`the four factories, alike (${mode} Redis)`, () => {
     ['session', (options) => session({ client, ...options } as never)],
     ['cacheResponse', (options) => cacheResponse({ client, ...options } as never)],
     ['createNotifier', (options) => createNotifier({ client, ...options } as never)],
+    ['RedisStore (express-redis-kit/express-session)', (options) => new RedisStore({ client, ...options } as never)],
   ]
   const thrownBy = (create: () => unknown): Error & { code?: string } => {
     try {
