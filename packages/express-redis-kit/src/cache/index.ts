@@ -127,6 +127,14 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
 function bypassReason(req: Request, config: ResponseConfig): string | undefined {
   if (req.headers.authorization !== undefined) return 'authorization'
   if (config.bypass?.(req) === true) return 'bypass-option'
+  return sessionReason(req, config)
+}
+
+/**
+ * Why the request's kit session makes its response private, if it does: it holds data (a
+ * signed-in user without `perUser`, or a guest's data).
+ */
+function sessionReason(req: Request, config: ResponseConfig): string | undefined {
   const marks = sessionMarks(req)
   if (marks[SESSION_USER] !== undefined) return config.perUser ? undefined : 'session'
   if (marks[SESSION_HAS_DATA] === true) return 'session'
@@ -280,6 +288,7 @@ async function fill(
   Object.assign(req.headers, validators)
   const fallback = stale && lookup.now < times!.staleIfErrorUntil ? stale : undefined
   const forwardedBecause = stale ? 'stale' : 'miss'
+  const keyedUser = sessionMarks(req)[SESSION_USER]
   captureResponse(req, res, {
     maxBodyBytes: config.maxBodyBytes,
     statuses: config.statuses,
@@ -324,6 +333,8 @@ async function fill(
             })
           }
         : undefined,
+    // The handler put data in the session (a guest's token) or signed someone in or out.
+    turnedPrivate: () => (sessionMarks(req)[SESSION_USER] !== keyedUser ? 'session' : sessionReason(req, config)),
     onHead(status, unstorable, willStore) {
       if (res.headersSent) return
       res.setHeader(
