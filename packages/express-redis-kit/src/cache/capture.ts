@@ -24,10 +24,11 @@ export interface CaptureOptions {
   serveStale: ((status: number) => void) | undefined
   /**
    * When the handler was sent the stale entry's validators: called instead of storing if it
-   * answers 304, with the headers it set and when it answered; answers the client from the
-   * revalidated entry and updates it.
+   * answers 304, with the headers it set, when it answered, and why the entry may no longer
+   * be stored (`undefined` if it may: the 304 says `private` or `no-store`, RFC 9111
+   * section 3); answers the client from the revalidated entry and updates it, or drops it.
    */
-  revalidated: ((headers: StoredHeader[], responseTime: number) => void) | undefined
+  revalidated: ((headers: StoredHeader[], responseTime: number, unstorable: string | undefined) => void) | undefined
   /**
    * Why the response turned private while the handler ran, if it did (the request's session
    * now holds data: the response will set its cookie); asked when the handler's answer
@@ -145,8 +146,9 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
     if (options.revalidated && status === 304 && !res.headersSent) {
       const revalidated = options.revalidated
       const headers = ownHeaders()
+      const noStore = freshnessOf(allHeaders(res), options.requestTime, responseTime).noStore
       settled = true // the revalidation releases the lock
-      replace(() => revalidated(headers, responseTime))
+      replace(() => revalidated(headers, responseTime, noStore ? 'cache-control' : undefined))
       return
     }
     if (options.serveStale && status >= 500 && !res.headersSent) {

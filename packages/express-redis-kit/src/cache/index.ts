@@ -308,9 +308,23 @@ async function fill(
         })),
     revalidated:
       stale && Object.keys(validators).length > 0
-        ? (headers, responseTime) => {
+        ? (headers, responseTime, unstorable) => {
             const variant = variantOf(req, lookup.vary ?? '')
             const revalidated = revalidate(stale, headers, requestTime, responseTime)
+            if (unstorable !== undefined) {
+              // RFC 9111 section 3: what the origin now says is private is not kept; this
+              // client gets the entry as the 304 updated it, the next request asks the origin.
+              publishCache(() => ({ source: 'cacheResponse', result: 'refused', key: entryKey, reason: unstorable }))
+              store.drop(entryKey, variant, lookup.token).catch((error) => {
+                warn('express-redis-kit cacheResponse: could not drop a response its revalidation made private', error)
+                store.giveBack(entryKey, lookup.token, warn, true)
+              })
+              return serveEntry(req, res, revalidated.entry, {
+                xCache: 'REVALIDATED',
+                cacheStatus: cacheStatus('stale', { 'fwd-status': 304, detail: unstorable }),
+                age: Math.floor(revalidated.entry.initialAge / 1000),
+              })
+            }
             const lifetimes = lifetimesOf(revalidated.freshness, config.settings)
             store
               .revalidate(

@@ -167,6 +167,21 @@ return 1
 )
 
 /**
+ * Drop a variant that may no longer be stored (the origin answered its revalidation with a 304
+ * that says `private` or `no-store`), and give the lock up telling waiters to go to the
+ * origin. KEYS[1] entry hash, KEYS[2] its lock. ARGV[1] variant suffix, ARGV[2] lock token,
+ * ARGV[3] ms the lock then says 'uncacheable'.
+ */
+export const DROP = new Script(
+  `
+redis.call('HDEL', KEYS[1], 'm:' .. ARGV[1], 'b:' .. ARGV[1], 't:' .. ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('SET', KEYS[2], 'uncacheable', 'PX', ARGV[3]) end
+return 1
+`,
+  'cache.drop',
+)
+
+/**
  * Invalidate a URL's stored responses (after a successful unsafe request): count the
  * invalidation, so that a fill or revalidation in progress is not committed, and delete every
  * variant, staged ones included. KEYS[1] entry hash. ARGV[1] ms to keep the count.

@@ -6,7 +6,7 @@ import type { Warn } from '../shared/logger.js'
 import { encodeKeyPart, isCluster, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
 import { dropLocalCopies, type LocalCache } from './local.js'
-import { COMMIT, INVALIDATE_URL, LOOKUP, RELEASE, REVALIDATE, STAGE, TAG, TAKE_TAG } from './scripts.js'
+import { COMMIT, DROP, INVALIDATE_URL, LOOKUP, RELEASE, REVALIDATE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 
 /**
  * Lock tokens only need to be unique: a random prefix drawn once per process and a counter
@@ -388,6 +388,23 @@ export class CacheStore {
       [token, variant, meta, ...lifetimeArguments(lifetimes, madeAt), invalidations],
       this.timeoutMs,
     )
+  }
+
+  /**
+   * Drops a variant that may no longer be stored (its revalidation's 304 made it private), on
+   * every instance, and gives the lock up telling the waiters to ask the origin themselves.
+   */
+  async drop(entryKey: string, variant: string, token: string): Promise<void> {
+    try {
+      await DROP.run(
+        this.client,
+        [entryKey, this.lockKey(entryKey)],
+        [variant, token, String(this.lockMs)],
+        this.timeoutMs,
+      )
+    } finally {
+      dropLocalCopies(this.client, [entryKey])
+    }
   }
 
   /**

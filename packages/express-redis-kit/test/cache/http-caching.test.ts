@@ -473,6 +473,40 @@ describe(`cacheResponse: HTTP caching (${mode} Redis)`, () => {
       expect(runs.count).to.equal(3)
     })
 
+    for (const value of ['private', 'no-store', 'private, max-age=600']) {
+      it(`a 304 that says Cache-Control: ${value} drops the entry: the next request goes to the handler`, async () => {
+        const prefix = uniquePrefix('http')
+        const seen: (string | undefined)[] = []
+        const { app, runs } = countingApp(cacheFor({ ttl: '1h' }, prefix), (req, res, run) => {
+          seen.push(req.get('if-none-match'))
+          res.set('ETag', '"p1"')
+          if (req.get('if-none-match') !== '"p1"')
+            return void res.set('Cache-Control', 'max-age=0').send(`body #${run}`)
+          res.set('Cache-Control', value).status(304).end()
+        })
+        await get(app, '/turns-private')
+        await untilStored(client, responseEntryKey(prefix, '/turns-private'))
+        // This client gets the entry as the 304 updated it, marked as the 304 says; nothing is kept.
+        const revalidated = await get(app, '/turns-private')
+        expect([revalidated.status, revalidated.text, revalidated.headers['cache-control']]).to.deep.equal([
+          200,
+          'body #1',
+          value,
+        ])
+        expect(String(revalidated.headers['cache-status'])).to.include('fwd-status=304').and.not.include('ttl=')
+        // The app's Redis client is this one: its drop was sent before this read.
+        const fields = (await client.hKeys(responseEntryKey(prefix, '/turns-private'))).map(String)
+        expect(
+          fields.filter((field) => /^[mbt]:/.test(field)),
+          'the variant is gone',
+        ).to.deep.equal([])
+        const next = await get(app, '/turns-private')
+        expect([next.xCache, next.text]).to.deep.equal(['MISS', 'body #3'])
+        expect(seen).to.deep.equal([undefined, '"p1"', undefined])
+        expect(runs.count).to.equal(3)
+      })
+    }
+
     it('`no-cache` with a validator is stored but revalidated on every use', async () => {
       const seen: (string | undefined)[] = []
       const { app, runs } = countingApp(cacheFor({ ttl: '1h' }), (req, res) => {
