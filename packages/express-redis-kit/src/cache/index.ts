@@ -262,7 +262,7 @@ async function fill(
   // Tags known now (the option's, or what a tags function gave this entry last time): their
   // invalidation counts, read before the handler runs, fence the fill.
   const known = Array.isArray(config.tags) ? config.tags : (lookup.lastTags ?? [])
-  const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations }
+  const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations, byUrl: true }
   if (known.length > 0) {
     try {
       fence.counts = await store.invalidationCounts(known)

@@ -32,8 +32,8 @@ export const CLOCK_MARGIN_MS = 250
 const INVALIDATIONS_KEPT_MS = 24 * 60 * 60 * 1000
 
 /**
- * How long a URL's invalidation count (by unsafe requests) is kept: far longer than any fill,
- * which must find it unchanged to commit.
+ * How long a URL's invalidation count (by unsafe requests, or the '0' a fill marks itself with)
+ * is kept: far longer than any fill, which must find it unchanged to commit.
  */
 const URL_INVALIDATIONS_KEPT_MS = 60 * 60 * 1000
 
@@ -93,6 +93,12 @@ export interface Fence {
   startedAt: number
   /** How many times the URL had been invalidated by unsafe requests when the fill began ('' for never). */
   invalidations: string
+  /**
+   * Whether unsafe requests to a URL invalidate the entry (a response's, not a cached()
+   * value's): a fill that no longer holds its lock then commits only against the URL's
+   * invalidation count (see scripts.ts).
+   */
+  byUrl: boolean
 }
 
 /** Durations (ms) of a stored entry, from when it is stored. */
@@ -280,7 +286,7 @@ export class CacheStore {
     const reply = (await LOOKUP.run(
       this.binary,
       [entryKey, this.lockKey(entryKey), this.tagsKey(entryKey)],
-      [variant, token, String(this.lockMs)],
+      [variant, token, String(this.lockMs), String(URL_INVALIDATIONS_KEPT_MS)],
       this.timeoutMs,
       giveBackLateLock,
     )) as [
@@ -361,6 +367,7 @@ export class CacheStore {
         ...lifetimeArguments(lifetimes, madeAt),
         tags.length > 0 ? JSON.stringify(tags) : '',
         fence.invalidations,
+        fence.byUrl ? '1' : '',
       ],
       this.timeoutMs,
     )
@@ -409,13 +416,16 @@ export class CacheStore {
 
   /**
    * Removes every variant stored for each of the entries (a successful unsafe request to
-   * their URLs), on every instance; a fill of one of them in progress is not stored.
+   * their URLs), on every instance; a fill of one of them in progress is not stored. Writes
+   * nothing for an entry with nothing stored and no fill in progress.
    */
   async invalidateEntries(entryKeys: string[]): Promise<void> {
     const keepMs = String(URL_INVALIDATIONS_KEPT_MS)
     const keys = [...new Set(entryKeys)]
     try {
-      await Promise.all(keys.map((key) => INVALIDATE_URL.run(this.client, [key], [keepMs], this.timeoutMs)))
+      await Promise.all(
+        keys.map((key) => INVALIDATE_URL.run(this.client, [key, this.lockKey(key)], [keepMs], this.timeoutMs)),
+      )
     } finally {
       dropLocalCopies(this.client, keys)
     }
@@ -436,7 +446,7 @@ export class CacheStore {
   async release(entryKey: string, token: string, uncacheable: boolean): Promise<void> {
     await RELEASE.run(
       this.client,
-      [this.lockKey(entryKey)],
+      [entryKey, this.lockKey(entryKey)],
       [token, uncacheable ? '1' : '0', String(this.lockMs)],
       this.timeoutMs,
     )
