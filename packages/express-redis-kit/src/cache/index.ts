@@ -445,6 +445,8 @@ function storeResponse(
       lookup.token,
       tags,
       fence,
+      // The response has gone out: a large body may take longer than a lookup's timeout.
+      store.afterResponseTimeoutMs,
     )
     .then(
       (stored) =>

@@ -322,8 +322,9 @@ export class CacheStore {
    * tag's set holds: either it finds this entry there (and deletes the staged or committed
    * value), or this fill sees it and drops its value. The lock is held until the commit, so
    * waiters never see the staged value. `madeAt` (this host's ms) is when the response was
-   * made: its lifetimes count from then. Resolves to whether the value was stored (false: an
-   * invalidation overlapped the fill).
+   * made: its lifetimes count from then. `timeoutMs` bounds each command (a caller that does
+   * not wait for the store may allow more than a lookup gets: see {@link afterResponseTimeoutMs}).
+   * Resolves to whether the value was stored (false: an invalidation overlapped the fill).
    */
   async store(
     entryKey: string,
@@ -336,8 +337,9 @@ export class CacheStore {
     token: string,
     tags: string[],
     fence: Fence,
+    timeoutMs = this.timeoutMs,
   ): Promise<boolean> {
-    await STAGE.run(this.client, [entryKey], [variant, meta, body, String(this.lockMs * 2)], this.timeoutMs)
+    await STAGE.run(this.client, [entryKey], [variant, meta, body, String(this.lockMs * 2)], timeoutMs)
     const keepMs = String(keptFor(lifetimes))
     const since = String(fence.startedAt - (isCluster(this.client) ? CLOCK_MARGIN_MS : 0))
     const tagged = await Promise.all(
@@ -347,12 +349,12 @@ export class CacheStore {
           this.client,
           [this.tagKey(tag), this.invalidatedKey(tag)],
           count === undefined ? [entryKey, keepMs, 't', since] : [entryKey, keepMs, 'n', count],
-          this.timeoutMs,
+          timeoutMs,
         )
       }),
     )
     if (tagged.some((reply) => Number(reply) !== 1)) {
-      await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), this.timeoutMs, undefined, UNLINK_CALL)
+      await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), timeoutMs, undefined, UNLINK_CALL)
       await this.release(entryKey, token, false)
       return false
     }
@@ -369,10 +371,20 @@ export class CacheStore {
         fence.invalidations,
         fence.byUrl ? '1' : '',
       ],
-      this.timeoutMs,
+      timeoutMs,
     )
     dropLocalCopies(this.client, [entryKey])
     return Number(committed) === 1
+  }
+
+  /**
+   * How long each command storing a response may take once the response went out: no request
+   * waits for it any more (only the fill's waiters, who wait as long as its lock lives), and a
+   * body of up to `maxBodyBytes` takes far longer to reach Redis than a lookup, more so on a
+   * busy host. `lockMs`, or `timeoutMs` if that is longer.
+   */
+  get afterResponseTimeoutMs(): number {
+    return Math.max(this.timeoutMs, this.lockMs)
   }
 
   /**
