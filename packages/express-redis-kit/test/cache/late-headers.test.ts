@@ -103,6 +103,17 @@ describe(`cacheResponse: headers added as the head is written (${mode} Redis)`, 
   const stored = async (app: FormApp): Promise<boolean> =>
     (await client.hKeys(responseEntryKey(app.prefix, '/form?'))).some((field) => String(field).startsWith('t:'))
 
+  /** A MISS, then (once stored) a HIT with the same page, the handler run once. Returns both answers. */
+  async function missThenHit(app: FormApp): Promise<[RawResponse, RawResponse]> {
+    const miss = await get(app)
+    await eventually(() => stored(app), 5_000, '/form stored')
+    const hit = await get(app)
+    expect([miss.headers['x-cache'], hit.headers['x-cache']]).to.deep.equal(['MISS', 'HIT'])
+    expect(pageOf(hit).token).to.equal(pageOf(miss).token)
+    expect(app.runs.count).to.equal(1)
+    return [miss, hit]
+  }
+
   /**
    * Visitor 1 then visitor 2, one after the other, both without a cookie: visitor 2 runs the
    * handler and gets a token of its own; nothing was stored. Returns both answers.
@@ -241,13 +252,48 @@ describe(`cacheResponse: headers added as the head is written (${mode} Redis)`, 
 
     it('a harmless header added as the head is written: stored; the hook adds it again on every hit', async () => {
       const app = await formApp(() => [hook('X-Late', 'yes')])
-      const miss = await get(app)
-      await eventually(() => stored(app), 5_000, '/form stored')
-      const hit = await get(app)
-      expect([miss.headers['x-cache'], hit.headers['x-cache']]).to.deep.equal(['MISS', 'HIT'])
+      const [miss, hit] = await missThenHit(app)
       expect([miss.headers['x-late'], hit.headers['x-late']]).to.deep.equal(['yes', 'yes'])
-      expect(pageOf(hit).token).to.equal(pageOf(miss).token)
-      expect(app.runs.count).to.equal(1)
+    })
+  })
+
+  describe('middleware before the cache that holds the response back and writes it later', () => {
+    /**
+     * Middleware that holds the response back (as a session that saves first does) and writes
+     * it later through the writeHead and end it captured, past the cache's wrappers, setting
+     * `name: value` just before.
+     */
+    const holdingBack =
+      (name: string, value: string): RequestHandler =>
+      (_req, res, next) => {
+        const { writeHead, write, end } = res
+        const held: [(...a: unknown[]) => unknown, unknown[]][] = []
+        res.write = function writeLater(...args: unknown[]) {
+          held.push([write as (...a: unknown[]) => unknown, args])
+          return true
+        } as typeof res.write
+        res.end = function endLater(this: typeof res, ...args: unknown[]) {
+          held.push([end as (...a: unknown[]) => unknown, args])
+          setImmediate(() => {
+            this.setHeader(name, value)
+            writeHead.call(this, this.statusCode)
+            for (const [call, args] of held) call.apply(this, args)
+          })
+          return this
+        } as typeof res.end
+        next()
+      }
+
+    it('a response held back and written past the cache with a Set-Cookie: never stored', async () => {
+      const app = await formApp(() => [holdingBack('Set-Cookie', 'seen=1; Path=/')])
+      const answers = [await get(app), await get(app)]
+      expect(answers.map((res) => res.headers['x-cache'])).to.deep.equal(['MISS', 'MISS'])
+      expect(answers.map((res) => res.headers['set-cookie'])).to.deep.equal([['seen=1; Path=/'], ['seen=1; Path=/']])
+      expect(await stored(app)).to.equal(false)
+    })
+
+    it('a response held back and written past the cache with a harmless header: stored once it went out', async () => {
+      await missThenHit(await formApp(() => [holdingBack('X-Late', 'yes')]))
     })
   })
 })
