@@ -563,13 +563,16 @@ describe(`cacheResponse: HTTP caching (${mode} Redis)`, () => {
 
     it("in the background (the response's stale-while-revalidate): STALE at once, then the 304's headers on a HIT", async () => {
       const seen: (string | undefined)[] = []
-      const { app, runs } = countingApp(cacheFor({ ttl: '1h' }), (req, res, run) => {
+      const prefix = uniquePrefix('http')
+      const { app, runs } = countingApp(cacheFor({ ttl: '1h' }, prefix), (req, res, run) => {
         seen.push(req.get('if-none-match'))
         res.set('ETag', '"bg"').set('X-Version', String(run))
         res.set('Cache-Control', run === 1 ? 'max-age=0, stale-while-revalidate=30' : 'max-age=60')
         res.send('background body')
       })
       await get(app, '/background')
+      // Stored after the response went out: a request still waiting for that fill gets its answer as a HIT.
+      await untilStored(client, responseEntryKey(prefix, '/background'))
       const stale = await get(app, '/background')
       expect([stale.xCache, stale.text, stale.headers['x-version']]).to.deep.equal(['STALE', 'background body', '1'])
       await eventually(async () => (await get(app, '/background')).xCache === 'HIT', 5_000, 'the revalidated entry')
