@@ -73,7 +73,7 @@ export async function cached<T>(
   let acquired: Acquired
   const started = cacheChannel.hasSubscribers ? performance.now() : 0
   try {
-    acquired = await store.acquire(entryKey, () => '', true, warn)
+    acquired = await store.acquire(entryKey, () => '', 'value', warn)
   } catch (error) {
     publishCache(() => ({ source: 'cached', result: 'error', key: entryKey, error }))
     warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)

@@ -74,7 +74,12 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
     } else {
       const started = cacheChannel.hasSubscribers ? performance.now() : 0
       try {
-        acquired = await store.acquire(entryKey, (vary) => variantOf(req, vary), req.method === 'GET', warn)
+        acquired = await store.acquire(
+          entryKey,
+          (vary) => variantOf(req, vary),
+          req.method === 'GET' && 'response',
+          warn,
+        )
       } catch (error) {
         warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
         return skip(res, next, 'redis-unavailable', entryKey, error)

@@ -15,8 +15,8 @@ import { Script } from '../shared/redis.js'
  *   i          how many times the URL was invalidated by an unsafe request (POST, PUT, PATCH,
  *              DELETE, ...): a fill that began before an invalidation is not committed. An
  *              unsafe request writes it only where something is stored or a fill is in
- *              progress, and writes nothing for a URL with neither. A fill marks itself when
- *              it takes the lock: `i` is '0' if there was none (kept an hour in a hash of its
+ *              progress, and writes nothing for a URL with neither. A response's fill marks
+ *              itself when it takes the lock: `i` is '0' if there was none (kept an hour in a hash of its
  *              own), so that an unsafe request sees the fill even after its lock expired; its
  *              commit or release takes the '0' away. A fill that lost its lock commits only
  *              against a count it finds. '' and '0' are the same count.
@@ -41,7 +41,8 @@ import { Script } from '../shared/redis.js'
  * Lookup, and the lock when the entry is missing or no longer fresh.
  * KEYS[1] entry hash, KEYS[2] its lock, KEYS[3] its last tags.
  * ARGV[1] variant field suffix, ARGV[2] lock token ('' = do not lock), ARGV[3] lock ms,
- * ARGV[4] ms to keep the mark of a fill in a hash created for it (see `i`).
+ * ARGV[4] for a response's fill, ms to keep its mark in a hash created for it (see `i`); ''
+ * for a cached() value's, which unsafe requests never invalidate: no mark.
  * Reply: { now, vary or false, meta or false, body or false, times or false, lock
  * [, last tags or false, invalidation count, when 'owned'] } where lock is
  *   'fresh'  the entry is fresh: no lock needed
@@ -66,10 +67,12 @@ if ARGV[2] == '' then
   if redis.call('EXISTS', KEYS[2]) == 1 then state = 'held' end
 else
   if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
-    -- the fill marks itself for unsafe requests (see i)
-    local created = redis.call('EXISTS', KEYS[1]) == 0
-    redis.call('HSETNX', KEYS[1], 'i', '0')
-    if created then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+    if ARGV[4] ~= '' then
+      -- a response's fill marks itself for unsafe requests (see i)
+      local created = redis.call('EXISTS', KEYS[1]) == 0
+      redis.call('HSETNX', KEYS[1], 'i', '0')
+      if created then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+    end
     -- the filler also gets the tags the entry had last time (to fence the fill with their
     -- counts) and how many times the URL was invalidated (the commit checks it is unchanged)
     return { now, vary, meta, body, times, 'owned', redis.call('GET', KEYS[3]), redis.call('HGET', KEYS[1], 'i') }

@@ -44,6 +44,13 @@ export const POLL_MS = 20
 const COUNT_CALL = { operation: 'cache.count', command: 'HMGET' }
 const UNLINK_CALL = { operation: 'cache.unlink', command: 'UNLINK' }
 
+/**
+ * Whether a lookup takes the fill lock when the entry is not fresh, and for what: a URL's
+ * response (its fill then marks itself for unsafe requests to the URL, see scripts.ts) or a
+ * cached() value; `false`: no lock (a HEAD).
+ */
+export type LockFor = false | 'response' | 'value'
+
 /** What a lookup found. */
 export interface Lookup {
   /** Redis's clock at the lookup (ms). */
@@ -201,14 +208,15 @@ export class CacheStore {
    * when the entry turns out to vary on request headers other than the ones looked up with,
    * another lookup for this request's variant; while another caller fills the entry, looks
    * again every {@link POLL_MS} until it is stored, the filler gives up, or the wait has
-   * lasted about `lockMs`. `variantOf(vary)` gives this request's variant for a vary spec.
+   * lasted about `lockMs`. `variantOf(vary)` gives this request's variant for a vary spec;
+   * `lock` whether to take the fill lock, and for what (see {@link LockFor}).
    * `accept(entry)` may refuse an entry (one that cannot be read): it is then treated as absent.
    * Rejects (ERK_REDIS_UNAVAILABLE) when Redis fails or is too slow.
    */
   async acquire(
     entryKey: string,
     variantOf: (vary: string) => string,
-    lock: boolean,
+    lock: LockFor,
     warn: Warn,
     accept: (entry: Buffer) => boolean = () => true,
   ): Promise<Acquired> {
@@ -258,7 +266,7 @@ export class CacheStore {
    * Looks the variant up; with `lock`, takes the fill lock if the entry is not fresh. With a
    * local cache, a fresh local copy answers without Redis, and a fresh reply is kept locally.
    */
-  async lookup(entryKey: string, variant: string, lock: boolean, warn: Warn): Promise<Lookup> {
+  async lookup(entryKey: string, variant: string, lock: LockFor, warn: Warn): Promise<Lookup> {
     const { local } = this
     if (!local) return this.lookupRedis(entryKey, variant, lock, warn)
     const hit = local.get(entryKey, variant)
@@ -276,7 +284,7 @@ export class CacheStore {
     return lookup
   }
 
-  private async lookupRedis(entryKey: string, variant: string, lock: boolean, warn: Warn): Promise<Lookup> {
+  private async lookupRedis(entryKey: string, variant: string, lock: LockFor, warn: Warn): Promise<Lookup> {
     const token = lock ? nextToken() : ''
     // A lookup that timed out here may still run on Redis later (a stalled server) and take
     // the lock for nobody: give such a lock back at once rather than after lockTimeout.
@@ -286,7 +294,7 @@ export class CacheStore {
     const reply = (await LOOKUP.run(
       this.binary,
       [entryKey, this.lockKey(entryKey), this.tagsKey(entryKey)],
-      [variant, token, String(this.lockMs), String(URL_INVALIDATIONS_KEPT_MS)],
+      [variant, token, String(this.lockMs), lock === 'response' ? String(URL_INVALIDATIONS_KEPT_MS) : ''],
       this.timeoutMs,
       giveBackLateLock,
     )) as [
