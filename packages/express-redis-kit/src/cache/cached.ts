@@ -73,7 +73,7 @@ export async function cached<T>(
   let acquired: Acquired
   const started = cacheChannel.hasSubscribers ? performance.now() : 0
   try {
-    acquired = await store.acquire(entryKey, () => '', true, warn)
+    acquired = await store.acquire(entryKey, () => '', 'value', warn)
   } catch (error) {
     publishCache(() => ({ source: 'cached', result: 'error', key: entryKey, error }))
     warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
@@ -121,7 +121,7 @@ interface Fill<T> {
 /** Runs the loader for the lock owner and stores its value (or serves the stale one if it throws). */
 async function load<T>(fill: Fill<T>): Promise<T> {
   const { store, entryKey, lookup, loader, serializer, lifetimes, negativeTtl, tags, warn } = fill
-  const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations }
+  const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations, byUrl: false }
   if (tags.length > 0) {
     try {
       fence.counts = await store.invalidationCounts(tags)

@@ -24,19 +24,28 @@ export interface CaptureOptions {
   serveStale: ((status: number) => void) | undefined
   /**
    * When the handler was sent the stale entry's validators: called instead of storing if it
-   * answers 304, with the headers it set and when it answered; answers the client from the
-   * revalidated entry and updates it.
+   * answers 304, with the headers it set, when it answered, and why the entry may no longer
+   * be stored (`undefined` if it may: the 304 says `private` or `no-store`, RFC 9111
+   * section 3); answers the client from the revalidated entry and updates it, or drops it.
    */
-  revalidated: ((headers: StoredHeader[], responseTime: number) => void) | undefined
+  revalidated: ((headers: StoredHeader[], responseTime: number, unstorable: string | undefined) => void) | undefined
   /**
-   * Called once, just before the response's head goes out: its status, why it cannot be
-   * stored (`undefined` when it can, as far as its head tells), and whether it will be
-   * stored for sure (its whole length is known and within `maxBodyBytes`).
+   * Why the response turned private while the handler ran, if it did (the request's session
+   * now holds data: the response will set its cookie); asked when the handler's answer
+   * begins, and again once its head went out.
+   */
+  turnedPrivate(): string | undefined
+  /**
+   * Called once, when the handler starts its answer, before its head goes out: its status,
+   * why it cannot be stored (`undefined` when it can, as far as the handler's headers tell),
+   * and whether it will be stored unless a hook adds to its head (its whole length is known
+   * and within `maxBodyBytes`).
    */
   onHead(status: number, unstorable: string | undefined, willStore: boolean): void
   /**
-   * Called once, when the handler ended the response: what to store, the vary spec it was
-   * keyed with, what its headers say about its freshness, and when its head went out.
+   * Called once, when the handler ended the response and its head went out as it may be
+   * stored: what to store, the vary spec it was keyed with, what its headers say about its
+   * freshness, and when the handler started its answer.
    */
   onStore(response: CachedResponse, vary: string, freshness: Freshness, responseTime: number): void
   /**
@@ -56,9 +65,14 @@ type Callback = (error?: Error | null) => void
  *   that were already set when the cache ran: those belong to each request (a rate limit's
  *   counts, a request id, CORS) and are never replayed;
  * - the body as the handler writes it, up to `maxBodyBytes`.
- * The response is handed to `onStore` as soon as the handler ends it, whether or not the
- * client has read it yet. Anything that makes it unstorable is reported at once, so that
- * waiters need not wait for the end of a response that will not be stored.
+ * Whether it may be stored is decided on the head as it goes out: middleware mounted before
+ * the cache wrapped `writeHead` before the cache did, so its hooks (on-headers: a session's
+ * `Set-Cookie` and `Cache-Control: no-store`, compression's headers) run after the cache's
+ * own wrapper, as the head is written. A `Set-Cookie` or a `Cache-Control` that forbids
+ * storing, whoever set it and whenever, means the response is not stored.
+ * The response is handed to `onStore` as soon as the handler ended it and its head went out,
+ * whether or not the client has read it yet. Anything that makes it unstorable is reported
+ * at once, so that waiters need not wait for the end of a response that will not be stored.
  */
 export function captureResponse(req: Request, res: Response, options: CaptureOptions): void {
   const { writeHead, write, end } = res
@@ -72,6 +86,10 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
   const chunks: Buffer[] = []
   let size = 0
   let started = false
+  /** The handler ended the response: the body recorded is whole. */
+  let ended = false
+  /** The head went out and was found storable. */
+  let headChecked = false
   let settled = false
   /** The stale entry answers instead of the handler's 5xx. */
   let replaced = false
@@ -128,8 +146,9 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
     if (options.revalidated && status === 304 && !res.headersSent) {
       const revalidated = options.revalidated
       const headers = ownHeaders()
+      const noStore = freshnessOf(allHeaders(res), options.requestTime, responseTime).noStore
       settled = true // the revalidation releases the lock
-      replace(() => revalidated(headers, responseTime))
+      replace(() => revalidated(headers, responseTime, noStore ? 'cache-control' : undefined))
       return
     }
     if (options.serveStale && status >= 500 && !res.headersSent) {
@@ -138,13 +157,9 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
       replace(() => serveStale(status))
       return
     }
-    const all: StoredHeader[] = []
-    for (const name of res.getHeaderNames()) {
-      const value = res.getHeader(name)
-      if (value !== undefined) all.push([name, Array.isArray(value) ? value.map(String) : String(value)])
-    }
+    const all = allHeaders(res)
     const freshness = freshnessOf(all, options.requestTime, responseTime)
-    unstorable = unstorableReason(status, all, options.statuses, freshness)
+    unstorable = unstorableReason(status, all, options.statuses, freshness) ?? options.turnedPrivate()
     const declared = Number(res.getHeader('content-length'))
     const knownSize = wholeBodySize ?? (Number.isSafeInteger(declared) && declared >= 0 ? declared : undefined)
     if (unstorable === undefined && knownSize !== undefined && knownSize > options.maxBodyBytes) unstorable = 'size'
@@ -162,6 +177,49 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
         res.removeHeader(name)
       res.statusCode = 304
     }
+  }
+
+  /**
+   * Why the head as it went out (after every hook of middleware mounted before the cache)
+   * forbids storing the response, if it does: another status, a `Set-Cookie`, a
+   * `Cache-Control` a shared cache must obey (RFC 9111 section 3), `Vary: *`, a session that
+   * turned private.
+   */
+  const sentHeadReason = (recorded: { status: number; responseTime: number }): string | undefined => {
+    // The client's own 304 is the cache's doing; the stored status is the handler's.
+    const status = notModified ? recorded.status : res.statusCode
+    if (status !== recorded.status) return 'status'
+    const all = allHeaders(res)
+    const freshness = freshnessOf(all, options.requestTime, recorded.responseTime)
+    return unstorableReason(status, all, options.statuses, freshness) ?? options.turnedPrivate()
+  }
+
+  /** Once the head went out (at most once): refuses the response if its head forbids storing it. */
+  const checkSentHead = (): void => {
+    if (headChecked || stored === undefined || settled || !res.headersSent) return
+    const reason = sentHeadReason(stored)
+    if (reason !== undefined) {
+      refuse(reason)
+      return
+    }
+    headChecked = true
+    storeIfDone()
+  }
+
+  /** Hands the response over to be stored once the handler ended it and its head went out storable. */
+  const storeIfDone = (): void => {
+    if (!ended || !headChecked || stored === undefined || settled) return
+    // Checked again right before it is stored.
+    const reason = sentHeadReason(stored)
+    if (reason !== undefined) {
+      refuse(reason)
+      return
+    }
+    settled = true
+    const { status, headers, vary, freshness, responseTime } = stored
+    const body = Buffer.concat(chunks)
+    const response = { status, headers, body, initialAge: freshness.initialAge, generatedEtag: false }
+    options.onStore(response, vary, freshness, responseTime)
   }
 
   const record = (chunk: unknown, encoding: unknown): void => {
@@ -182,7 +240,10 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
     this.statusCode = status
     start(undefined)
     if (replaced) return this
-    return (writeHead as (...a: unknown[]) => Response).call(this, this.statusCode, this.statusMessage)
+    // The hooks of middleware mounted before the cache run in here, as the head is written.
+    const result = (writeHead as (...a: unknown[]) => Response).call(this, this.statusCode, this.statusMessage)
+    checkSentHead()
+    return result
   } as typeof res.writeHead
 
   res.write = function cacheWrite(this: Response, chunk: unknown, ...rest: unknown[]) {
@@ -193,7 +254,9 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
       return true
     }
     record(chunk, rest[0])
-    return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest)
+    const result = (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest)
+    checkSentHead()
+    return result
   } as typeof res.write
 
   res.end = function cacheEnd(this: Response, ...args: unknown[]) {
@@ -205,20 +268,22 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
       return this
     }
     record(chunk, encoding)
-    if (stored && !settled) {
-      settled = true
-      const { status, headers, vary, freshness, responseTime } = stored
-      const body = Buffer.concat(chunks)
-      const response = { status, headers, body, initialAge: freshness.initialAge, generatedEtag: false }
-      options.onStore(response, vary, freshness, responseTime)
-    }
-    if (notModified) {
-      const callback = args.find((arg) => typeof arg === 'function')
-      return (end as (...a: unknown[]) => Response).call(this, callback)
-    }
-    return (end as (...a: unknown[]) => Response).apply(this, args)
+    ended = true
+    const result = notModified
+      ? (end as (...a: unknown[]) => Response).call(
+          this,
+          args.find((arg) => typeof arg === 'function'),
+        )
+      : (end as (...a: unknown[]) => Response).apply(this, args)
+    // Usually the head went out in there (and the response was handed over to be stored).
+    checkSentHead()
+    storeIfDone()
+    return result
   } as typeof res.end
 
+  // A head written later, by middleware that held the response back (a session saving
+  // first) and then wrote it without going through the cache's wrappers.
+  res.once('finish', checkSentHead)
   // The client went away before the handler ended: nothing to store; the next request fills.
   res.once('close', () => release(false, 'aborted'))
 }
@@ -226,6 +291,16 @@ export function captureResponse(req: Request, res: Response, options: CaptureOpt
 /** Whether the client's own conditional headers match the response being sent (Express's `req.fresh` rules). */
 function clientHasFreshCopy(req: Request, conditional: Record<string, string>): boolean {
   return Object.keys(conditional).length > 0 && req.fresh === true
+}
+
+/** Every header of the response, as stored. */
+function allHeaders(res: Response): StoredHeader[] {
+  const all: StoredHeader[] = []
+  for (const name of res.getHeaderNames()) {
+    const value = res.getHeader(name)
+    if (value !== undefined) all.push([name, Array.isArray(value) ? value.map(String) : String(value)])
+  }
+  return all
 }
 
 /** A header value as one string, to compare a header with what it was before the cache ran. */

@@ -73,7 +73,12 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
     } else {
       const started = cacheChannel.hasSubscribers ? performance.now() : 0
       try {
-        acquired = await store.acquire(entryKey, (vary) => variantOf(req, vary), req.method === 'GET', warn)
+        acquired = await store.acquire(
+          entryKey,
+          (vary) => variantOf(req, vary),
+          req.method === 'GET' && 'response',
+          warn,
+        )
       } catch (error) {
         warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
         return skip(res, next, 'redis-unavailable', entryKey, error)
@@ -126,6 +131,14 @@ export function cacheResponse(options: CacheResponseOptions): CacheMiddleware {
 function bypassReason(req: Request, config: ResponseConfig): string | undefined {
   if (req.headers.authorization !== undefined) return 'authorization'
   if (config.bypass?.(req) === true) return 'bypass-option'
+  return sessionReason(req, config)
+}
+
+/**
+ * Why the request's kit session makes its response private, if it does: it holds data (a
+ * signed-in user without `perUser`, or a guest's data).
+ */
+function sessionReason(req: Request, config: ResponseConfig): string | undefined {
   const marks = sessionMarks(req)
   if (marks[SESSION_USER] !== undefined) return config.perUser ? undefined : 'session'
   if (marks[SESSION_HAS_DATA] === true) return 'session'
@@ -253,7 +266,7 @@ async function fill(
   // Tags known now (the option's, or what a tags function gave this entry last time): their
   // invalidation counts, read before the handler runs, fence the fill.
   const known = Array.isArray(config.tags) ? config.tags : (lookup.lastTags ?? [])
-  const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations }
+  const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations, byUrl: true }
   if (known.length > 0) {
     try {
       fence.counts = await store.invalidationCounts(known)
@@ -279,6 +292,7 @@ async function fill(
   Object.assign(req.headers, validators)
   const fallback = stale && lookup.now < times!.staleIfErrorUntil ? stale : undefined
   const forwardedBecause = stale ? 'stale' : 'miss'
+  const keyedUser = sessionMarks(req)[SESSION_USER]
   captureResponse(req, res, {
     maxBodyBytes: config.maxBodyBytes,
     statuses: config.statuses,
@@ -298,9 +312,23 @@ async function fill(
         })),
     revalidated:
       stale && Object.keys(validators).length > 0
-        ? (headers, responseTime) => {
+        ? (headers, responseTime, unstorable) => {
             const variant = variantOf(req, lookup.vary ?? '')
             const revalidated = revalidate(stale, headers, requestTime, responseTime)
+            if (unstorable !== undefined) {
+              // RFC 9111 section 3: what the origin now says is private is not kept; this
+              // client gets the entry as the 304 updated it, the next request asks the origin.
+              publishCache(() => ({ source: 'cacheResponse', result: 'refused', key: entryKey, reason: unstorable }))
+              store.drop(entryKey, variant, lookup.token).catch((error) => {
+                warn('express-redis-kit cacheResponse: could not drop a response its revalidation made private', error)
+                store.giveBack(entryKey, lookup.token, warn, true)
+              })
+              return serveEntry(req, res, revalidated.entry, {
+                xCache: 'REVALIDATED',
+                cacheStatus: cacheStatus('stale', { 'fwd-status': 304, detail: unstorable }),
+                age: Math.floor(revalidated.entry.initialAge / 1000),
+              })
+            }
             const lifetimes = lifetimesOf(revalidated.freshness, config.settings)
             store
               .revalidate(
@@ -323,6 +351,8 @@ async function fill(
             })
           }
         : undefined,
+    // The handler put data in the session (a guest's token) or signed someone in or out.
+    turnedPrivate: () => (sessionMarks(req)[SESSION_USER] !== keyedUser ? 'session' : sessionReason(req, config)),
     onHead(status, unstorable, willStore) {
       if (res.headersSent) return
       res.setHeader(
@@ -419,6 +449,8 @@ function storeResponse(
       lookup.token,
       tags,
       fence,
+      // The response has gone out: a large body may take longer than a lookup's timeout.
+      store.afterResponseTimeoutMs,
     )
     .then(
       (stored) =>

@@ -57,6 +57,9 @@ export interface CacheCommonOptions {
   lockTimeout?: Duration
   /**
    * The longest a request waits for Redis before going to the origin without the cache.
+   * cacheResponse stores a response once it has gone out, with no request waiting: each
+   * command of that store may take up to `lockTimeout` (if longer), since a large body takes
+   * far longer to reach Redis than a lookup.
    * @default 500
    */
   timeoutMs?: number

@@ -13,7 +13,13 @@ import { Script } from '../shared/redis.js'
  *   p:<var>, q:<var>  the metadata and body of a variant being filled, until its commit
  *              (lookups ignore them)
  *   i          how many times the URL was invalidated by an unsafe request (POST, PUT, PATCH,
- *              DELETE, ...): a fill that began before an invalidation is not committed
+ *              DELETE, ...): a fill that began before an invalidation is not committed. An
+ *              unsafe request writes it only where something is stored or a fill is in
+ *              progress, and writes nothing for a URL with neither. A response's fill marks
+ *              itself when it takes the lock: `i` is '0' if there was none (kept an hour in a hash of its
+ *              own), so that an unsafe request sees the fill even after its lock expired; its
+ *              commit or release takes the '0' away. A fill that lost its lock commits only
+ *              against a count it finds. '' and '0' are the same count.
  * The hash expires with its longest-lived variant (an entry that can be revalidated, as long
  * as that is possible). Beside it (same slot) `<prefix>{<h>}:tags`,
  * the JSON of the tags it was last stored with: an invalidation leaves it, so that the next
@@ -34,9 +40,11 @@ import { Script } from '../shared/redis.js'
 /**
  * Lookup, and the lock when the entry is missing or no longer fresh.
  * KEYS[1] entry hash, KEYS[2] its lock, KEYS[3] its last tags.
- * ARGV[1] variant field suffix, ARGV[2] lock token ('' = do not lock), ARGV[3] lock ms.
+ * ARGV[1] variant field suffix, ARGV[2] lock token ('' = do not lock), ARGV[3] lock ms,
+ * ARGV[4] for a response's fill, ms to keep its mark in a hash created for it (see `i`); ''
+ * for a cached() value's, which unsafe requests never invalidate: no mark.
  * Reply: { now, vary or false, meta or false, body or false, times or false, lock
- * [, last tags or false, invalidation count or false, when 'owned'] } where lock is
+ * [, last tags or false, invalidation count, when 'owned'] } where lock is
  *   'fresh'  the entry is fresh: no lock needed
  *   'owned'  this caller holds the lock now and should fill (or revalidate) the entry
  *   'held'   another caller holds it (fill in progress)
@@ -59,6 +67,12 @@ if ARGV[2] == '' then
   if redis.call('EXISTS', KEYS[2]) == 1 then state = 'held' end
 else
   if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
+    if ARGV[4] ~= '' then
+      -- a response's fill marks itself for unsafe requests (see i)
+      local created = redis.call('EXISTS', KEYS[1]) == 0
+      redis.call('HSETNX', KEYS[1], 'i', '0')
+      if created then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+    end
     -- the filler also gets the tags the entry had last time (to fence the fill with their
     -- counts) and how many times the URL was invalidated (the commit checks it is unchanged)
     return { now, vary, meta, body, times, 'owned', redis.call('GET', KEYS[3]), redis.call('HGET', KEYS[1], 'i') }
@@ -87,6 +101,24 @@ return 1
 `,
   'cache.stage',
 )
+
+/**
+ * Lua shared by COMMIT and REVALIDATE: whether a fill that began when the URL's invalidation
+ * count was `began` may be stored now that it is `count` (false when absent): unchanged ('' and
+ * '0' alike mean none), and, for a fill that no longer holds its lock and whose entry unsafe
+ * requests invalidate (`byUrl`), present (an unsafe request finding neither an entry nor a lock
+ * writes nothing: without a count, its mark gone, there is no telling). Then takes the fill's
+ * mark away ('0': the entry now stored is what unsafe requests find), so that the hash's life
+ * is again its variants'.
+ */
+const FENCED_LUA = `
+local function fenced(count, began, owned, byUrl)
+  if (count or '0') ~= (began == '' and '0' or began) then return false end
+  if not (owned or not byUrl or count ~= false) then return false end
+  if count == '0' then redis.call('HDEL', KEYS[1], 'i') end
+  return true
+end
+`
 
 /**
  * Lua shared by COMMIT and REVALIDATE: sets a variant's times and the hash's expiry. ARGV[4..8]
@@ -119,23 +151,26 @@ end
  * ARGV[1] lock token, ARGV[2] variant suffix, ARGV[3] vary spec, ARGV[4..8] lifetimes (see
  * TIMES_LUA), ARGV[9] JSON of the tags (kept beside the entry, and through its invalidations,
  * for the next fill's fence; '' for none), ARGV[10] the URL's invalidation count the fill
- * began with ('' for none). A different vary spec than the stored one drops the old variants.
- * Releases the lock if this caller still holds it. Reply: 1, or 0 when nothing is stored: the
- * staged value is gone (a tag's invalidation deleted it) or the URL was invalidated since the
- * fill began.
+ * began with ('' for none), ARGV[11] '1' when unsafe requests invalidate the entry (a
+ * response's; '' for a cached() value). A different vary spec than the stored one drops the
+ * old variants. Releases the lock if this caller still holds it. Reply: 1, or 0 when nothing
+ * is stored: the staged value is gone (a tag's invalidation deleted it) or the URL may have
+ * been invalidated since the fill began (see FENCED_LUA).
  */
 export const COMMIT = new Script(
-  `${TIMES_LUA}
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+  `${TIMES_LUA}${FENCED_LUA}
+local owned = redis.call('GET', KEYS[2]) == ARGV[1]
+if owned then redis.call('DEL', KEYS[2]) end
 local staged = redis.call('HMGET', KEYS[1], 'p:' .. ARGV[2], 'q:' .. ARGV[2], 'i')
 redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2], 'q:' .. ARGV[2])
-if not staged[1] or not staged[2] or (staged[3] or '') ~= ARGV[10] then return 0 end
+if not staged[1] or not staged[2] or not fenced(staged[3], ARGV[10], owned, ARGV[11] == '1') then return 0 end
+local count = redis.call('HGET', KEYS[1], 'i')
 local vary = redis.call('HGET', KEYS[1], 'vary')
 if vary and vary ~= ARGV[3] then
   local pttl = redis.call('PTTL', KEYS[1])
   redis.call('DEL', KEYS[1])
-  if staged[3] then
-    redis.call('HSET', KEYS[1], 'i', staged[3])
+  if count then
+    redis.call('HSET', KEYS[1], 'i', count)
     if pttl > 0 then redis.call('PEXPIRE', KEYS[1], pttl) end
   end
 end
@@ -152,13 +187,14 @@ return 1
  * and gets new metadata and times. KEYS[1] entry hash, KEYS[2] its lock. ARGV[1] lock token,
  * ARGV[2] variant suffix, ARGV[3] metadata, ARGV[4..8] lifetimes (see TIMES_LUA), ARGV[9] the
  * URL's invalidation count the revalidation began with. Releases the lock. Reply: 1, or 0
- * when the variant is gone or the URL was invalidated meanwhile.
+ * when the variant is gone or the URL may have been invalidated meanwhile (see FENCED_LUA).
  */
 export const REVALIDATE = new Script(
-  `${TIMES_LUA}
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+  `${TIMES_LUA}${FENCED_LUA}
+local owned = redis.call('GET', KEYS[2]) == ARGV[1]
+if owned then redis.call('DEL', KEYS[2]) end
 local stored = redis.call('HMGET', KEYS[1], 'b:' .. ARGV[2], 'i')
-if not stored[1] or (stored[2] or '') ~= ARGV[9] then return 0 end
+if not stored[1] or not fenced(stored[2], ARGV[9], owned, true) then return 0 end
 redis.call('HSET', KEYS[1], 'm:' .. ARGV[2], ARGV[3])
 setTimes(KEYS[1], ARGV[2])
 return 1
@@ -167,12 +203,37 @@ return 1
 )
 
 /**
+ * Drop a variant that may no longer be stored (the origin answered its revalidation with a 304
+ * that says `private` or `no-store`), and give the lock up telling waiters to go to the
+ * origin. KEYS[1] entry hash, KEYS[2] its lock. ARGV[1] variant suffix, ARGV[2] lock token,
+ * ARGV[3] ms the lock then says 'uncacheable'.
+ */
+export const DROP = new Script(
+  `
+redis.call('HDEL', KEYS[1], 'm:' .. ARGV[1], 'b:' .. ARGV[1], 't:' .. ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+  if redis.call('HGET', KEYS[1], 'i') == '0' then redis.call('HDEL', KEYS[1], 'i') end
+  redis.call('SET', KEYS[2], 'uncacheable', 'PX', ARGV[3])
+end
+return 1
+`,
+  'cache.drop',
+)
+
+/**
  * Invalidate a URL's stored responses (after a successful unsafe request): count the
  * invalidation, so that a fill or revalidation in progress is not committed, and delete every
- * variant, staged ones included. KEYS[1] entry hash. ARGV[1] ms to keep the count.
+ * variant, staged ones included. With nothing stored and no fill in progress (no hash: a fill
+ * marks itself in it; no lock), there is nothing to delete or to fence: nothing is written.
+ * KEYS[1] entry hash, KEYS[2] its lock.
+ * ARGV[1] ms to keep the count. Reply: the count, or 0 when nothing was written.
  */
 export const INVALIDATE_URL = new Script(
   `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local lock = redis.call('GET', KEYS[2])
+  if not lock or lock == 'uncacheable' then return 0 end
+end
 local count = redis.call('HINCRBY', KEYS[1], 'i', 1)
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'i', count)
@@ -183,16 +244,18 @@ return count
 )
 
 /**
- * Give the lock up without storing. KEYS[1] the lock. ARGV[1] token, ARGV[2] '1' to mark
- * the response uncacheable for ARGV[3] ms (waiters then go to the origin at once).
+ * Give the lock up without storing, and take the fill's mark away (see `i`). KEYS[1] entry
+ * hash, KEYS[2] its lock. ARGV[1] token, ARGV[2] '1' to mark the response uncacheable for
+ * ARGV[3] ms (waiters then go to the origin at once).
  */
 export const RELEASE = new Script(
   `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'i') == '0' then redis.call('HDEL', KEYS[1], 'i') end
 if ARGV[2] == '1' then
-  redis.call('SET', KEYS[1], 'uncacheable', 'PX', ARGV[3])
+  redis.call('SET', KEYS[2], 'uncacheable', 'PX', ARGV[3])
 else
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[2])
 end
 return 1
 `,

@@ -6,7 +6,7 @@ import type { Warn } from '../shared/logger.js'
 import { encodeKeyPart, isCluster, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
 import { dropLocalCopies, type LocalCache } from './local.js'
-import { COMMIT, INVALIDATE_URL, LOOKUP, RELEASE, REVALIDATE, STAGE, TAG, TAKE_TAG } from './scripts.js'
+import { COMMIT, DROP, INVALIDATE_URL, LOOKUP, RELEASE, REVALIDATE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 
 /**
  * Lock tokens only need to be unique: a random prefix drawn once per process and a counter
@@ -32,8 +32,8 @@ export const CLOCK_MARGIN_MS = 250
 const INVALIDATIONS_KEPT_MS = 24 * 60 * 60 * 1000
 
 /**
- * How long a URL's invalidation count (by unsafe requests) is kept: far longer than any fill,
- * which must find it unchanged to commit.
+ * How long a URL's invalidation count (by unsafe requests, or the '0' a fill marks itself with)
+ * is kept: far longer than any fill, which must find it unchanged to commit.
  */
 const URL_INVALIDATIONS_KEPT_MS = 60 * 60 * 1000
 
@@ -43,6 +43,13 @@ export const POLL_MS = 20
 /** Traced names of the store's plain commands (see shared/diagnostics.ts). */
 const COUNT_CALL = { operation: 'cache.count', command: 'HMGET' }
 const UNLINK_CALL = { operation: 'cache.unlink', command: 'UNLINK' }
+
+/**
+ * Whether a lookup takes the fill lock when the entry is not fresh, and for what: a URL's
+ * response (its fill then marks itself for unsafe requests to the URL, see scripts.ts) or a
+ * cached() value; `false`: no lock (a HEAD).
+ */
+export type LockFor = false | 'response' | 'value'
 
 /** What a lookup found. */
 export interface Lookup {
@@ -93,6 +100,12 @@ export interface Fence {
   startedAt: number
   /** How many times the URL had been invalidated by unsafe requests when the fill began ('' for never). */
   invalidations: string
+  /**
+   * Whether unsafe requests to a URL invalidate the entry (a response's, not a cached()
+   * value's): a fill that no longer holds its lock then commits only against the URL's
+   * invalidation count (see scripts.ts).
+   */
+  byUrl: boolean
 }
 
 /** Durations (ms) of a stored entry, from when it is stored. */
@@ -195,14 +208,15 @@ export class CacheStore {
    * when the entry turns out to vary on request headers other than the ones looked up with,
    * another lookup for this request's variant; while another caller fills the entry, looks
    * again every {@link POLL_MS} until it is stored, the filler gives up, or the wait has
-   * lasted about `lockMs`. `variantOf(vary)` gives this request's variant for a vary spec.
+   * lasted about `lockMs`. `variantOf(vary)` gives this request's variant for a vary spec;
+   * `lock` whether to take the fill lock, and for what (see {@link LockFor}).
    * `accept(entry)` may refuse an entry (one that cannot be read): it is then treated as absent.
    * Rejects (ERK_REDIS_UNAVAILABLE) when Redis fails or is too slow.
    */
   async acquire(
     entryKey: string,
     variantOf: (vary: string) => string,
-    lock: boolean,
+    lock: LockFor,
     warn: Warn,
     accept: (entry: Buffer) => boolean = () => true,
   ): Promise<Acquired> {
@@ -252,7 +266,7 @@ export class CacheStore {
    * Looks the variant up; with `lock`, takes the fill lock if the entry is not fresh. With a
    * local cache, a fresh local copy answers without Redis, and a fresh reply is kept locally.
    */
-  async lookup(entryKey: string, variant: string, lock: boolean, warn: Warn): Promise<Lookup> {
+  async lookup(entryKey: string, variant: string, lock: LockFor, warn: Warn): Promise<Lookup> {
     const { local } = this
     if (!local) return this.lookupRedis(entryKey, variant, lock, warn)
     const hit = local.get(entryKey, variant)
@@ -270,7 +284,7 @@ export class CacheStore {
     return lookup
   }
 
-  private async lookupRedis(entryKey: string, variant: string, lock: boolean, warn: Warn): Promise<Lookup> {
+  private async lookupRedis(entryKey: string, variant: string, lock: LockFor, warn: Warn): Promise<Lookup> {
     const token = lock ? nextToken() : ''
     // A lookup that timed out here may still run on Redis later (a stalled server) and take
     // the lock for nobody: give such a lock back at once rather than after lockTimeout.
@@ -280,7 +294,7 @@ export class CacheStore {
     const reply = (await LOOKUP.run(
       this.binary,
       [entryKey, this.lockKey(entryKey), this.tagsKey(entryKey)],
-      [variant, token, String(this.lockMs)],
+      [variant, token, String(this.lockMs), lock === 'response' ? String(URL_INVALIDATIONS_KEPT_MS) : ''],
       this.timeoutMs,
       giveBackLateLock,
     )) as [
@@ -316,8 +330,9 @@ export class CacheStore {
    * tag's set holds: either it finds this entry there (and deletes the staged or committed
    * value), or this fill sees it and drops its value. The lock is held until the commit, so
    * waiters never see the staged value. `madeAt` (this host's ms) is when the response was
-   * made: its lifetimes count from then. Resolves to whether the value was stored (false: an
-   * invalidation overlapped the fill).
+   * made: its lifetimes count from then. `timeoutMs` bounds each command (a caller that does
+   * not wait for the store may allow more than a lookup gets: see {@link afterResponseTimeoutMs}).
+   * Resolves to whether the value was stored (false: an invalidation overlapped the fill).
    */
   async store(
     entryKey: string,
@@ -330,8 +345,9 @@ export class CacheStore {
     token: string,
     tags: string[],
     fence: Fence,
+    timeoutMs = this.timeoutMs,
   ): Promise<boolean> {
-    await STAGE.run(this.client, [entryKey], [variant, meta, body, String(this.lockMs * 2)], this.timeoutMs)
+    await STAGE.run(this.client, [entryKey], [variant, meta, body, String(this.lockMs * 2)], timeoutMs)
     const keepMs = String(keptFor(lifetimes))
     const since = String(fence.startedAt - (isCluster(this.client) ? CLOCK_MARGIN_MS : 0))
     const tagged = await Promise.all(
@@ -341,12 +357,12 @@ export class CacheStore {
           this.client,
           [this.tagKey(tag), this.invalidatedKey(tag)],
           count === undefined ? [entryKey, keepMs, 't', since] : [entryKey, keepMs, 'n', count],
-          this.timeoutMs,
+          timeoutMs,
         )
       }),
     )
     if (tagged.some((reply) => Number(reply) !== 1)) {
-      await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), this.timeoutMs, undefined, UNLINK_CALL)
+      await runCommand(this.client, entryKey, (redis) => redis.unlink(entryKey), timeoutMs, undefined, UNLINK_CALL)
       await this.release(entryKey, token, false)
       return false
     }
@@ -361,11 +377,22 @@ export class CacheStore {
         ...lifetimeArguments(lifetimes, madeAt),
         tags.length > 0 ? JSON.stringify(tags) : '',
         fence.invalidations,
+        fence.byUrl ? '1' : '',
       ],
-      this.timeoutMs,
+      timeoutMs,
     )
     dropLocalCopies(this.client, [entryKey])
     return Number(committed) === 1
+  }
+
+  /**
+   * How long each command storing a response may take once the response went out: no request
+   * waits for it any more (only the fill's waiters, who wait as long as its lock lives), and a
+   * body of up to `maxBodyBytes` takes far longer to reach Redis than a lookup, more so on a
+   * busy host. `lockMs`, or `timeoutMs` if that is longer.
+   */
+  get afterResponseTimeoutMs(): number {
+    return Math.max(this.timeoutMs, this.lockMs)
   }
 
   /**
@@ -391,14 +418,34 @@ export class CacheStore {
   }
 
   /**
+   * Drops a variant that may no longer be stored (its revalidation's 304 made it private), on
+   * every instance, and gives the lock up telling the waiters to ask the origin themselves.
+   */
+  async drop(entryKey: string, variant: string, token: string): Promise<void> {
+    try {
+      await DROP.run(
+        this.client,
+        [entryKey, this.lockKey(entryKey)],
+        [variant, token, String(this.lockMs)],
+        this.timeoutMs,
+      )
+    } finally {
+      dropLocalCopies(this.client, [entryKey])
+    }
+  }
+
+  /**
    * Removes every variant stored for each of the entries (a successful unsafe request to
-   * their URLs), on every instance; a fill of one of them in progress is not stored.
+   * their URLs), on every instance; a fill of one of them in progress is not stored. Writes
+   * nothing for an entry with nothing stored and no fill in progress.
    */
   async invalidateEntries(entryKeys: string[]): Promise<void> {
     const keepMs = String(URL_INVALIDATIONS_KEPT_MS)
     const keys = [...new Set(entryKeys)]
     try {
-      await Promise.all(keys.map((key) => INVALIDATE_URL.run(this.client, [key], [keepMs], this.timeoutMs)))
+      await Promise.all(
+        keys.map((key) => INVALIDATE_URL.run(this.client, [key, this.lockKey(key)], [keepMs], this.timeoutMs)),
+      )
     } finally {
       dropLocalCopies(this.client, keys)
     }
@@ -419,7 +466,7 @@ export class CacheStore {
   async release(entryKey: string, token: string, uncacheable: boolean): Promise<void> {
     await RELEASE.run(
       this.client,
-      [this.lockKey(entryKey)],
+      [entryKey, this.lockKey(entryKey)],
       [token, uncacheable ? '1' : '0', String(this.lockMs)],
       this.timeoutMs,
     )

@@ -1,3 +1,4 @@
+import diagnostics from 'node:diagnostics_channel'
 import type { Server } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { gunzipSync } from 'node:zlib'
@@ -8,11 +9,12 @@ import express, { type Request, type Response } from 'express'
 import helmet from 'helmet'
 import { RESP_TYPES } from 'redis'
 import request from 'supertest'
-import { type CacheResponseOptions, cacheResponse, rateLimit } from '../../src/index.js'
+import { type CacheEvent, type CacheResponseOptions, CHANNELS, cacheResponse, rateLimit } from '../../src/index.js'
 import {
   countingApp,
   eventually,
   gate,
+  lockKeyOf,
   type RawResponse,
   rawRequest,
   responseEntryKey,
@@ -21,7 +23,7 @@ import {
   xCache,
 } from '../helpers/cache-app.js'
 import { closeServer, listen } from '../helpers/outage.js'
-import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, dumpKeys, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * cacheResponse as an HTTP cache (RFC 9111, RFC 9213, RFC 5861): how long a response is fresh
@@ -473,6 +475,41 @@ describe(`cacheResponse: HTTP caching (${mode} Redis)`, () => {
       expect(runs.count).to.equal(3)
     })
 
+    for (const value of ['private', 'no-store', 'private, max-age=600']) {
+      it(`a 304 that says Cache-Control: ${value} drops the entry: the next request goes to the handler`, async () => {
+        const prefix = uniquePrefix('http')
+        const seen: (string | undefined)[] = []
+        const { app, runs } = countingApp(cacheFor({ ttl: '1h' }, prefix), (req, res, run) => {
+          seen.push(req.get('if-none-match'))
+          res.set('ETag', '"p1"')
+          if (req.get('if-none-match') !== '"p1"')
+            return void res.set('Cache-Control', 'max-age=0').send(`body #${run}`)
+          res.set('Cache-Control', value).status(304).end()
+        })
+        await get(app, '/turns-private')
+        await untilStored(client, responseEntryKey(prefix, '/turns-private'))
+        // This client gets the entry as the 304 updated it, marked as the 304 says; nothing is kept.
+        const revalidated = await get(app, '/turns-private')
+        expect([revalidated.status, revalidated.text, revalidated.headers['cache-control']]).to.deep.equal([
+          200,
+          'body #1',
+          value,
+        ])
+        expect(String(revalidated.headers['cache-status'])).to.include('fwd-status=304').and.not.include('ttl=')
+        // The entry is dropped as this client is answered (as an entry is stored): not before.
+        await eventually(
+          async () =>
+            !(await client.hKeys(responseEntryKey(prefix, '/turns-private'))).some((field) => /^[mbt]:/.test(field)),
+          5_000,
+          'the variant dropped',
+        )
+        const next = await get(app, '/turns-private')
+        expect([next.xCache, next.text]).to.deep.equal(['MISS', 'body #3'])
+        expect(seen).to.deep.equal([undefined, '"p1"', undefined])
+        expect(runs.count).to.equal(3)
+      })
+    }
+
     it('`no-cache` with a validator is stored but revalidated on every use', async () => {
       const seen: (string | undefined)[] = []
       const { app, runs } = countingApp(cacheFor({ ttl: '1h' }), (req, res) => {
@@ -526,13 +563,16 @@ describe(`cacheResponse: HTTP caching (${mode} Redis)`, () => {
 
     it("in the background (the response's stale-while-revalidate): STALE at once, then the 304's headers on a HIT", async () => {
       const seen: (string | undefined)[] = []
-      const { app, runs } = countingApp(cacheFor({ ttl: '1h' }), (req, res, run) => {
+      const prefix = uniquePrefix('http')
+      const { app, runs } = countingApp(cacheFor({ ttl: '1h' }, prefix), (req, res, run) => {
         seen.push(req.get('if-none-match'))
         res.set('ETag', '"bg"').set('X-Version', String(run))
         res.set('Cache-Control', run === 1 ? 'max-age=0, stale-while-revalidate=30' : 'max-age=60')
         res.send('background body')
       })
       await get(app, '/background')
+      // Stored after the response went out: a request still waiting for that fill gets its answer as a HIT.
+      await untilStored(client, responseEntryKey(prefix, '/background'))
       const stale = await get(app, '/background')
       expect([stale.xCache, stale.text, stale.headers['x-version']]).to.deep.equal(['STALE', 'background body', '1'])
       await eventually(async () => (await get(app, '/background')).xCache === 'HIT', 5_000, 'the revalidated entry')
@@ -709,6 +749,94 @@ describe(`cacheResponse: HTTP caching (${mode} Redis)`, () => {
       } finally {
         await slow.close()
       }
+    })
+
+    it('unsafe requests to URLs with nothing stored and no fill in progress write nothing to Redis', async () => {
+      const prefix = uniquePrefix('http')
+      const { app } = countingApp(cacheFor({}, prefix), (req, res, run) => {
+        // GET /private is never stored: its fill leaves only the lock saying so.
+        if (req.method === 'GET') res.set('Cache-Control', 'no-store')
+        res.set('Location', `/created/${run}`).send(`${req.method} #${run}`)
+      })
+      for (const method of ['post', 'put', 'patch', 'delete'] as const) {
+        for (let i = 0; i < 5; i++) expect((await request(app)[method](`/nothing/${i}?q=${i}`)).status).to.equal(200)
+      }
+      expect([...(await dumpKeys(prefix)).entries()], 'keys under the prefix').to.deep.equal([])
+      await get(app, '/private')
+      const before = await dumpKeys(prefix)
+      expect([...before.values()]).to.deep.equal([['uncacheable']])
+      expect((await request(app).post('/private')).status).to.equal(200)
+      expect(await dumpKeys(prefix)).to.deep.equal(before)
+    })
+
+    describe('an unsafe request during a fill', () => {
+      const outcomes: CacheEvent[] = []
+      const onEvent = (message: unknown) => {
+        const event = message as CacheEvent
+        if (event.result === 'stored' || event.result === 'refused') outcomes.push(event)
+      }
+      before(() => diagnostics.subscribe(CHANNELS.cache, onEvent))
+      after(() => diagnostics.unsubscribe(CHANNELS.cache, onEvent))
+
+      /** What became of the fill of `key`: 'stored', or 'refused <reason>'. */
+      const outcomeOf = async (key: string): Promise<string> => {
+        await eventually(async () => outcomes.some((event) => event.key === key), 5_000, `the fill of ${key} to end`)
+        const event = outcomes.find((each) => each.key === key)!
+        return event.result === 'stored' ? 'stored' : `refused ${event.reason}`
+      }
+
+      /**
+       * GET /page, whose first run is held until `release` resolves; then what became of its
+       * fill and what the next GET gets. `meanwhile` runs while the first GET is held.
+       */
+      async function heldFill(
+        options: Partial<CacheResponseOptions>,
+        meanwhile: (app: express.Express, entryKey: string) => Promise<void>,
+      ): Promise<{ outcome: string; next: Awaited<ReturnType<typeof get>> }> {
+        const prefix = uniquePrefix('http')
+        const entryKey = responseEntryKey(prefix, '/page')
+        const held = gate()
+        const { app, runs } = countingApp(cacheFor(options, prefix), async (req, res, run) => {
+          if (req.method === 'GET' && run === 1) await held.promise
+          res.send(`${req.method} #${run}`)
+        })
+        const first = get(app, '/page')
+        try {
+          await eventually(async () => runs.count === 1, 5_000, 'the first GET to reach the handler')
+          await meanwhile(app, entryKey)
+        } finally {
+          held.open()
+        }
+        expect((await first).text).to.equal('GET #1')
+        const outcome = await outcomeOf(entryKey)
+        return { outcome, next: await get(app, '/page') }
+      }
+
+      const lockGone = (entryKey: string) =>
+        eventually(async () => (await client.exists(lockKeyOf(entryKey))) === 0, 5_000, 'the lock to expire')
+
+      it('nothing stored yet: the fill is not stored, the next GET goes to the handler', async () => {
+        const { outcome, next } = await heldFill({}, async (app) => {
+          expect((await request(app).patch('/page')).status).to.equal(200)
+        })
+        expect(outcome).to.equal('refused invalidated')
+        expect([next.xCache, next.text]).to.deep.equal(['MISS', 'GET #3'])
+      })
+
+      it('a fill that outlives its lock, the unsafe request after the lock expired: not stored either', async () => {
+        const { outcome, next } = await heldFill({ lockTimeout: '400ms' }, async (app, entryKey) => {
+          await lockGone(entryKey)
+          expect((await request(app).patch('/page')).status).to.equal(200)
+        })
+        expect(outcome).to.equal('refused invalidated')
+        expect([next.xCache, next.text]).to.deep.equal(['MISS', 'GET #3'])
+      })
+
+      it('a fill that outlives its lock with no unsafe request meanwhile is stored', async () => {
+        const { outcome, next } = await heldFill({ lockTimeout: '400ms' }, (_app, entryKey) => lockGone(entryKey))
+        expect(outcome).to.equal('stored')
+        expect([next.xCache, next.text]).to.deep.equal(['HIT', 'GET #1'])
+      })
     })
 
     it('with `key`, the entry `key` gives the unsafe request is invalidated', async () => {

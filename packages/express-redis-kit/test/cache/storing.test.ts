@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto'
 import { expect } from 'chai'
 import request from 'supertest'
 import { type CacheResponseOptions, cacheResponse } from '../../src/index.js'
-import { binary, bodyBytes, countingApp, xCache } from '../helpers/cache-app.js'
+import { binary, bodyBytes, countingApp, eventually, responseEntryKey, xCache } from '../helpers/cache-app.js'
 import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
+import { connectThroughSlowLinks } from '../helpers/slow-link.js'
 
 /*
  * Issue 4: "Cache only GET (and answer HEAD from the GET entry), only the statuses in
@@ -187,6 +189,34 @@ describe(`cacheResponse: what is stored (${mode} Redis)`, () => {
       expect(second.text).to.equal('1234567890abc')
       expect(xCache(second)).to.equal('MISS')
       expect(runs.count).to.equal(2)
+    })
+
+    it('a body that takes longer than timeoutMs to reach Redis is stored: no request waits for the store', async () => {
+      // 1.5 MiB through a link that carries 1 MiB/s towards Redis: about 1.5 s to store,
+      // three times timeoutMs (500 ms); a lookup is a few hundred bytes and answers at once.
+      const body = randomBytes(1.5 * 1_048_576)
+      const slow = await connectThroughSlowLinks(1_048_576)
+      try {
+        const prefix = uniquePrefix('storing')
+        const cache = cacheResponse({ client: slow.client, prefix, ttl: '1m', maxBodyBytes: 2 * 1_048_576 })
+        const { app, runs } = countingApp(cache, (_req, res) => {
+          res.type('application/octet-stream').send(body)
+        })
+        const miss = await request(app).get('/large').buffer(true).parse(binary)
+        expect(xCache(miss)).to.equal('MISS')
+        const entryKey = responseEntryKey(prefix, '/large')
+        await eventually(
+          async () => (await client.hKeys(entryKey)).some((field) => String(field).startsWith('t:')),
+          10_000,
+          'the large body stored',
+        )
+        const hit = await request(app).get('/large').buffer(true).parse(binary)
+        expect(xCache(hit)).to.equal('HIT')
+        expect(bodyBytes(hit).equals(body)).to.equal(true)
+        expect(runs.count).to.equal(1)
+      } finally {
+        await slow.close()
+      }
     })
   })
 })

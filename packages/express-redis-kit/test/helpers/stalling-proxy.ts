@@ -1,5 +1,5 @@
-import { once } from 'node:events'
-import { createConnection, createServer, type Server, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
+import { startTcpProxy } from './tcp-proxy.js'
 
 /**
  * A TCP proxy in front of one Redis node that can stall what Redis sends to the connections
@@ -20,10 +20,9 @@ export interface StallingProxy {
 
 export async function startStallingProxy(target: { host: string; port: number }): Promise<StallingProxy> {
   let stalled = false
-  const links: { tracking: boolean; held: Buffer[]; client: Socket; upstream: Socket }[] = []
-  const server: Server = createServer((client) => {
-    const upstream = createConnection(target)
-    const link = { tracking: false, held: [] as Buffer[], client, upstream }
+  const links: { tracking: boolean; held: Buffer[]; client: Socket }[] = []
+  const proxy = await startTcpProxy(target, (client, upstream) => {
+    const link = { tracking: false, held: [] as Buffer[], client }
     links.push(link)
     client.on('data', (chunk: Buffer) => {
       // node-redis writes each command's arguments as RESP bulk strings: `$8\r\nTRACKING\r\n`.
@@ -34,21 +33,13 @@ export async function startStallingProxy(target: { host: string; port: number })
       if (stalled && link.tracking) link.held.push(chunk)
       else client.write(chunk)
     })
-    const close = () => {
-      client.destroy()
-      upstream.destroy()
+    return () => {
       const index = links.indexOf(link)
       if (index !== -1) links.splice(index, 1)
     }
-    client.on('close', close)
-    upstream.on('close', close)
-    client.on('error', () => {})
-    upstream.on('error', () => {})
   })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
   return {
-    port: (server.address() as { port: number }).port,
+    port: proxy.port,
     trackingConnections: () => links.filter((link) => link.tracking).length,
     stall() {
       stalled = true
@@ -59,12 +50,6 @@ export async function startStallingProxy(target: { host: string; port: number })
         for (const chunk of link.held.splice(0)) link.client.write(chunk)
       }
     },
-    async close() {
-      for (const link of [...links]) {
-        link.client.destroy()
-        link.upstream.destroy()
-      }
-      await new Promise((resolve) => server.close(resolve))
-    },
+    close: () => proxy.close(),
   }
 }
