@@ -3,8 +3,8 @@
  * (src/gate-release.ts finds and builds it) and on this tree, side by side in one process, and
  * a failure when this tree is slower. Run it before every release:
  *
- *   pnpm bench:gate                  (about 3 to 4 minutes; exit code 0 pass, 1 slower, 2 could not measure)
- *   BENCH_ROUNDS=10 pnpm bench:gate  (a quick look, about 2 minutes)
+ *   pnpm bench:gate                  (3 to 4 minutes here; exit code 0 pass, 1 slower, 2 could not measure)
+ *   BENCH_ROUNDS=10 pnpm bench:gate  (a quicker look, 2 to 3 minutes here)
  *
  * What is measured, per path and build:
  *   - CPU µs per call in this process, the main thread's (Linux schedstat) and every thread's
@@ -13,7 +13,8 @@
  *     BENCH_ROUNDS rounds; in each, every path runs one batch on each build, back to back, the
  *     order swapped every round (A B, B A, ...), and the ratio this tree / release is taken per
  *     round, so what the machine's load does to one batch it mostly does to its neighbour. A
- *     batch is about BENCH_BATCH_MS of CPU (its size set per path by an uncounted round).
+ *     batch is about BENCH_BATCH_MS of CPU (its size set per path by an uncounted round). A
+ *     batch in which a call failed (a Redis timeout under load) is measured again, at most twice.
  *   - Redis commands per call (commands run by scripts included) from `INFO commandstats`
  *     deltas around each batch, read on the batch's own connection (so after everything the batch
  *     sent), on a redis-server of the gate's own (src/private-redis.ts): nobody else's traffic.
@@ -43,7 +44,6 @@
 import { cpus, loadavg } from 'node:os'
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import { createClient } from 'redis'
-import { sendMany } from './callgrind.js'
 import {
   type Client,
   type HotPath,
@@ -137,14 +137,48 @@ async function connect(url: string): Promise<Client> {
   return client
 }
 
-/** Runs `count` calls of `run`, 20 in flight. */
-const calls = (hot: HotPath, count: number): Promise<void> => sendMany(count, 20, hot.run)
+/**
+ * CPU per call over `count` calls of `hot`, 20 in flight. Every call is awaited even when one
+ * fails (none may still run when the next batch starts); then the first failure is thrown.
+ */
+async function checkedCalls(hot: HotPath, count: number): Promise<CpuPerCall> {
+  let failure: unknown
+  const cpu = await cpuPerOperation(async () => {
+    try {
+      await hot.run()
+    } catch (error) {
+      failure ??= error
+    }
+  }, count)
+  if (failure) throw failure
+  return cpu
+}
+
+/** Measurements run again after a failed call (a Redis timeout on the loaded machine), for the report. */
+const repeated: string[] = []
+
+/** `measure`, run again (at most twice) when one of its calls failed. */
+async function retried<T>(what: string, measure: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await measure()
+    } catch (error) {
+      if (attempt === 3) throw error
+      log(`${what}: ${error instanceof Error ? error.message : error}; measuring it again`)
+      repeated.push(what)
+    }
+  }
+}
+
+const calls = async (hot: HotPath, count: number): Promise<void> => {
+  await checkedCalls(hot, count)
+}
 
 async function measureBatch(variant: Variant): Promise<Batch> {
   await nextTurn()
   // INFO on the batch's own connection: Redis runs it after every command the batch sent.
   const before = await commandStats(variant.client)
-  const cpu = await cpuPerOperation(variant.hot.run, variant.count)
+  const cpu = await checkedCalls(variant.hot, variant.count)
   await nextTurn()
   const after = await commandStats(variant.client)
   return {
@@ -214,9 +248,11 @@ async function main(): Promise<number> {
         onExit(() => client.destroy())
         const hot = await hotPath(path, kit, client, `gate:${side}:${path}:`)
         onExit(() => hot.close())
-        await calls(hot, WARMUP_CALLS)
+        await retried(`${PATH_LABELS[path]} warm-up`, () => calls(hot, WARMUP_CALLS))
         const { addr } = await client.clientInfo()
-        const monitor = await monitorWhile(stats, addr, () => calls(hot, PROBE_CALLS))
+        const monitor = await retried(`${PATH_LABELS[path]} MONITOR probe`, () =>
+          monitorWhile(stats, addr, () => calls(hot, PROBE_CALLS)),
+        )
         pair.push({
           hot,
           client,
@@ -236,7 +272,11 @@ async function main(): Promise<number> {
       for (const path of paths) {
         const pair = variants.get(path)!
         const cpu: number[] = []
-        for (const variant of pair) cpu.push((await cpuPerOperation(variant.hot.run, WARMUP_CALLS)).process)
+        for (const variant of pair) {
+          cpu.push(
+            (await retried(`${PATH_LABELS[path]} sizing`, () => checkedCalls(variant.hot, WARMUP_CALLS))).process,
+          )
+        }
         const count = Math.max(100, Math.round((BATCH_MS * 1000) / median(cpu)))
         for (const variant of pair) variant.count = count
         if (pass === 1) log(`${PATH_LABELS[path]}: ${count} calls per batch`)
@@ -247,7 +287,10 @@ async function main(): Promise<number> {
       for (const path of paths) {
         const pair = variants.get(path)!
         const order = round % 2 === 0 ? [0, 1] : [1, 0]
-        for (const side of order) pair[side]!.batches.push(await measureBatch(pair[side]!))
+        for (const side of order) {
+          const batch = await retried(`${PATH_LABELS[path]} round ${round + 1}`, () => measureBatch(pair[side]!))
+          pair[side]!.batches.push(batch)
+        }
       }
       const latest = paths.map((path) => {
         const [a, b] = variants.get(path)!
@@ -268,23 +311,26 @@ async function main(): Promise<number> {
           onExit(() => client.destroy())
           const hot = await hotPath(path, kit, client, `gate-cg:${side}:${path}:`)
           onExit(() => hot.close())
-          await calls(hot, CALLGRIND_REQUESTS)
+          await retried(`${PATH_LABELS[path]} callgrind warm-up`, () => calls(hot, CALLGRIND_REQUESTS))
           pair.push({ hot, client })
         }
         for (let repeat = 0; repeat < CALLGRIND_REPEAT; repeat++) {
           for (const side of repeat % 2 === 0 ? [0, 1] : [1, 0]) {
             const { hot, client } = pair[side]!
-            const before = await commandStats(client)
-            const start = await counted.instructions()
-            await calls(hot, CALLGRIND_REQUESTS)
-            await client.ping() // after everything the calls sent
-            const end = await counted.instructions()
-            const after = await commandStats(client)
-            const delta = commandDelta(before.calls, after.calls)
-            delta.delete('ping')
+            const { instructions, commands } = await retried(`${PATH_LABELS[path]} callgrind`, async () => {
+              const before = await commandStats(client)
+              const start = await counted.instructions()
+              await calls(hot, CALLGRIND_REQUESTS)
+              await client.ping() // after everything the calls sent
+              const end = await counted.instructions()
+              const after = await commandStats(client)
+              const delta = commandDelta(before.calls, after.calls)
+              delta.delete('ping')
+              return { instructions: (end - start) / CALLGRIND_REQUESTS, commands: total(delta) / CALLGRIND_REQUESTS }
+            })
             const variant = variants.get(path)![side]!
-            variant.instructions.push((end - start) / CALLGRIND_REQUESTS)
-            variant.callgrindCalls.push(total(delta) / CALLGRIND_REQUESTS)
+            variant.instructions.push(instructions)
+            variant.callgrindCalls.push(commands)
           }
         }
         const [a, b] = variants.get(path)!
@@ -374,6 +420,9 @@ async function main(): Promise<number> {
     }
     lines.push(
       '',
+      ...(repeated.length
+        ? [`Measured again after a failed call (a Redis timeout under load): ${repeated.join(', ')}.`, '']
+        : []),
       ...paths.map(
         (path) => `- ${PATH_LABELS[path]}: ${PATH_NOTES[path]}; ${variants.get(path)![0]!.count} calls per batch.`,
       ),
