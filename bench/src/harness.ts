@@ -176,6 +176,14 @@ export const median = (values: number[]): number => {
   const middle = Math.floor(sorted.length / 2)
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
 }
+/** The `q` quantile of `values` (0 <= q <= 1), linearly interpolated between the two nearest ranks. */
+export const quantile = (values: number[], q: number): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const position = (sorted.length - 1) * q
+  const below = sorted[Math.floor(position)]!
+  const above = sorted[Math.ceil(position)]!
+  return below + (above - below) * (position - Math.floor(position))
+}
 export const thousands = (n: number): string => Math.round(n).toLocaleString('en-US')
 export const ratio = (value: number, base: number): string => `${(value / base).toFixed(2)}x`
 

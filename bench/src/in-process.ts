@@ -6,6 +6,7 @@
  * the machine's load does to one batch it does to its neighbours, and the median of the
  * per-round ratios is what is reported, with its spread.
  */
+import { readFileSync } from 'node:fs'
 import { type Handler, sendInMemory, sendMany } from './callgrind.js'
 import { median } from './harness.js'
 
@@ -33,15 +34,46 @@ const cpuNow = (): number => {
   return user + system
 }
 
-async function batch(variant: Variant, requests: number): Promise<number> {
-  const started = cpuNow()
-  await sendMany(requests, 20, async () => {
+const SCHEDSTAT = `/proc/self/task/${process.pid}/schedstat`
+/**
+ * The main thread's time on a CPU (Linux's schedstat, nanoseconds, as µs), or NaN where there is
+ * no such file. process.cpuUsage also counts V8's compiler and garbage-collector threads, whose
+ * work lands in whichever batch is running: on this machine that doubled the spread of the
+ * per-round ratios of the same code. (process.threadCpuUsage only comes with Node 23.9.)
+ */
+const mainThreadNow = (): number => {
+  try {
+    return Number(readFileSync(SCHEDSTAT, 'latin1').split(' ')[0]) / 1000
+  } catch {
+    return Number.NaN
+  }
+}
+
+/** CPU µs per call: the whole process's (user + system, every thread) and the main thread's. */
+export interface CpuPerCall {
+  process: number
+  mainThread: number
+}
+
+/** One request of `variant`, checked (an error if the answer is not what the variant must measure). */
+export function requestOf(variant: Variant): () => Promise<void> {
+  return async () => {
     const res = await sendInMemory(variant.app, 'GET', variant.path, variant.headers)
     variant.check?.(res.statusCode, (name) => res.getHeader(name))
     if (res.statusCode !== 200 && !variant.check) throw new Error(`${variant.name}: answered ${res.statusCode}`)
-  })
-  return (cpuNow() - started) / requests
+  }
 }
+
+/** CPU time per call over `count` calls of `operation`, 20 in flight. */
+export async function cpuPerOperation(operation: () => Promise<void>, count: number): Promise<CpuPerCall> {
+  const started = cpuNow()
+  const mainStarted = mainThreadNow()
+  await sendMany(count, 20, operation)
+  return { process: (cpuNow() - started) / count, mainThread: (mainThreadNow() - mainStarted) / count }
+}
+
+const batch = async (variant: Variant, requests: number): Promise<number> =>
+  (await cpuPerOperation(requestOf(variant), requests)).process
 
 /** Runs `rounds` rounds of `requests` requests per variant (after one warm-up round); `variants[0]` is the reference. */
 export async function compare(variants: Variant[], rounds: number, requests: number): Promise<Comparison[]> {

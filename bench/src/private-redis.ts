@@ -16,19 +16,26 @@ function freePort(): Promise<number> {
   })
 }
 
-/** A redis-server of this benchmark's own (no persistence), stopped on exit. */
-export async function privateRedis(): Promise<{ url: string; stop(): void }> {
+/**
+ * A redis-server of this benchmark's own (no persistence), stopped on exit. `under` runs it
+ * under another program that execs it in the same process (e.g. valgrind), whose pid is then
+ * the server's; such a server may take `startTimeoutMs` to answer.
+ */
+export async function privateRedis(
+  options: { under?: string[]; startTimeoutMs?: number } = {},
+): Promise<{ url: string; pid: number; stop(): void }> {
   const port = await freePort()
-  const server = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    {
-      stdio: 'ignore',
-    },
-  )
+  const args = ['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+  const command = [...(options.under ?? []), ...args]
+  const server = spawn(command[0]!, command.slice(1), { stdio: 'ignore' })
+  let failed: Error | undefined
+  server.once('error', (error) => {
+    failed = error
+  })
   process.on('exit', () => server.kill('SIGKILL'))
   const url = `redis://127.0.0.1:${port}`
-  for (let attempt = 0; ; attempt++) {
+  const deadline = Date.now() + (options.startTimeoutMs ?? 10_000)
+  for (;;) {
     const probe = createClient({ url, socket: { reconnectStrategy: false } })
     probe.on('error', () => {})
     try {
@@ -36,9 +43,10 @@ export async function privateRedis(): Promise<{ url: string; stop(): void }> {
       await probe.close()
       break
     } catch (error) {
-      if (attempt === 50) throw new Error(`the private redis-server on port ${port} did not start: ${error}`)
+      if (failed || server.exitCode !== null || Date.now() > deadline)
+        throw new Error(`the private redis-server on port ${port} did not start: ${failed ?? error}`)
       await sleep(100)
     }
   }
-  return { url, stop: () => server.kill('SIGTERM') }
+  return { url, pid: server.pid!, stop: () => server.kill('SIGTERM') }
 }
