@@ -512,10 +512,11 @@ describeFailover(
 /*
  * Faults one after another on a cluster of its own (3 + 3, as above): each master stalled in
  * turn (CLIENT PAUSE), a shard switched back and forth between its master and replica
- * (CLUSTER FAILOVER), a master frozen past its replica's promotion under durable and fan-out
- * traffic. What must hold: a stall costs only its own shard, and leaves nothing behind; every
- * gap in a sharded subscription is reported by onReconnect before the first message after it;
- * stream subscriptions follow the promotion.
+ * (CLUSTER FAILOVER), a master frozen past its replica's promotion under pub/sub, durable and
+ * fan-out traffic. What must hold: a stall costs only its own shard, and leaves nothing
+ * behind; every gap in a sharded subscription is reported by onReconnect before the first
+ * message after it, and no message delivered out of order is left without an onReconnect after
+ * it; stream subscriptions follow the promotion.
  */
 describeFailover(
   'Redis Cluster stalls and graceful failovers, one after another (3 masters + 3 replicas, own ports; runs in the single-Redis pass)',
@@ -683,22 +684,38 @@ describeFailover(
       ).to.deep.equal([])
       expect(unhandled).to.deep.equal([])
     })
+
     /**
      * A master frozen (SIGSTOP) past its replica's promotion, then woken (SIGCONT), while a publisher
-     * sends every 20 ms on a stream of its shard, read by a durable and a fan-out subscription.
-     * `sameProcess`: the publisher uses the subscribers' client (it keeps that client's topology
-     * current); otherwise a client of its own (another process), and the subscribers' client sends
-     * nothing but what the notifier sends.
+     * sends every 20 ms on a pub/sub channel and on a stream of its shard, read by a pub/sub, a
+     * durable and a fan-out subscription. When it wakes, the frozen master runs the publishes that
+     * timed out for their publisher and hands them to the promoted master's subscribers, after
+     * messages published later. `sameProcess`: the publisher uses the subscribers' client (it
+     * keeps that client's topology current); otherwise a client of its own (another process), and
+     * the subscribers' client sends nothing but what the notifier sends.
      */
     async function frozenMaster(sameProcess: boolean) {
       const prefix = uniquePrefix('frozen')
       const channel = 'frozen'
-      const streamsPrefix = `${prefix}st:`
-      const victim = await cluster.masterOf(`${streamsPrefix}${channel}`)
+      const eventsPrefix = `${prefix}ev:`
+      const victim = await cluster.masterOf(`${eventsPrefix}${channel}`)
       const replica = await cluster.replicaOf(victim)
+      const masterOf = await cluster.mastersNow()
+      // a stream of the same shard
+      let streamsPrefix = ''
+      for (let i = 0; masterOf(`${streamsPrefix}${channel}`) !== victim; i++) streamsPrefix = `${prefix}st${i}:`
       const publisherClient = sameProcess ? client : await recommendedClient(cluster).connect()
       if (!sameProcess) opened.push(publisherClient)
 
+      /** Pub/sub deliveries (the message's number) and onReconnect calls, in the order they happened. */
+      const log: (number | 'reconnect')[] = []
+      const subscriber = createNotifier({
+        client,
+        prefix: eventsPrefix,
+        timeoutMs: TIMEOUT_MS,
+        logger: recordingLogger(),
+        onReconnect: () => void log.push('reconnect'),
+      })
       const streamLogger = recordingLogger()
       const durable = createNotifier({
         client,
@@ -714,6 +731,12 @@ describeFailover(
         timeoutMs: TIMEOUT_MS,
         logger: streamLogger,
       })
+      const publisher = createNotifier({
+        client: publisherClient,
+        prefix: eventsPrefix,
+        timeoutMs: TIMEOUT_MS,
+        logger: recordingLogger(),
+      })
       const streamPublisher = createNotifier({
         client: publisherClient,
         prefix: streamsPrefix,
@@ -721,7 +744,7 @@ describeFailover(
         timeoutMs: TIMEOUT_MS,
         logger: recordingLogger(),
       })
-      opened.push(durable, fanout, streamPublisher)
+      opened.push(subscriber, durable, fanout, publisher, streamPublisher)
       /** Stream deliveries: the times each message was delivered. */
       const durableAt = new Map<number, number[]>()
       const fanoutAt = new Map<number, number[]>()
@@ -730,29 +753,48 @@ describeFailover(
         const { n } = payload as { n: number }
         into.set(n, [...(into.get(n) ?? []), Date.now()])
       }
+      await subscriber.subscribe(channel, (payload) => void log.push((payload as { n: number }).n))
       await durable.subscribe(channel, deliveredTo(durableAt))
       await fanout.subscribe(channel, (payload) => {
         deliveredTo(fanoutAt)(payload)
         fanoutOrder.push((payload as { n: number }).n)
       })
 
-      /** Messages whose publish Redis confirmed, with when. */
+      /** Messages whose publish Redis confirmed: pub/sub numbers; stream numbers with when. */
+      const confirmed: number[] = []
       const streamConfirmedAt = new Map<number, number>()
+      let published = 0
       let streamPublished = 0
       let publishing = true
-      const publishers = (async () => {
-        while (publishing) {
-          const n = ++streamPublished
-          await streamPublisher.publish(channel, { n }).then(
-            () => streamConfirmedAt.set(n, Date.now()),
-            () => {},
-          )
-          await sleep(20)
-        }
-      })()
-      const from = { stream: streamPublished }
+      const publishers = Promise.all([
+        (async () => {
+          while (publishing) {
+            const n = ++published
+            await publisher.publish(channel, { n }).then(
+              () => confirmed.push(n),
+              () => {},
+            )
+            await sleep(20)
+          }
+        })(),
+        (async () => {
+          while (publishing) {
+            const n = ++streamPublished
+            await streamPublisher.publish(channel, { n }).then(
+              () => streamConfirmedAt.set(n, Date.now()),
+              () => {},
+            )
+            await sleep(20)
+          }
+        })(),
+      ])
+      const delivered = () => log.filter((entry): entry is number => entry !== 'reconnect')
+      const from = { pubsub: published, stream: streamPublished }
       await waitUntil(
-        () => [...durableAt.keys()].some((n) => n > from.stream) && [...fanoutAt.keys()].some((n) => n > from.stream),
+        () =>
+          delivered().some((n) => n > from.pubsub) &&
+          [...durableAt.keys()].some((n) => n > from.stream) &&
+          [...fanoutAt.keys()].some((n) => n > from.stream),
         10_000,
         'messages flowing before the freeze',
       )
@@ -767,12 +809,39 @@ describeFailover(
       await sleep(AFTER_THAW_MS)
       publishing = false
       await publishers
+      const lastPubSub = confirmed.at(-1)!
       const lastStream = Math.max(...streamConfirmedAt.keys())
       await waitUntil(
-        () => durableAt.has(lastStream) && fanoutAt.has(lastStream),
+        () => delivered().includes(lastPubSub) && durableAt.has(lastStream) && fanoutAt.has(lastStream),
         10_000,
         'the last confirmed messages',
       )
+
+      if (process.env.FAILOVER_DEBUG) console.log(`pub/sub deliveries and onReconnect calls: ${log.join(' ')}`)
+      // Pub/sub: a message delivered after one published later (out of order) is followed by an onReconnect.
+      const late: string[] = []
+      let highest = 0
+      log.forEach((entry, i) => {
+        if (entry === 'reconnect') return
+        if (entry < highest && !log.slice(i + 1).includes('reconnect')) late.push(`${entry} after ${highest}`)
+        highest = Math.max(highest, entry)
+      })
+      const outOfOrder = delivered().filter((n, i, all) => all.slice(0, i).some((before) => before > n)).length
+      const reconnects = log.filter((entry) => entry === 'reconnect').length
+      expect(
+        late,
+        `messages delivered out of order with no onReconnect after them (${outOfOrder} out of order, ${reconnects} onReconnect calls)`,
+      ).to.deep.equal([])
+      // Pub/sub: every confirmed message lost is reported between its neighbours.
+      const received = new Set(delivered())
+      const lost = confirmed.filter((n) => !received.has(n))
+      const silent = lost.filter((n) => {
+        const next = log.findIndex((entry) => entry !== 'reconnect' && entry > n)
+        const before = log.slice(0, next === -1 ? log.length : next)
+        const previous = before.findLastIndex((entry) => entry !== 'reconnect' && entry < n)
+        return !before.slice(previous + 1).includes('reconnect')
+      })
+      expect(silent, `confirmed pub/sub messages lost without onReconnect (${lost.length} lost)`).to.deep.equal([])
 
       // Durable and fan-out: every confirmed message that the promoted master holds is delivered;
       // those it confirmed, within the bound and once; fan-out once each and in order. (Redis
@@ -821,13 +890,15 @@ describeFailover(
       report.push(
         `frozen master (${FREEZE_MS / 1000} s, publisher ${sameProcess ? 'in the subscribers’ process' : 'in another process'}): ` +
           `promoted ${promotedAt - frozenAt} ms after the freeze, answered again ${answeredAt - frozenAt} ms after it; ` +
+          `pub/sub ${confirmed.length} confirmed, ${lost.length} lost, ${outOfOrder} delivered out of order, ` +
+          `${reconnects} onReconnect calls (none missing after them); ` +
           `durable: slowest delivery of a message the promoted master confirmed ${maxLag(durableAt)} ms, ` +
           `${[...durableAt.values()].filter((times) => times.length > 1).length} delivered twice; ` +
           `fan-out: slowest ${maxLag(fanoutAt)} ms; confirmed by the old master but not replicated ${notReplicated.length}`,
       )
     }
 
-    it('a master frozen past its promotion, then woken: durable and fan-out reads follow the promotion (publisher in the same process)', async () => {
+    it('a master frozen past its promotion, then woken: pub/sub signals every gap and every out-of-order delivery, stream reads follow the promotion (publisher in the same process)', async () => {
       await frozenMaster(true)
     })
 
