@@ -34,7 +34,8 @@ type Duplicable = PubSubClient & {
  * later. Each such node is watched through one connection of ours, which it answers only once
  * awake: once it did, its channels are due for another onReconnect (after SETTLE_MS, when what it
  * held has been delivered), so an app that reloads its state there does so after the stale
- * messages. A node that refuses the connection (dead: what it held is gone) is forgotten.
+ * messages. A node that refuses the connection (dead: what it held is gone) is forgotten. One
+ * that was not frozen answers at once and costs an onReconnect more than needed: conservative.
  */
 export class DepartedNodes {
   readonly #nodes = new Map<string, DepartedNode>()
