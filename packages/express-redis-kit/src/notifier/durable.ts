@@ -4,6 +4,7 @@ import { duplicateConnection } from '../shared/redis.js'
 import { decodeEnvelope, type EventMeta, type Subscriber } from './envelope.js'
 import { Interruptible, retryDelay, stopLoop } from './interruptible.js'
 import type { ParsedNotifierOptions } from './options.js'
+import { MovedWhileWaiting, StallWatch } from './stall-watch.js'
 
 /** The field of a stream entry that holds the JSON envelope. */
 export const ENTRY_FIELD = 'm'
@@ -69,6 +70,8 @@ export class DurableSubscription {
   #stopping = false
   /** Interrupts what the loop is waiting on (a blocking read or a pause), not a handler. */
   readonly #waiting = new Interruptible()
+  /** Follows the key's slot to another node when the one a command waits on stops answering. */
+  readonly #watch: StallWatch
   #lastClaimAt = 0
   #lastPruneAt = 0
   /** Messages trimmed from the stream before this group read them, as last reported. */
@@ -80,6 +83,7 @@ export class DurableSubscription {
     this.#group = group
     this.#key = options.prefix + subscriber.channel
     this.#warn = throttledLogger(options.logger, 'warn')
+    this.#watch = new StallWatch(options, this.#key, `durable subscriber ${this.#key} (group "${group}")`)
   }
 
   /** Connects, creates the group if needed (new messages only) and starts consuming. */
@@ -121,7 +125,9 @@ export class DurableSubscription {
    * Claims when due, then reads (first what this consumer had pending, then new messages with a
    * blocking read). After a failure it pauses longer for each failure in a row (see
    * `retryDelay`), until a read succeeds; a lost group (`NOGROUP`: the stream was lost) is
-   * created again first.
+   * created again first. A command abandoned because its node stopped serving the slot (see
+   * StallWatch) is sent again at once, to the slot's new master, after a read of what this
+   * consumer has pending there.
    */
   async #run(connection: StreamConnection): Promise<void> {
     let history = '0'
@@ -142,6 +148,12 @@ export class DurableSubscription {
         }
       } catch (error) {
         if (this.#stopping) break
+        if (error instanceof MovedWhileWaiting) {
+          // what the old master delivered to this consumer but never answered with (it froze
+          // before the reply) is pending on the new one: read it first, as after a restart
+          history = '0'
+          continue
+        }
         if (error instanceof Error && error.message.startsWith('NOGROUP')) {
           await this.#createGroup().catch(() => undefined)
         }
@@ -160,7 +172,11 @@ export class DurableSubscription {
   async #read(connection: StreamConnection, id: string, block: number | undefined): Promise<StreamMessage[]> {
     const options =
       block === undefined ? { COUNT: this.#options.batchSize } : { COUNT: this.#options.batchSize, BLOCK: block }
-    const reading = connection.xReadGroup(this.#group, this.#options.consumer, { key: this.#key, id }, options)
+    const reading = this.#watch.run(
+      connection,
+      () => connection.xReadGroup(this.#group, this.#options.consumer, { key: this.#key, id }, options),
+      block,
+    )
     const reply = await this.#waiting.wait(reading)
     return reply?.[0]?.messages ?? []
   }
@@ -175,9 +191,9 @@ export class DurableSubscription {
     const { consumer, claimIdleMs, batchSize } = this.#options
     let cursor = '0-0'
     do {
-      const reply = await connection.xAutoClaim(this.#key, this.#group, consumer, claimIdleMs, cursor, {
-        COUNT: batchSize,
-      })
+      const reply = await this.#watch.run(connection, () =>
+        connection.xAutoClaim(this.#key, this.#group, consumer, claimIdleMs, cursor, { COUNT: batchSize }),
+      )
       cursor = reply.nextId
       const messages = reply.messages.filter((message): message is StreamMessage => message !== null)
       if (messages.length === 0) continue
@@ -194,9 +210,11 @@ export class DurableSubscription {
     if (messages.length === 0) return new Map()
     const first = messages[0]?.id ?? '-'
     const last = messages.at(-1)?.id ?? '+'
-    const pending = await connection.xPendingRange(this.#key, this.#group, first, last, messages.length, {
-      consumer: this.#options.consumer,
-    })
+    const pending = await this.#watch.run(connection, () =>
+      connection.xPendingRange(this.#key, this.#group, first, last, messages.length, {
+        consumer: this.#options.consumer,
+      }),
+    )
     return new Map(pending.map((entry) => [entry.id, entry.deliveriesCounter]))
   }
 
@@ -206,7 +224,9 @@ export class DurableSubscription {
    * Redis 7+) and log what is new since the last round.
    */
   async #checkTrimmed(connection: StreamConnection): Promise<void> {
-    const [stream, groups] = await Promise.all([connection.xInfoStream(this.#key), connection.xInfoGroups(this.#key)])
+    const [stream, groups] = await this.#watch.run(connection, () =>
+      Promise.all([connection.xInfoStream(this.#key), connection.xInfoGroups(this.#key)]),
+    )
     const group = groups.find(({ name }) => name === this.#group)
     // Redis 7.0 leaves entries-read unset until the group's first read: from the stream's start, that is 0
     const read = group?.['entries-read'] ?? (group?.['last-delivered-id'] === '0-0' ? 0 : undefined)
@@ -228,8 +248,11 @@ export class DurableSubscription {
 
   async #prune(connection: StreamConnection): Promise<void> {
     this.#lastPruneAt = Date.now()
-    for (const { name, pending, idle } of await connection.xInfoConsumers(this.#key, this.#group)) {
-      if (pending === 0 && idle > PRUNE_IDLE_MS) await connection.xGroupDelConsumer(this.#key, this.#group, name)
+    const consumers = await this.#watch.run(connection, () => connection.xInfoConsumers(this.#key, this.#group))
+    for (const { name, pending, idle } of consumers) {
+      if (pending === 0 && idle > PRUNE_IDLE_MS) {
+        await this.#watch.run(connection, () => connection.xGroupDelConsumer(this.#key, this.#group, name))
+      }
     }
   }
 
@@ -245,8 +268,21 @@ export class DurableSubscription {
       await this.#handleEach(messages, deliveries, channel, done)
     } finally {
       // one XACK per read, not per message; a crash before it only means redelivery (at least once)
-      if (done.length > 0) await connection.xAck(this.#key, this.#group, done)
+      if (done.length > 0) await this.#ack(connection, done)
     }
+  }
+
+  /**
+   * Acknowledges `ids`; sent once more when its node stopped serving the slot while it waited (the
+   * promoted master holds them pending, as its predecessor replicated them), so that they are not
+   * delivered again after `claimIdle`.
+   */
+  async #ack(connection: StreamConnection, ids: string[]): Promise<void> {
+    const ack = () => this.#watch.run(connection, () => connection.xAck(this.#key, this.#group, ids))
+    await ack().catch((error: unknown) => {
+      if (error instanceof MovedWhileWaiting) return ack()
+      throw error
+    })
   }
 
   async #handleEach(

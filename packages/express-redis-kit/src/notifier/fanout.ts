@@ -5,6 +5,7 @@ import { ENTRY_FIELD } from './durable.js'
 import { decodeEnvelope, type Envelope, type EventMeta, type Subscriber } from './envelope.js'
 import { Interruptible, retryDelay, stopLoop } from './interruptible.js'
 import type { ParsedNotifierOptions } from './options.js'
+import { MovedWhileWaiting, StallWatch } from './stall-watch.js'
 
 /** What a fan-out subscriber learns when messages it should have received were trimmed away. */
 export interface GapInfo {
@@ -133,6 +134,8 @@ export class FanoutSubscription {
   #stopping = false
   /** Interrupts what the loop is waiting on (a blocking read or a pause), not a handler. */
   readonly #waiting = new Interruptible()
+  /** Follows the key's slot to another node when the one a read waits on stops answering. */
+  readonly #watch: StallWatch
 
   constructor(
     options: ParsedNotifierOptions,
@@ -146,6 +149,7 @@ export class FanoutSubscription {
     this.#from = from
     this.#onGap = onGap
     this.#warn = throttledLogger(options.logger, 'warn')
+    this.#watch = new StallWatch(options, this.#key, `fan-out subscriber ${this.#key}`)
   }
 
   /** Connects and fixes the start position: messages published once it resolved are delivered. */
@@ -185,7 +189,9 @@ export class FanoutSubscription {
    * delivered but read again the first way. After a failure it starts over the first way, which
    * also notices at once a stream lost with a Redis restart. Failures count as "in a row" until a
    * blocking read succeeds or a read delivers something: a loop whose first read works and whose
-   * blocking read fails every time backs off as one whose reads all fail.
+   * blocking read fails every time backs off as one whose reads all fail. A read abandoned because
+   * its node stopped serving the slot (see StallWatch) starts over the first way at once, on the
+   * slot's new master.
    */
   async #run(connection: FanoutConnection): Promise<void> {
     const count = Math.min(this.#options.batchSize, this.#options.maxLength)
@@ -211,8 +217,9 @@ export class FanoutSubscription {
         caughtUp = read.entries.length < count
       } catch (error) {
         if (this.#stopping) break
-        this.#warn(`express-redis-kit notifier: reading ${this.#key} failed; resuming after ${this.#position}`, error)
         caughtUp = false
+        if (error instanceof MovedWhileWaiting) continue
+        this.#warn(`express-redis-kit notifier: reading ${this.#key} failed; resuming after ${this.#position}`, error)
         failures++
         await this.#waiting.pause(retryDelay(failures))
       }
@@ -226,7 +233,8 @@ export class FanoutSubscription {
     block: number | undefined,
   ): Promise<StreamMessage[]> {
     const options = block === undefined ? { COUNT: count } : { COUNT: count, BLOCK: block }
-    const reply = await this.#waiting.wait(connection.xRead({ key: this.#key, id: after }, options))
+    const reading = this.#watch.run(connection, () => connection.xRead({ key: this.#key, id: after }, options), block)
+    const reply = await this.#waiting.wait(reading)
     return reply?.[0]?.messages ?? []
   }
 

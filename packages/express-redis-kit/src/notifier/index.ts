@@ -104,7 +104,10 @@ export interface Notifier {
    * `SPUBLISH` on a Cluster, `XADD ... MAXLEN ~` in durable mode) and resolves to the
    * message's id. Rejects with `ERK_INVALID_MESSAGE` for a payload that is not JSON or too
    * large, and with `ERK_REDIS_UNAVAILABLE` when Redis is down or did not answer within
-   * `timeoutMs`; nothing is retried.
+   * `timeoutMs`; nothing is retried. A timeout means "not confirmed", not "not published": a
+   * frozen Redis runs what it held once it wakes up, so such a message may still be delivered,
+   * seconds later and after messages published since (pub/sub on a Cluster: `onReconnect` is
+   * called after it, see its option).
    */
   publish(channel: string, payload: unknown, options?: PublishOptions): Promise<string>
   /**
@@ -137,7 +140,8 @@ export interface Notifier {
  * - `mode: 'pubsub'` (default): at-most-once broadcast to every subscriber that is
  *   connected. Subscriptions share one connection the notifier duplicates from `client`
  *   (a Cluster uses sharded pub/sub), renewed after a reconnect; `onReconnect` reports each
- *   gap (a reconnect, a channel moved to another node) before the first message after it.
+ *   gap (a reconnect, a channel moved to another node) before the first message after it, and
+ *   on a Cluster follows the late messages of a frozen master that woke up.
  * - `mode: 'durable'`: Redis Streams and consumer groups. Each group receives every
  *   message once (several processes in one group share the work); a message is
  *   acknowledged after its handler resolved, redelivered after `claimIdle` otherwise.

@@ -47,7 +47,11 @@ export interface NotifierOptions {
    * dropped, or on a Cluster its channel moved to another node (a failover). It runs once the
    * subscription is renewed, and in any case before the first message after the gap reaches a
    * handler; it is not awaited. Messages published meanwhile are lost, so drop what you cached
-   * from them. Not called in durable and fan-out modes, where nothing is lost within maxLength.
+   * from them. On a Cluster it is also called about a second after a master that a channel left
+   * without handing it over (it froze, and its replica was promoted) answers again: waking up, it
+   * runs the publishes it held (they had timed out for their publishers) and the new master
+   * delivers them, after messages published later. Not called in durable and fan-out modes,
+   * where nothing is lost within maxLength.
    * @default undefined (none)
    */
   onReconnect?: () => void | Promise<void>

@@ -1,11 +1,12 @@
-import { rediscoverUnmapped, refreshTopology } from '../shared/cluster-health.js'
+import { probeNode, rediscoverUnmapped, refreshTopology } from '../shared/cluster-health.js'
 import { publishNotifier } from '../shared/diagnostics.js'
 import { RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
 import { duplicateConnection, isCluster, withTimeout } from '../shared/redis.js'
+import { DepartedNodes } from './departed.js'
 import { decodeEnvelope, type Subscriber } from './envelope.js'
 import type { ParsedNotifierOptions } from './options.js'
-import { heldAnywhere, homeOf, pubSubClients, RESUBSCRIBE_EVENT, slotMaster } from './shards.js'
+import { heldAnywhere, homeOf, type PubSubClient, pubSubClients, RESUBSCRIBE_EVENT, slotMaster } from './shards.js'
 
 type Listener = (message: string, channel: string) => void
 
@@ -44,6 +45,11 @@ interface Channel {
  * a gap is subscribed again, and in any case before the first message on a channel with a gap
  * is delivered (that message shows the channel is back), so that every gap is reported between
  * the last message before it and the first one after it.
+ *
+ * A channel that left a node without being handed over (the node died, or froze and its replica
+ * was promoted) gets onReconnect once more when that node answers again (see DepartedNodes): a
+ * frozen master that wakes up delivers, through the new master, what publishers sent it while it
+ * was frozen, after messages published later.
  */
 export class PubSubTransport {
   readonly #options: ParsedNotifierOptions
@@ -61,6 +67,9 @@ export class PubSubTransport {
   #unheld = new Set<string>()
   readonly #resubscribing = new Set<string>()
   readonly #watchedPubSubClients = new WeakSet<object>()
+  /** The node pub/sub connection each channel was last seen at home on (Cluster). */
+  readonly #seenOn = new Map<string, PubSubClient>()
+  readonly #departed = new DepartedNodes()
 
   constructor(options: ParsedNotifierOptions) {
     this.#options = options
@@ -94,6 +103,7 @@ export class PubSubTransport {
     if (channel.subscribers.size === 0 && !this.#closed) {
       this.#channels.delete(name)
       this.#gaps.delete(name)
+      this.#seenOn.delete(name)
       // Bounded: while Redis is down node-redis would hold it until it is back. Messages that still arrive
       // meanwhile find no subscriber and are ignored.
       const unsubscribing = this.#connect().then((connection) =>
@@ -110,6 +120,7 @@ export class PubSubTransport {
   async close(): Promise<void> {
     this.#closed = true
     clearInterval(this.#shardWatch)
+    this.#departed.close()
     this.#channels.clear()
     this.#connection = undefined
     // destroy() also ends a connect() still waiting for Redis, which then rejects.
@@ -130,6 +141,8 @@ export class PubSubTransport {
           await connection.sSubscribe(name, listener)
           // The channel's node connection exists now: hear at once when its channels move.
           this.#watchPubSubClients(connection)
+          const holder = pubSubClients(connection).find((client) => client.getPubSubListeners('SHARDED').has(name))
+          if (holder) this.#seenOn.set(name, holder)
         } else await connection.subscribe(name, listener)
         return
       } catch (error) {
@@ -174,8 +187,9 @@ export class PubSubTransport {
         // node-redis moves the listeners of a node that left the topology (a failover, MOVED on
         // a pub/sub connection) to the new masters with this event: a gap.
         connection.on(RESUBSCRIBE_EVENT, (listeners: unknown) => {
-          const sharded = (listeners as { SHARDED?: Map<string, unknown> } | undefined)?.SHARDED
-          this.#openGap(sharded?.keys())
+          const sharded = [...((listeners as { SHARDED?: Map<string, unknown> } | undefined)?.SHARDED?.keys() ?? [])]
+          this.#openGap(sharded)
+          this.#watchDeparted(sharded)
         })
         // node-redis could not move a channel (its slot had no master in the topology it read
         // back, as during a failover): it dropped the channel's listeners, so we subscribe again.
@@ -253,10 +267,20 @@ export class PubSubTransport {
   #checkShards(connection: SubscriberConnection): void {
     if (this.#closed) return
     this.#watchPubSubClients(connection)
+    // a node our channels left woke up a second ago: what it held has been delivered
+    this.#openGap(this.#departed.due())
     const theirs = this.#options.client
     const unheld = new Set<string>()
     for (const [name, channel] of this.#channels) {
-      if (!channel.subscribed || homeOf(connection, theirs, name) !== undefined) continue
+      if (!channel.subscribed) continue
+      const home = homeOf(connection, theirs, name)
+      if (home !== undefined) {
+        this.#seenOn.set(name, home)
+        // a frozen master says nothing on a subscription: ask the app's client to check it
+        const node = slotMaster(theirs, name)?.client
+        if (node) probeNode(theirs, node, this.#options.timeoutMs)
+        continue
+      }
       this.#gaps.add(name)
       const master = slotMaster(connection, name)
       const expected = slotMaster(theirs, name)
@@ -272,6 +296,18 @@ export class PubSubTransport {
     }
     this.#unheld = unheld
     this.#reportGaps(undefined, true)
+  }
+
+  /** Watches the nodes that the channels `names` left without being handed over (see DepartedNodes). */
+  #watchDeparted(names: string[]): void {
+    const byNode = new Map<PubSubClient, string[]>()
+    for (const name of names) {
+      const node = this.#seenOn.get(name)
+      if (node === undefined) continue
+      this.#seenOn.delete(name)
+      byNode.set(node, [...(byNode.get(node) ?? []), name])
+    }
+    for (const [node, moved] of byNode) this.#departed.watch(node, moved)
   }
 
   /** Subscribes `name` again (its listeners were lost), once at a time, retrying until it is done or removed. */

@@ -12,7 +12,11 @@
  *   - a node whose connection has never been up yet (a replica promoted a moment ago) is
  *     waited for, within the command's timeout;
  *   - a node that times out twice within 2 s asks for the topology again: a frozen master's
- *     slots move to its replica as soon as the cluster promotes it.
+ *     slots move to its replica as soon as the cluster promotes it;
+ *   - a node that the notifier's own connections wait on (a blocking stream read, a sharded
+ *     subscription: a frozen node and one with nothing to say look alike there) is pinged through
+ *     the app's client once a second, unless that client heard from it within the second, so
+ *     that a frozen master is found (as above) in a process that sends it nothing else.
  * The refresh uses node-redis's own rediscovery (`_slots.rediscover`, node-redis 5.1+ and 6),
  * started from another master; node-redis 5.0.x does not expose it and then relies on its
  * own refreshes.
@@ -37,6 +41,8 @@ export interface NodeClient {
   readonly options?: { socket?: { host?: string; port?: number } }
   once(event: 'ready', listener: () => void): unknown
   off(event: 'ready', listener: () => void): unknown
+  /** Sends a raw command (node-redis 5 and 6 clients have it; checked before use). */
+  sendCommand?(args: string[]): Promise<unknown>
 }
 
 interface ClusterInternals {
@@ -56,12 +62,17 @@ export function slotNode(redis: unknown, key: string): NodeClient | undefined {
 const seenReady = new WeakSet<NodeClient>()
 /** Recent timeouts of each node: the time of the last one and how many in a row. */
 const timeouts = new WeakMap<NodeClient, { at: number; count: number }>()
+/** When each node last answered a command of the kit, or a probe. */
+const answeredAt = new WeakMap<NodeClient, number>()
+/** When each node was last probed (see probeNode). */
+const probedAt = new WeakMap<NodeClient, number>()
 /** When each cluster last asked for its topology (keyed by node-redis's slot table). */
 const refreshedAt = new WeakMap<object, number>()
 
 const REFRESH_EVERY_MS = 250
 const TIMEOUTS_BEFORE_REFRESH = 2
 const TIMEOUT_WINDOW_MS = 2_000
+const PROBE_EVERY_MS = 1_000
 
 export function wasReady(node: NodeClient): boolean {
   return seenReady.has(node)
@@ -75,6 +86,7 @@ export function nodeReady(node: NodeClient): void {
 /** `node` answered: its timeouts in a row end. */
 export function nodeAnswered(node: NodeClient): void {
   timeouts.delete(node)
+  answeredAt.set(node, Date.now())
 }
 
 /** A command to `node` timed out: after a second one within 2 s, ask for the topology. */
@@ -84,6 +96,35 @@ export function nodeTimedOut(redis: unknown, node: NodeClient): void {
   const count = last && now - last.at < TIMEOUT_WINDOW_MS ? last.count + 1 : 1
   timeouts.set(node, { at: now, count })
   if (count >= TIMEOUTS_BEFORE_REFRESH) refreshTopology(redis, node)
+}
+
+/**
+ * Checks that `node` (a connection of the cluster client `redis`, the app's) still answers, for a
+ * caller that cannot tell from where it waits: a blocking read or a subscription of the notifier,
+ * on a connection of its own to the same node, sees a frozen node as one with nothing to say. A
+ * PING, at most one per node per second and none when the node answered within the last second;
+ * one that gets no reply within `timeoutMs` counts as a timeout of the node (see nodeTimedOut), so
+ * that the cluster asks for its topology again and its slots follow a promoted replica.
+ */
+export function probeNode(redis: unknown, node: NodeClient, timeoutMs: number): void {
+  const now = Date.now()
+  if (typeof node.sendCommand !== 'function' || !node.isReady) return
+  if (now - (answeredAt.get(node) ?? 0) < PROBE_EVERY_MS || now - (probedAt.get(node) ?? 0) < PROBE_EVERY_MS) return
+  probedAt.set(node, now)
+  let answered = false
+  const timer = setTimeout(() => {
+    if (!answered) nodeTimedOut(redis, node)
+  }, timeoutMs)
+  timer.unref()
+  node.sendCommand(['PING']).then(
+    () => {
+      answered = true
+      clearTimeout(timer)
+      nodeAnswered(node)
+    },
+    // A connection closed under it (the node left the topology) or an error: not a stall.
+    () => clearTimeout(timer),
+  )
 }
 
 /** Resolves true once `node` is ready, false after `timeoutMs`. */

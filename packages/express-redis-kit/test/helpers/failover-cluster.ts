@@ -52,7 +52,8 @@ export interface FailoverCluster {
   stop(): Promise<void>
 }
 
-const NODE_TIMEOUT_MS = 1_000
+/** The cluster's `cluster-node-timeout` (ms): how long a master may stop answering before its replica is promoted. */
+export const NODE_TIMEOUT_MS = 1_000
 /** How long a replica's manual failover may take before it gives up (Redis's CLUSTER_MF_TIMEOUT). */
 const MANUAL_FAILOVER_MS = 5_000
 
