@@ -572,7 +572,7 @@ describeFailover(
       const freshPages = () =>
         Array.from({ length: 45 }, () => {
           const n = ++next
-          return { n, master: masterOf(responseEntryKey(`${prefix}cache:`, `/page/${n}?`)) }
+          return { n, master: masterOf(responseEntryKey(`${prefix}cache:`, `/page/${n}`)) }
         })
       /** Requests each page twice: whether the second answer came from the cache. */
       const requestTwice = (pages: { n: number }[]) =>
