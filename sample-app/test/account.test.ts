@@ -1,6 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
+import pg from 'pg'
+import type { Response } from 'supertest'
 import { clearsSid, expectError, logIn, signedInUser, signUp, startApp, type TestApp } from './helpers/app.js'
-import { countUsers, userRow } from './helpers/db.js'
+import { countUsers, query, testDatabaseUrl, userRow } from './helpers/db.js'
 
 describe('own account: PATCH and DELETE /users/:id', () => {
   let app: TestApp
@@ -175,6 +178,74 @@ describe('own account: PATCH and DELETE /users/:id', () => {
       expect((await remove(user.id, user.cookie, { currentPassword: user.password })).status).to.equal(204)
       const again = await signUp(app, { email: user.email })
       expect(again.id).not.to.equal(user.id)
+    })
+  })
+
+  /*
+   * A change that races a deletion of the same account: the request passed its checks (signed
+   * in, the current password), then the account was deleted before its write. The write finds no
+   * row: the truth is that the account is gone (404), not that it changed (409).
+   */
+  describe('racing a deletion of the account', () => {
+    const DELETE_ROW = 'DELETE FROM "User" WHERE id = $1'
+    /**
+     * Holds a share lock on the user's row, sends the request, and once the request waits for
+     * that row, runs `sql` on it (`$1` the id) and commits. The lock lets the request's reads
+     * through (the session check reads the row FOR SHARE, the current password is read plainly)
+     * and holds its write back: the request passed its checks before `sql`, and writes after it.
+     */
+    async function writtenWhileWaiting(id: number, send: () => PromiseLike<Response>, sql: string): Promise<Response> {
+      const other = new pg.Client({ connectionString: testDatabaseUrl })
+      await other.connect()
+      try {
+        await other.query('BEGIN')
+        await other.query('SELECT id FROM "User" WHERE id = $1 FOR SHARE', [id])
+        const [{ pid }] = (await other.query('SELECT pg_backend_pid() AS pid')).rows
+        const answer = Promise.resolve(send())
+        const deadline = Date.now() + 10_000
+        for (;;) {
+          const [waiting] = await query<{ count: number }>(
+            'SELECT count(*)::int AS count FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
+            [pid],
+          )
+          if (waiting!.count > 0) break
+          if (Date.now() > deadline) throw new Error('the request never waited for the locked row')
+          await sleep(10)
+        }
+        await other.query(sql, [id])
+        await other.query('COMMIT')
+        return await answer
+      } finally {
+        await other.end()
+      }
+    }
+
+    it('PATCH of the email (current password checked) whose write comes after the deletion: 404 user_not_found', async () => {
+      const user = await signedInUser(app)
+      const change = { email: `new-${user.email}`, currentPassword: user.password }
+      const res = await writtenWhileWaiting(user.id, () => patch(user.id, user.cookie, change), DELETE_ROW)
+      expectError(res, 404, 'user_not_found')
+    })
+
+    it('PATCH of the name whose write comes after the deletion: 404 user_not_found', async () => {
+      const user = await signedInUser(app)
+      const res = await writtenWhileWaiting(user.id, () => patch(user.id, user.cookie, { name: 'Late' }), DELETE_ROW)
+      expectError(res, 404, 'user_not_found')
+    })
+
+    it('DELETE whose write comes after another deletion: 404 user_not_found', async () => {
+      const user = await signedInUser(app)
+      const body = { currentPassword: user.password }
+      const res = await writtenWhileWaiting(user.id, () => remove(user.id, user.cookie, body), DELETE_ROW)
+      expectError(res, 404, 'user_not_found')
+    })
+
+    it('PATCH of the email whose write comes after a password change (the account still there): 409 conflict', async () => {
+      const user = await signedInUser(app)
+      const change = { email: `new-${user.email}`, currentPassword: user.password }
+      const passwordChanged = `UPDATE "User" SET "passwordHash" = 'changed' WHERE id = $1`
+      const res = await writtenWhileWaiting(user.id, () => patch(user.id, user.cookie, change), passwordChanged)
+      expectError(res, 409, 'conflict')
     })
   })
 })

@@ -63,13 +63,8 @@ const bodyOrEmpty: RequestHandler = (req, _res, next) => {
 const currentPasswordRequired = (what: string) =>
   new HttpError(400, 'current_password_required', `${what} needs the current password (currentPassword).`)
 
-/** A write that checked the current password finds the row changed since (Prisma's P2025): 409. */
-function changedMeanwhile(error: unknown): unknown {
-  if ((error as { code?: string }).code === 'P2025') {
-    return new HttpError(409, 'conflict', 'The account changed meanwhile; try again.')
-  }
-  return error
-}
+/** The answer for a user id with no account (GET /users/:id, and a change to an account deleted meanwhile). */
+const noSuchUser = (id: number) => new HttpError(404, 'user_not_found', `There is no user ${id}.`)
 
 /** The window of the wrong-current-password limit, and how long its lockout lasts (as for login). */
 const PASSWORD_CHECK_WINDOW = '15m'
@@ -93,6 +88,17 @@ export function userRoutes(deps: {
 }): Router {
   const { config, prisma, redis, sessions, cachePrefix, logger } = deps
   const router = Router()
+
+  /**
+   * A write found no row to change (Prisma's P2025: it names the id, and for a credential change
+   * the password hash just checked): 404 when the account is gone (deleted meanwhile), 409 when
+   * it is there but changed (its password changed meanwhile). Any other error as it is.
+   */
+  async function changedMeanwhile(error: unknown, id: number): Promise<unknown> {
+    if ((error as { code?: string }).code !== 'P2025') return error
+    const exists = await prisma.user.findUnique({ where: { id }, select: { id: true } })
+    return exists ? new HttpError(409, 'conflict', 'The account changed meanwhile; try again.') : noSuchUser(id)
+  }
 
   /** In the change's transaction: its user event, which the outbox relay publishes once the change commits. */
   async function recordEvent(tx: Prisma.TransactionClient, event: UserEventName, id: number): Promise<void> {
@@ -205,7 +211,7 @@ export function userRoutes(deps: {
   router.get('/users/:id', userPage, async (req, res) => {
     const id = userId(req)
     const user = await prisma.user.findUnique({ where: { id }, select: publicUser })
-    if (!user) throw new HttpError(404, 'user_not_found', `There is no user ${id}.`)
+    if (!user) throw noSuchUser(id)
     res.json(user)
   })
 
@@ -243,10 +249,11 @@ export function userRoutes(deps: {
     const id = userId(req)
     const { currentPassword, password, ...changes } = req.body as z.infer<typeof UserChanges>
     // email and password are the credentials: changing either needs the current password
-    const stored =
-      password === undefined && changes.email === undefined
-        ? null
-        : await prisma.user.findUnique({ where: { id }, select: { email: true, passwordHash: true } })
+    const credentials = password !== undefined || changes.email !== undefined
+    const stored = credentials
+      ? await prisma.user.findUnique({ where: { id }, select: { email: true, passwordHash: true } })
+      : null
+    if (credentials && !stored) throw noSuchUser(id) // deleted since the session was checked
     if (!stored || (password === undefined && changes.email === stored.email)) {
       const user = await prisma
         .$transaction(async (tx) => {
@@ -254,7 +261,7 @@ export function userRoutes(deps: {
           await recordEvent(tx, 'user.updated', id)
           return updated
         })
-        .catch(uniqueEmail)
+        .catch(async (error: unknown) => uniqueEmail(await changedMeanwhile(error, id)))
       await invalidate(id)
       res.json(user)
       return
@@ -292,10 +299,10 @@ export function userRoutes(deps: {
         if (fenced > 0) await sleep(fenced)
         return updated
       })
-      .catch((error: unknown) => {
+      .catch(async (error: unknown) => {
         if (version === undefined) delete req.session.credentialVersion
         else req.session.credentialVersion = version
-        return uniqueEmail(changedMeanwhile(error))
+        return uniqueEmail(await changedMeanwhile(error, id))
       })
     // Ends the other sessions now; if Redis fails here, they are refused all the same.
     await sessions
@@ -319,7 +326,8 @@ export function userRoutes(deps: {
       const id = userId(req)
       const { currentPassword } = req.body as z.infer<typeof AccountDeletion>
       if (currentPassword === undefined) throw currentPasswordRequired('Deleting the account')
-      const stored = await prisma.user.findUniqueOrThrow({ where: { id }, select: { passwordHash: true } })
+      const stored = await prisma.user.findUnique({ where: { id }, select: { passwordHash: true } })
+      if (!stored) throw noSuchUser(id) // deleted since the session was checked
       await checkCurrentPassword(req, currentPassword, stored.passwordHash)
       await prisma
         .$transaction(async (tx) => {
@@ -329,8 +337,8 @@ export function userRoutes(deps: {
           // ends its sessions and drops its cached copies again, retried, whatever fails below
           await writeOutbox(tx, [outboxJob('account-cleanup', { userId: id })])
         })
-        .catch((error: unknown) => {
-          throw changedMeanwhile(error)
+        .catch(async (error: unknown) => {
+          throw await changedMeanwhile(error, id)
         })
       await sessions.destroyUserSessions(id)
       await req.session.destroy()

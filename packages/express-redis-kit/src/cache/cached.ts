@@ -124,7 +124,7 @@ async function load<T>(fill: Fill<T>): Promise<T> {
   const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations, byUrl: false }
   if (tags.length > 0) {
     try {
-      fence.counts = await store.invalidationCounts(tags)
+      fence.counts = await store.invalidationCounts(tags, entryKey)
     } catch (error) {
       warn('express-redis-kit cached: Redis unavailable, calling the loader without the cache', error)
       store.giveBack(entryKey, lookup.token, warn)
@@ -190,6 +190,9 @@ async function load<T>(fill: Fill<T>): Promise<T> {
 /**
  * Removes every cached value and response carrying any of `tags`, on every instance.
  * Resolves to the number of entries removed. Pass the same `prefix` as the cache (default `'cache:'`).
+ * Rejects with `ERK_REDIS_UNAVAILABLE` when Redis (on a Cluster, a shard holding a copy of a
+ * tag's fence or one of its entries) could not be reached: what it reached is invalidated, and
+ * what it could not delete is left for the next call to find. Call it again once Redis is back.
  */
 export async function invalidateTags(
   client: RedisClient,

@@ -269,7 +269,7 @@ async function fill(
   const fence: Fence = { counts: new Map(), startedAt: lookup.now, invalidations: lookup.invalidations, byUrl: true }
   if (known.length > 0) {
     try {
-      fence.counts = await store.invalidationCounts(known)
+      fence.counts = await store.invalidationCounts(known, entryKey)
     } catch (error) {
       warn('express-redis-kit cacheResponse: Redis unavailable, answering without the cache', error)
       store.giveBack(entryKey, lookup.token, warn)

@@ -86,7 +86,7 @@ export interface CacheCommonOptions {
 export interface CommonConfig {
   store: CacheStore
   lifetimes: Lifetimes
-  /** Logs a warning through the `logger` option, at most once per 5 s per logger. */
+  /** Logs a warning through the `logger` option: each kind at most once per 5 s per logger (see shared/logger.ts). */
   warn: Warn
   /** For the durations of the entry point's own options (see parseDuration). */
   secondsCheck: SecondsCheck

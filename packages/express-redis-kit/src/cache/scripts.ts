@@ -26,15 +26,24 @@ import { Script } from '../shared/redis.js'
  * fill knows which tags to fence itself with before the handler runs.
  * Tags (another slot each): `<prefix>tag:{<tag>}`, a set of the entry hashes carrying the
  * tag, and beside it `<prefix>tag:{<tag>}:inv`, a hash of the tag's invalidations: `n` how many
- * there were, `t` when the last one was (Redis ms, the tag's node). A fill adds its entry to its
- * tags' sets only if none of them was invalidated since the fill began: for tags known before
+ * there were, `t` when the last one was (Redis ms, the tag's node). That pair is the tag's
+ * fence. On a Cluster each tag has three copies of it, in slots spread round the slot space
+ * (`<prefix>tag:{<tag>#<j>.<i>}` and its `:inv`, see tagCopyKeys in store.ts): a fill fences
+ * itself on one copy, the first that answers of those on its entry's own node and then the
+ * others; an invalidation counts and empties every copy. A fill adds its entry to its tags'
+ * sets only if none of them was invalidated since the fill began: for tags known before
  * the handler runs (an array, cached()'s tags, or the tags a function gave the entry last
- * time), `n` is read then and must be unchanged; for a tag first seen in the response, `t`
- * must be older than the fill's lookup (on the entry's node; on a Cluster minus a margin for
- * two nodes' clocks). An invalidation that comes later finds
- * the entry in the set and deletes it, staged or committed. So no fill that overlapped an
- * invalidation survives it, and each tag's fence lives in the tag's own slot: a shard that is
- * down stops only the fills and invalidations of the tags it holds.
+ * time), `n` is read then (from one copy) and must be unchanged on that copy; for a tag first
+ * seen in the response, `t` must be older than the fill's lookup (on any copy: on the entry's
+ * node; on a Cluster minus a margin for two nodes' clocks). An invalidation that comes later
+ * finds the entry in the set and deletes it, staged or committed. So no fill that overlapped
+ * an invalidation survives it: every invalidation that succeeds reached every copy, so it
+ * either changed the copy a fill checks or found the fill's entry in that copy's set.
+ * Availability: a fill needs one copy of each of its tags, preferably on its own shard, so a
+ * shard that is down stops only the fills of the entries it holds (and those in flight that
+ * had fenced themselves on it). An invalidation needs every copy of its tags: while one is
+ * unreachable it invalidates what it can reach, puts the entries it could not delete back in
+ * their sets, and rejects, never reporting success while an entry of its tags may survive.
  */
 
 /**
@@ -281,6 +290,20 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KE
 return 1
 `,
   'cache.tag',
+)
+
+/**
+ * Put entries an invalidation took but could not delete back in a tag's set (their shard
+ * failed), so that the next invalidation finds them. KEYS[1] the tag's set (one copy). ARGV[1]
+ * ms the set may live at least, ARGV[2..] the entry hashes.
+ */
+export const PUT_BACK = new Script(
+  `
+redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+`,
+  'cache.putBackTag',
 )
 
 /**

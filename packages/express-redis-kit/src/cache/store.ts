@@ -1,12 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { RESP_TYPES } from 'redis'
+import { slotNode } from '../shared/cluster-health.js'
 import { type CacheEvent, cacheChannel, publishCache } from '../shared/diagnostics.js'
+import { RedisKitError } from '../shared/errors.js'
 import type { Warn } from '../shared/logger.js'
-import { encodeKeyPart, isCluster, type RedisClient, runCommand } from '../shared/redis.js'
+import { clusterSlot, encodeKeyPart, isCluster, type RedisClient, runCommand } from '../shared/redis.js'
 import { type EntryTimes, parseTimes } from './entry.js'
 import { dropLocalCopies, type LocalCache } from './local.js'
-import { COMMIT, DROP, INVALIDATE_URL, LOOKUP, RELEASE, REVALIDATE, STAGE, TAG, TAKE_TAG } from './scripts.js'
+import { COMMIT, DROP, INVALIDATE_URL, LOOKUP, PUT_BACK, RELEASE, REVALIDATE, STAGE, TAG, TAKE_TAG } from './scripts.js'
 
 /**
  * Lock tokens only need to be unique: a random prefix drawn once per process and a counter
@@ -36,6 +38,17 @@ const INVALIDATIONS_KEPT_MS = 24 * 60 * 60 * 1000
  * is kept: far longer than any fill, which must find it unchanged to commit.
  */
 const URL_INVALIDATIONS_KEPT_MS = 60 * 60 * 1000
+
+/**
+ * On a Cluster, how many copies each tag's fence and set has (see scripts.ts): a fill fences
+ * itself on one of them, an invalidation counts and empties all of them. On a single Redis, one.
+ */
+export const TAG_COPIES_ON_CLUSTER = 3
+
+/** A copy of a tag's fence whose node failed goes last in a fill's choice for this long (ms). */
+const FAILED_COPY_MS = 1_000
+
+const CLUSTER_SLOTS = 16384
 
 /** How often a caller waiting for another's fill looks again (ms). */
 export const POLL_MS = 20
@@ -89,13 +102,25 @@ export type Acquired =
   | { state: 'fill'; lookup: Lookup }
   | { state: 'origin'; lookup: Lookup; reason: 'uncacheable' | 'wait-timeout' | 'no-lock' }
 
+/** One copy of a tag's fence: its set of entries and its invalidations (same slot). */
+interface TagCopy {
+  set: string
+  invalidations: string
+}
+
+/** A tag's invalidation count as a fill read it: from which of the tag's copies, and what it was ('' for none). */
+export interface TagCount {
+  copy: number
+  count: string
+}
+
 /**
  * What keeps a fill that overlapped an invalidation from being stored: the invalidation counts
  * of its tags read before the handler ran, or when it began (Redis ms) for tags known only then.
  */
 export interface Fence {
   /** The invalidation counts, read before the handler ran, of the tags known then. */
-  counts: Map<string, string>
+  counts: Map<string, TagCount>
   /** When the fill began (Redis ms): the fence of a tag not known before. */
   startedAt: number
   /** How many times the URL had been invalidated by unsafe requests when the fill began ('' for never). */
@@ -127,6 +152,10 @@ export class CacheStore {
   private readonly binary: RedisClient
   /** The vary spec last seen per entry, so that a hit costs one round trip. */
   private readonly varyByEntry = new Map<string, string>()
+  /** Each tag's copies (their key names), computed once. */
+  private readonly copiesByTag = new Map<string, TagCopy[]>()
+  /** When a command to a tag copy's node last failed (a fill then tries the other copies first). */
+  private readonly failedCopies = new Map<string, number>()
 
   constructor(
     readonly client: RedisClient,
@@ -162,32 +191,80 @@ export class CacheStore {
     return `${entryKey}:tags`
   }
 
-  private tagKey(tag: string): string {
-    return `${this.prefix}tag:{${encodeKeyPart(tag)}}`
-  }
-
-  /** The invalidations of `tag`: how many, and when the last one was (same slot as its set). */
-  private invalidatedKey(tag: string): string {
-    return `${this.tagKey(tag)}:inv`
+  /** The copies of `tag`'s fence and set: one on a single Redis, {@link TAG_COPIES_ON_CLUSTER} on a Cluster. */
+  private tagCopies(tag: string): TagCopy[] {
+    let copies = this.copiesByTag.get(tag)
+    if (!copies) {
+      const count = isCluster(this.client) ? TAG_COPIES_ON_CLUSTER : 1
+      copies = tagCopyKeys(this.prefix, tag, count).map((set) => ({ set, invalidations: `${set}:inv` }))
+      if (this.copiesByTag.size >= 10_000) this.copiesByTag.clear()
+      this.copiesByTag.set(tag, copies)
+    }
+    return copies
   }
 
   /**
-   * How many times each of `tags` was invalidated so far, read before a fill asks the handler
-   * (one command per tag, in parallel): the fill is stored only if the counts are unchanged.
+   * The order in which a fill of `entryKey` tries a tag's copies: the ones on the entry's own
+   * node first (the fill then needs no other shard), then the others; a copy whose node failed
+   * a moment ago goes last.
    */
-  async invalidationCounts(tags: string[]): Promise<Map<string, string>> {
+  private copyOrder(copies: TagCopy[], entryKey: string): number[] {
+    if (copies.length === 1) return [0]
+    const home = slotNode(this.client, entryKey)
+    const now = Date.now()
+    const rank = (copy: TagCopy) =>
+      (now - (this.failedCopies.get(copy.set) ?? Number.NEGATIVE_INFINITY) < FAILED_COPY_MS ? 2 : 0) +
+      (home !== undefined && slotNode(this.client, copy.set) === home ? 0 : 1)
+    return copies.map((_, index) => index).sort((a, b) => rank(copies[a]!) - rank(copies[b]!) || a - b)
+  }
+
+  /**
+   * Runs `command` on the first copy (in `order`) whose node answers; a copy whose node fails
+   * is noted and the next one tried. Rejects with the last failure when none answers.
+   */
+  private async onFirstCopy<T>(
+    copies: TagCopy[],
+    order: number[],
+    command: (copy: TagCopy, index: number) => Promise<T>,
+  ): Promise<T> {
+    let failure: unknown
+    for (const index of order) {
+      const copy = copies[index]!
+      try {
+        const reply = await command(copy, index)
+        this.failedCopies.delete(copy.set)
+        return reply
+      } catch (error) {
+        failure = error
+        if (this.failedCopies.size >= 10_000) this.failedCopies.clear()
+        this.failedCopies.set(copy.set, Date.now())
+      }
+    }
+    throw failure
+  }
+
+  /**
+   * How many times each of `tags` was invalidated so far, read before a fill of `entryKey` asks
+   * the handler (one command per tag, in parallel), each from the first of the tag's copies
+   * that answers: the fill is stored only if the counts of those copies are unchanged.
+   */
+  async invalidationCounts(tags: string[], entryKey: string): Promise<Map<string, TagCount>> {
     const counts = await Promise.all(
       tags.map(async (tag) => {
-        const key = this.invalidatedKey(tag)
-        const count = await runCommand(
-          this.client,
-          key,
-          (redis) => redis.hmGet(key, ['n']),
-          this.timeoutMs,
-          undefined,
-          COUNT_CALL,
-        )
-        return [tag, String((count as (string | null)[])[0] ?? '')] as const
+        const copies = this.tagCopies(tag)
+        const counted = await this.onFirstCopy(copies, this.copyOrder(copies, entryKey), async (copy, index) => {
+          const key = copy.invalidations
+          const reply = await runCommand(
+            this.client,
+            key,
+            (redis) => redis.hmGet(key, ['n']),
+            this.timeoutMs,
+            undefined,
+            COUNT_CALL,
+          )
+          return { copy: index, count: String((reply as (string | null)[])[0] ?? '') }
+        })
+        return [tag, counted] as const
       }),
     )
     return new Map(counts)
@@ -325,8 +402,9 @@ export class CacheStore {
    * Stores a variant in two steps so that no invalidation that overlapped the fill can
    * leave its body behind: stage it (invisible to lookups), add the entry to its tags' sets
    * (each refuses if its tag was invalidated since the fill began: `fence` has the counts read
-   * before the handler ran, or else the fill's start on Redis's clock), and commit only if
-   * every tag took it. An invalidation counts itself and notes its time, then deletes what its
+   * before the handler ran, and the copy of the tag they were read from, or else the fill's
+   * start on Redis's clock, checked on any copy that answers), and commit only if every tag
+   * took it. An invalidation counts itself and notes its time, then deletes what its
    * tag's set holds: either it finds this entry there (and deletes the staged or committed
    * value), or this fill sees it and drops its value. The lock is held until the commit, so
    * waiters never see the staged value. `madeAt` (this host's ms) is when the response was
@@ -352,12 +430,18 @@ export class CacheStore {
     const since = String(fence.startedAt - (isCluster(this.client) ? CLOCK_MARGIN_MS : 0))
     const tagged = await Promise.all(
       tags.map((tag) => {
-        const count = fence.counts.get(tag)
-        return TAG.run(
-          this.client,
-          [this.tagKey(tag), this.invalidatedKey(tag)],
-          count === undefined ? [entryKey, keepMs, 't', since] : [entryKey, keepMs, 'n', count],
-          timeoutMs,
+        const copies = this.tagCopies(tag)
+        const counted = fence.counts.get(tag)
+        // a count is checked on the copy it was read from; a start time on any copy (every
+        // invalidation notes its time on all of them)
+        const order = counted === undefined ? this.copyOrder(copies, entryKey) : [counted.copy]
+        return this.onFirstCopy(copies, order, (copy) =>
+          TAG.run(
+            this.client,
+            [copy.set, copy.invalidations],
+            counted === undefined ? [entryKey, keepMs, 't', since] : [entryKey, keepMs, 'n', counted.count],
+            timeoutMs,
+          ),
         )
       }),
     )
@@ -474,23 +558,37 @@ export class CacheStore {
 
   /**
    * Removes every entry carrying any of `tags`, on every instance. Resolves to the number
-   * of entries removed. `source` names the caller in the diagnostics event.
+   * of entries removed. `source` names the caller in the diagnostics event. Every copy of
+   * each tag's fence is counted and emptied (one script each, in parallel). When a copy or an
+   * entry cannot be reached (its shard is down), what could be reached is still invalidated,
+   * the entries that could not be deleted are put back in their tags' sets so that the next
+   * call finds them, and it rejects (`ERK_REDIS_UNAVAILABLE`): never a success while an entry
+   * carrying one of the tags may survive.
    */
   async invalidateTags(tags: string[], source: CacheEvent['source']): Promise<number> {
     // Far longer than any fill can last (a slow handler may outlive its lock): a count that
     // expired and started again could match what a fill read before.
     const keepMs = String(INVALIDATIONS_KEPT_MS)
-    const taken = await Promise.all(
-      tags.map(
-        (tag) =>
-          TAKE_TAG.run(this.client, [this.tagKey(tag), this.invalidatedKey(tag)], [keepMs], this.timeoutMs) as Promise<
-            string[]
-          >,
+    const copies = tags.flatMap((tag) => this.tagCopies(tag))
+    const taken = await Promise.allSettled(
+      copies.map(
+        (copy) =>
+          TAKE_TAG.run(this.client, [copy.set, copy.invalidations], [keepMs], this.timeoutMs) as Promise<unknown[]>,
       ),
     )
-    const entries = [...new Set(taken.flat().map(String))]
+    /** Each entry taken, with the copies whose sets held it. */
+    const heldBy = new Map<string, TagCopy[]>()
+    taken.forEach((outcome, index) => {
+      if (outcome.status === 'rejected') return
+      for (const member of outcome.value) {
+        const key = String(member)
+        heldBy.set(key, [...(heldBy.get(key) ?? []), copies[index]!])
+      }
+    })
+    const entries = [...heldBy.keys()]
+    let unlinked: PromiseSettledResult<unknown>[]
     try {
-      await Promise.all(
+      unlinked = await Promise.allSettled(
         entries.map((key) =>
           runCommand(this.client, key, (redis) => redis.unlink(key), this.timeoutMs, undefined, UNLINK_CALL),
         ),
@@ -498,9 +596,76 @@ export class CacheStore {
     } finally {
       dropLocalCopies(this.client, entries)
     }
+    const kept = entries.filter((_, index) => unlinked[index]!.status === 'rejected')
+    const failures = [...taken, ...unlinked].filter((outcome) => outcome.status === 'rejected')
+    if (failures.length > 0) {
+      const lost = await this.putBack(kept, heldBy)
+      const unreachable = taken.filter((outcome) => outcome.status === 'rejected').length
+      throw new RedisKitError(
+        'ERK_REDIS_UNAVAILABLE',
+        `express-redis-kit invalidateTags: incomplete, Redis failed for ${unreachable} of ${copies.length} tag ` +
+          `fences and ${kept.length} of ${entries.length} entries (what could be reached was invalidated; ` +
+          `${lost > 0 ? `${lost} entries could not be put back in their tags' sets` : 'call it again'})`,
+        { cause: (failures[0] as PromiseRejectedResult).reason, status: 503 },
+      )
+    }
     publishCache(() => ({ source, result: 'invalidated', tags, count: entries.length }))
     return entries.length
   }
+
+  /**
+   * Puts entries an invalidation took from their tags' sets but could not delete back in those
+   * sets, so that the next invalidation of the tags finds them. Resolves to how many could not be.
+   */
+  private async putBack(entries: string[], heldBy: Map<string, TagCopy[]>): Promise<number> {
+    const byCopy = new Map<TagCopy, string[]>()
+    for (const entry of entries) {
+      for (const copy of heldBy.get(entry) ?? []) byCopy.set(copy, [...(byCopy.get(copy) ?? []), entry])
+    }
+    const keepMs = String(INVALIDATIONS_KEPT_MS)
+    // in batches: Lua's unpack() takes a few thousand values at most
+    const batches = [...byCopy].flatMap(([copy, members]) =>
+      Array.from({ length: Math.ceil(members.length / 500) }, (_, i) => ({
+        copy,
+        members: members.slice(i * 500, (i + 1) * 500),
+      })),
+    )
+    const outcomes = await Promise.allSettled(
+      batches.map(({ copy, members }) => PUT_BACK.run(this.client, [copy.set], [keepMs, ...members], this.timeoutMs)),
+    )
+    const lost = new Set<string>()
+    batches.forEach(({ members }, index) => {
+      if (outcomes[index]!.status === 'rejected') for (const member of members) lost.add(member)
+    })
+    return lost.size
+  }
+}
+
+/**
+ * The set keys of `tag`'s `count` copies (each copy's invalidations are the set's key +
+ * `:inv`). The first is `<prefix>tag:{<tag>}`; copy j (1, 2, ...) is
+ * `<prefix>tag:{<tag>#<j>.<i>}`, with the smallest i that puts it in a slot about j / count of
+ * the way round the slot space from the first: with the usual contiguous slot ranges, on
+ * another master than the others. (`#` never appears in an encoded tag's raw form, and an
+ * encoded one has no `.`: no copy's key is another tag's.)
+ */
+export function tagCopyKeys(prefix: string, tag: string, count: number): string[] {
+  const name = encodeKeyPart(tag)
+  const first = `${prefix}tag:{${name}}`
+  const keys = [first]
+  const homeSlot = clusterSlot(first)
+  const window = Math.floor(CLUSTER_SLOTS / count / 4)
+  for (let copy = 1; copy < count; copy++) {
+    const target = (homeSlot + Math.floor((copy * CLUSTER_SLOTS) / count)) % CLUSTER_SLOTS
+    for (let i = 0; ; i++) {
+      const key = `${prefix}tag:{${name}#${copy}.${i}}`
+      if ((clusterSlot(key) - target + CLUSTER_SLOTS) % CLUSTER_SLOTS < window) {
+        keys.push(key)
+        break
+      }
+    }
+  }
+  return keys
 }
 
 /**

@@ -7,28 +7,56 @@ export interface Logger {
 /** Logs a warning or an error (throttled): what fails where no caller can be told. */
 export type Warn = (message: string, error?: unknown) => void
 
+/** Kinds of message one throttled logger tells apart; past this many, new kinds share one window. */
+const MAX_KINDS = 100
+/** The key of the window that kinds past {@link MAX_KINDS} share. */
+const OTHER_KINDS = '\0other'
+
+interface Window {
+  /** Messages of this kind not logged since the window opened. */
+  suppressed: number
+  /** The last of them (its message and error), logged with their count when the window ends. */
+  last?: { message: string; error: unknown }
+}
+
 /**
- * Returns a function that logs at most once per `intervalMs`, counting what it
- * suppressed in between, so that a Redis outage under load does not flood the log.
+ * Returns a function that logs each kind of message (its text and its error's `code`) at most
+ * once per `intervalMs`, so that a Redis outage under load does not flood the log, while each
+ * feature's and each failure's first message goes out at once: the first of a kind is logged
+ * and opens a window; the others in that window are counted; when it ends, if any were, one
+ * line says how many (`<message> (N more like this suppressed in the last 5 s)`, with the last
+ * one's error) and opens the next window. The window's timer never keeps the process alive.
  */
-export function throttledLogger(
-  logger: Logger,
-  level: 'warn' | 'error',
-  intervalMs = 5_000,
-): (message: string, error?: unknown) => void {
-  let lastLoggedAt = Number.NEGATIVE_INFINITY
-  let suppressed = 0
+export function throttledLogger(logger: Logger, level: 'warn' | 'error', intervalMs = 5_000): Warn {
+  const windows = new Map<string, Window>()
+  const log = (message: string, error: unknown) => {
+    if (error === undefined) logger[level](message)
+    else logger[level](message, error)
+  }
+  const open = (kind: string) => {
+    const window: Window = { suppressed: 0 }
+    windows.set(kind, window)
+    setTimeout(() => {
+      const { suppressed, last } = window
+      if (suppressed === 0 || !last) {
+        windows.delete(kind)
+        return
+      }
+      log(`${last.message} (${suppressed} more like this suppressed in the last ${intervalMs / 1000} s)`, last.error)
+      open(kind)
+    }, intervalMs).unref()
+  }
   return (message, error) => {
-    const now = Date.now()
-    if (now - lastLoggedAt < intervalMs) {
-      suppressed++
+    let kind = `${message}\0${(error as { code?: unknown } | undefined)?.code ?? ''}`
+    if (!windows.has(kind) && windows.size >= MAX_KINDS) kind = OTHER_KINDS
+    const window = windows.get(kind)
+    if (window) {
+      window.suppressed++
+      window.last = { message, error }
       return
     }
-    const note = suppressed > 0 ? ` (${suppressed} similar messages suppressed)` : ''
-    lastLoggedAt = now
-    suppressed = 0
-    if (error === undefined) logger[level](`${message}${note}`)
-    else logger[level](`${message}${note}`, error)
+    log(message, error)
+    open(kind)
   }
 }
 

@@ -11,10 +11,19 @@ import {
   cached,
   cacheResponse,
   createNotifier,
+  invalidateTags,
   type Notifier,
   rateLimit,
 } from '../../src/index.js'
-import { cachedEntryKey, PUBLIC_HOST, rawRequest, responseEntryKey } from '../helpers/cache-app.js'
+import {
+  cachedEntryKey,
+  PUBLIC_HOST,
+  rawRequest,
+  responseEntryKey,
+  tagCopiesOf,
+  tagKeyOf,
+  untilTagged,
+} from '../helpers/cache-app.js'
 import { type FailoverCluster, NODE_TIMEOUT_MS, startFailoverCluster } from '../helpers/failover-cluster.js'
 import { closeServer, listen, recordingLogger, waitUntil } from '../helpers/outage.js'
 import { mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
@@ -904,6 +913,145 @@ describeFailover(
 
     it('the same with the publisher in another process: the subscribers’ client notices the frozen master by itself', async () => {
       await frozenMaster(false)
+    })
+  },
+)
+
+/*
+ * A tag carried by every page (`pages`, as an app-wide tag is) while the master that holds its
+ * fence's first copy is killed, and kept down (its replica frozen until the test lets the
+ * cluster promote it). What must hold: pages whose entries live on the other shards are filled,
+ * and refilled once stale, and served from the cache all along; an invalidation of the tag
+ * meanwhile rejects (it cannot reach every copy), after removing what it reached, and so does
+ * one of a tag whose fence is on the healthy shards but whose entries are on the dead one; once
+ * the replica is promoted, an invalidation succeeds and no page is served from before it, those
+ * stored on the killed master's shard included.
+ */
+describeFailover(
+  "Redis Cluster: the master of an app-wide tag's fence killed (3 masters + 3 replicas, own ports; runs in the single-Redis pass)",
+  function () {
+    this.timeout(120_000)
+    let cluster: FailoverCluster
+    let client: RedisClient
+    let server: Server | undefined
+
+    beforeEach(async () => {
+      cluster = await startFailoverCluster()
+      client = await recommendedClient(cluster).connect()
+    })
+
+    afterEach(async () => {
+      await closeServer(server)
+      server = undefined
+      client?.destroy()
+      await cluster?.stop()
+    })
+
+    it('pages on the other shards are filled, refilled and cached while it is down; after the failover an invalidation drops every page', async () => {
+      const prefix = uniquePrefix('tag-fence')
+      const cachePrefix = `${prefix}cache:`
+      const victim = await cluster.masterOf(tagKeyOf(cachePrefix, 'pages'))
+      const replica = await cluster.replicaOf(victim)
+      const masterOf = await cluster.mastersNow()
+      // a tag none of whose fence's copies is on the victim: its entries there are taken from
+      // their sets by an invalidation that then cannot delete them
+      let other = ''
+      for (let i = 0; !other; i++) {
+        const tag = `other-${i}`
+        if (tagCopiesOf(cachePrefix, tag, true).every((key) => masterOf(key) !== victim)) other = tag
+      }
+      const app = express()
+      // /page: fresh for 10 minutes; /stale: for 1 s, then refilled; /other: tagged `other` (tags as an
+      // array: fenced before the handler)
+      for (const [route, ttl, tags] of [
+        ['/page/:n', '10m', ['pages']],
+        ['/stale/:n', '1s', ['pages']],
+        ['/other/:n', '10m', [other]],
+      ] as const) {
+        const cache = cacheResponse({
+          client,
+          prefix: cachePrefix,
+          ttl,
+          tags: [...tags],
+          timeoutMs: TIMEOUT_MS,
+          logger: recordingLogger(),
+        })
+        app.get(route, cache, (req, res) => {
+          res.send(`${req.path} ${Math.random()}`)
+        })
+      }
+      server = await listen(app)
+      const listening = server
+      const get = async (path: string) =>
+        (await rawRequest(listening, path, { headers: { host: PUBLIC_HOST } })).headers['x-cache'] as string
+      const getAll = (paths: string[]) => Promise.all(paths.map(get))
+      /** `count` paths under `base` whose entries are on the victim's shard (or not). */
+      let next = 0
+      const paths = (base: string, count: number, onVictim: boolean) => {
+        const found: string[] = []
+        while (found.length < count) {
+          const path = `${base}/${++next}`
+          if ((masterOf(responseEntryKey(cachePrefix, path)) === victim) === onVictim) found.push(path)
+        }
+        return found
+      }
+      const missed = paths('/page', 20, false) // first requested while the victim is down
+      const stale = paths('/stale', 20, false) // stored before, refilled while it is down
+      const onVictim = paths('/page', 10, true) // stored before, on the shard that goes down
+      const otherOnVictim = paths('/other', 10, true)
+      const stored = [...stale, ...onVictim, ...otherOnVictim]
+      expect(await getAll(stored), 'before the fault').to.deep.equal(stored.map(() => 'MISS'))
+      await untilTagged(client, cachePrefix, { pages: stale.length + onVictim.length, [other]: otherOnVictim.length })
+      expect(await getAll(stored), 'stored before the fault').to.deep.equal(stored.map(() => 'HIT'))
+      // what the victim holds reached its replica before the replica is frozen
+      const commands = client as unknown as {
+        sendCommand(key: string, readonly: boolean, args: string[]): Promise<unknown>
+      }
+      await commands.sendCommand(tagKeyOf(cachePrefix, 'pages'), false, ['WAIT', '1', '2000'])
+      cluster.freeze(replica)
+      await cluster.kill(victim)
+      const downAt = Date.now()
+
+      /** Each path requested twice, one after the other: both answers. */
+      const twice = (list: string[]) => Promise.all(list.map(async (path) => `${await get(path)} ${await get(path)}`))
+      expect(await twice(missed), 'pages first requested while the fence master is down').to.deep.equal(
+        missed.map(() => 'MISS HIT'),
+      )
+      // the /stale pages were stored more than 1 s ago by now (time is what makes them stale)
+      const staleFor = 1_100 - (Date.now() - downAt)
+      if (staleFor > 0) await sleep(staleFor)
+      const staleTwice = await twice(stale)
+      expect(
+        staleTwice.map((answers) => answers.split(' ')[1]),
+        `stale pages refilled while the fence master is down (${staleTwice.join(', ')})`,
+      ).to.deep.equal(stale.map(() => 'HIT'))
+
+      // Invalidations now reach only part of what they must: each rejects, having removed what it reached.
+      const invalidate = (tags: string[]) =>
+        invalidateTags(client, tags, { prefix: cachePrefix, timeoutMs: TIMEOUT_MS }).then(
+          () => 'resolved',
+          (error: { code?: string }) => error.code,
+        )
+      expect(await invalidate(['pages']), 'invalidating pages while a copy of its fence is down').to.equal(
+        'ERK_REDIS_UNAVAILABLE',
+      )
+      expect(await invalidate([other]), 'invalidating a tag whose entries are on the dead shard').to.equal(
+        'ERK_REDIS_UNAVAILABLE',
+      )
+      expect(await getAll(missed), 'pages after the partial invalidation').to.deep.equal(missed.map(() => 'MISS'))
+      expect(await getAll(missed), 'and stored again while it is down').to.deep.equal(missed.map(() => 'HIT'))
+      expect(Date.now() - downAt, 'ms the fence master was down for all of the above').to.be.below(15_000)
+
+      cluster.thaw(replica)
+      await cluster.untilMaster(replica, 30_000)
+      // the app retries an invalidation that failed (as the sample app's outbox does) until it succeeds
+      const deadline = Date.now() + 15_000
+      while ((await invalidate(['pages', other])) !== 'resolved') {
+        if (Date.now() > deadline) throw new Error('the invalidation never succeeded after the failover')
+        await sleep(100)
+      }
+      const all = [...missed, ...stale, ...onVictim, ...otherOnVictim]
+      expect(await getAll(all), 'every page after the invalidation that succeeded').to.deep.equal(all.map(() => 'MISS'))
     })
   },
 )

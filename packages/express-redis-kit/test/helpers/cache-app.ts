@@ -4,7 +4,8 @@ import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express'
 import type { Response as TestResponse } from 'supertest'
-import type { RedisClient } from './redis.js'
+import { clusterSlot } from '../../src/shared/redis.js'
+import { mode, type RedisClient } from './redis.js'
 
 /*
  * Helpers of the cache's HTTP-level tests: a counting app, a raw HTTP client (supertest
@@ -207,6 +208,32 @@ export async function storedTimes(
 export const tagKeyOf = (prefix: string, tag: string): string => `${prefix}tag:{${tag}}`
 
 /**
+ * The sets of `tag`'s copies: on a single Redis only {@link tagKeyOf}; on a Cluster three, the
+ * others `<prefix>tag:{<tag>#<j>.<i>}` with the smallest i whose slot lies within a twelfth of
+ * the slot space after the first copy's slot + j thirds of it.
+ */
+export function tagCopiesOf(prefix: string, tag: string, onCluster = mode === 'cluster'): string[] {
+  const first = tagKeyOf(prefix, tag)
+  if (!onCluster) return [first]
+  const copies = [first]
+  for (const j of [1, 2]) {
+    const target = (clusterSlot(first) + Math.floor((j * 16384) / 3)) % 16384
+    let i = 0
+    while ((clusterSlot(`${prefix}tag:{${tag}#${j}.${i}}`) - target + 16384) % 16384 >= Math.floor(16384 / 12)) i++
+    copies.push(`${prefix}tag:{${tag}#${j}.${i}}`)
+  }
+  return copies
+}
+
+/** How many entries carry `tag` (in all of its copies' sets). */
+export async function taggedCount(client: RedisClient, prefix: string, tag: string): Promise<number> {
+  let count = 0
+  const onCluster = Array.isArray((client as { slots?: unknown }).slots)
+  for (const key of tagCopiesOf(prefix, tag, onCluster)) count += Number(await client.sCard(key))
+  return count
+}
+
+/**
  * Waits until fills whose responses were already sent have tagged their entries: `counts`
  * maps a tag to the number of entries that must carry it. A fill stores, tags, then reads
  * the invalidation counter once more, all after its response went out; an invalidation that
@@ -216,7 +243,7 @@ export const tagKeyOf = (prefix: string, tag: string): string => `${prefix}tag:{
 export async function untilTagged(client: RedisClient, prefix: string, counts: Record<string, number>): Promise<void> {
   for (const [tag, count] of Object.entries(counts)) {
     await eventually(
-      async () => Number(await client.sCard(tagKeyOf(prefix, tag))) >= count,
+      async () => (await taggedCount(client, prefix, tag)) >= count,
       5_000,
       `${count} entries tagged ${tag}`,
     )
