@@ -316,7 +316,7 @@ export async function runExamples({ tarball, root, cache, clusterNodes, log = co
           }
           try {
             await redis.flush()
-            await runExample(example, dir, env)
+            await runExample(example, dir, { ...env, EXAMPLE_REDIS: example.redis })
             results.push({ name, ok: true, text: `${example.checks.length} checks`, ms: Date.now() - begin })
           } catch (error) {
             results.push({ name, ok: false, text: error.message, ms: Date.now() - begin })

@@ -2,7 +2,8 @@
  * Runs one example in a child process of the examples runner: `node harness.mjs <example file>`
  * (with an IPC channel). The example's `listen(3000)` listens on a free port of 127.0.0.1 instead,
  * so that examples run side by side, and the runner is told `{ listening: [asked, actual] }`;
- * `{ ready: true }` once the example's module has run to its end (its top-level awaits included).
+ * `{ ready: true }` once the example's module has run to its end (its top-level awaits included)
+ * and, unless EXAMPLE_REDIS is `down`, every node-redis connect() it started has settled.
  * A throw there, an uncaught exception or an unhandled rejection ends the process, as it would
  * the reader's (Node's default); the runner reports it with the output.
  */
@@ -26,7 +27,25 @@ net.Server.prototype.listen = function listenOnAFreePort(...args) {
   return listen.apply(this, args)
 }
 
+// With Redis up, `ready` waits for every connect() the example started (awaited or not), so that
+// its checks meet a connected client, as a reader's requests would a moment after the start.
+const connecting = []
+if (process.env.EXAMPLE_REDIS !== 'down') {
+  const redis = await import('redis')
+  for (const client of [redis.createClient(), redis.createCluster({ rootNodes: [{ url: 'redis://127.0.0.1:1' }] })]) {
+    let prototype = client
+    while (prototype && !Object.hasOwn(prototype, 'connect')) prototype = Object.getPrototypeOf(prototype)
+    const connect = prototype.connect
+    prototype.connect = function trackedConnect(...args) {
+      const connected = connect.apply(this, args)
+      connecting.push(connected.catch(() => {}))
+      return connected
+    }
+  }
+}
+
 const file = resolve(process.argv[2])
 if (file.endsWith('.cjs')) createRequire(import.meta.url)(file)
 else await import(pathToFileURL(file).href)
+await Promise.all(connecting)
 process.send?.({ ready: true })
