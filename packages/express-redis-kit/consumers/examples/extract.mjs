@@ -22,7 +22,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 /** The documents whose examples run, from the repository root. */
-export const DOCUMENTS = ['README.md', 'packages/express-redis-kit/README.md']
+export const DOCUMENTS = ['README.md', 'packages/express-redis-kit/README.md', 'docs/migrating.md']
 
 /** Languages that mark a block as not a program here: shell sessions, configuration, output. */
 export const NOT_PROGRAMS = new Set(['sh', 'bash', 'shell', 'console', 'yaml', 'yml', 'json', 'text', 'promql'])
