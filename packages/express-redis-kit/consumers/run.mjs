@@ -12,7 +12,8 @@
  * before), and a passport-local sign-in and sign-out on the session (express 4 and 5). A second
  * smoke app runs express-session with the express-redis-kit/express-session store (its own
  * program in TypeScript projects: express-session's types declare `req.session` otherwise).
- * Then publint and @arethetypeswrong/cli on the tarball.
+ * Then publint and @arethetypeswrong/cli on the tarball, and every code example of the READMEs
+ * and docs/migrating.md on Express 5 and 4 (consumers/examples.mjs, one line per example and major).
  *
  *   node consumers/run.mjs        (from packages/express-redis-kit; needs the npm registry)
  *
@@ -27,6 +28,7 @@ import { homedir, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { report, runExamples } from './examples.mjs'
 
 const run = promisify(execFile)
 const here = dirname(fileURLToPath(import.meta.url))
@@ -278,6 +280,12 @@ async function main() {
           console.log(`  ✗ ${name}\n${error.message.replace(/^/gm, '      ')}`)
         }
       }
+      const started = Date.now()
+      console.log("› the documents' code examples, on Express 5 and 4")
+      const [examplesPassed, examplesFailed] = report(await runExamples({ tarball, root, cache, clusterNodes }))
+      console.log(`  (${((Date.now() - started) / 1000).toFixed(0)} s)`)
+      passed += examplesPassed
+      failed += examplesFailed
     }
   } finally {
     await rm(root, { recursive: true, force: true })

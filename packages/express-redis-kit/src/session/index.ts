@@ -2,6 +2,7 @@ import type { NextFunction, Request, Response } from 'express'
 import { publishSession, type SessionEvent, sessionChannel } from '../shared/diagnostics.js'
 import { ArgumentError, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
+import { userIdOf } from '../shared/user-key.js'
 import { CookieCodec } from './cookie.js'
 import { responseHolder } from './hold.js'
 import { parseSessionOptions, type SessionOptions } from './options.js'
@@ -153,17 +154,21 @@ export function session(options: SessionOptions): SessionMiddleware {
     next()
   } as SessionMiddleware
 
-  const userOf = (userId: string | number): string => {
+  // A user id as the `userKey` binding reads one; anything else (undefined: nobody signed in) is
+  // the caller's error, never the user "undefined".
+  const userOf = (method: string, userId: string | number): string => {
     if (!config.userKey)
       throw new RedisKitError(
         'ERK_MISCONFIGURED',
         'express-redis-kit session: set the `userKey` option to use the per-user index',
       )
-    return String(userId)
+    const user = userIdOf(userId)
+    if (user === undefined) throw new ArgumentError(method, 'userId', 'a string or a number', userId)
+    return user
   }
 
   middleware.listUserSessions = async (userId) => {
-    const listed = await store.listUser(userOf(userId))
+    const listed = await store.listUser(userOf('listUserSessions', userId))
     return listed.map(
       ({ handle, createdAt, lastSeenAt, meta }): UserSessionInfo => ({
         ...meta,
@@ -175,14 +180,14 @@ export function session(options: SessionOptions): SessionMiddleware {
   }
 
   middleware.destroyUserSession = async (userId, handle) => {
-    const user = userOf(userId)
+    const user = userOf('destroyUserSession', userId)
     if (typeof handle !== 'string' || !HANDLE.test(handle))
       throw new ArgumentError('destroyUserSession', 'handle', 'a session handle (req.session.handle)', handle)
     return (await store.endUserSessions(user, 'one', handle)) > 0
   }
 
   middleware.destroyUserSessions = async (userId, { except } = {}) => {
-    const user = userOf(userId)
+    const user = userOf('destroyUserSessions', userId)
     if (except !== undefined && (typeof except !== 'string' || !HANDLE.test(except)))
       throw new ArgumentError('destroyUserSessions', 'except', 'a session handle (req.session.handle)', except)
     return store.endUserSessions(user, 'all', except ?? '')

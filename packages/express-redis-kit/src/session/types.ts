@@ -107,7 +107,11 @@ export type UserSessionInfo = Record<string, unknown> & {
   lastSeenAt: Date
 }
 
-/** The middleware returned by `session()`, with the per-user operations (they need `userKey`). */
+/**
+ * The middleware returned by `session()`, with the per-user operations (they need `userKey`).
+ * A `userId` that is not a string or a finite number (`undefined` when nobody is signed in)
+ * rejects with an `ArgumentError` (`ERK_INVALID_ARGUMENT`, status 400).
+ */
 export interface SessionMiddleware extends RequestHandler {
   /** The user's live sessions, least recently created first. */
   listUserSessions(userId: string | number): Promise<UserSessionInfo[]>

@@ -364,6 +364,31 @@ describe('session per-user index (userKey)', () => {
     })
   })
 
+  it('a user id that is not a string or a finite number (undefined: no one signed in) is an ArgumentError, not a user "undefined"', async () => {
+    const { sessions, app } = setup('sess-index-bad-user')
+    const named = new SessionClient(app) // a user whose id is the string "undefined"
+    await named.post('/login?user=1')
+    await named.post('/switch?user=undefined')
+    const handle = 'a'.repeat(22)
+    for (const [name, call] of [
+      ['listUserSessions', (user: unknown) => sessions.listUserSessions(user as number)],
+      ['destroyUserSession', (user: unknown) => sessions.destroyUserSession(user as number, handle)],
+      ['destroyUserSessions', (user: unknown) => sessions.destroyUserSessions(user as number)],
+    ] as const) {
+      for (const user of [undefined, null, Number.NaN, { id: 7 }]) {
+        const error = await call(user).then(
+          () => undefined,
+          (reason: unknown) => reason,
+        )
+        expect(error, `${name}(${String(user)})`).to.include({ code: 'ERK_INVALID_ARGUMENT', status: 400 })
+        expect((error as Error).message)
+          .to.include('`userId`')
+          .and.include(`${name}()`)
+      }
+    }
+    expect(await sessions.listUserSessions('undefined'), 'the user "undefined" kept its session').to.have.length(1)
+  })
+
   it('listUserSessions, destroyUserSession and destroyUserSessions need the userKey option (ERK_MISCONFIGURED)', async () => {
     const sessions = session({ client, prefix: uniquePrefix('sess-index-none') })
     for (const call of [
