@@ -90,12 +90,15 @@ for (const mode of modes) {
     async function cacheEverywhere(id: number, name: string): Promise<void> {
       for (const app of [a, b]) {
         for (const variant of VARIANTS) {
-          for (let reads = 0; ; reads++) {
+          // a loaded machine may answer some reads without the cache (a Redis timeout is a
+          // BYPASS): read until one is a HIT, every answer checked along the way
+          const deadline = Date.now() + 15_000
+          for (;;) {
             const res = await get(app, variant, id)
             expect(res.status, `${variant.path(id)}: ${res.text}`).to.equal(200)
             expect(res.body.name, variant.path(id)).to.equal(name)
             if (res.headers['x-cache'] === 'HIT') break
-            expect(reads, `${variant.path(id)} is never served from the cache`).to.be.below(10)
+            expect(Date.now(), `${variant.path(id)} is never served from the cache`).to.be.below(deadline)
           }
         }
       }
