@@ -1,4 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { RESP_TYPES } from 'redis'
 import { type RateLimitEvent, rateLimitChannel } from '../shared/diagnostics.js'
 import { ArgumentError, describe, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
@@ -12,7 +13,7 @@ import {
   setLegacyHeaders,
   setRetryAfterHeader,
 } from './headers.js'
-import { type Decision, LocalLimiter, type Window, type WindowResult, waitOf } from './local.js'
+import { type Decision, LocalLimiter, slidingWindowEstimate, type Window, type WindowResult, waitOf } from './local.js'
 import {
   parseRateLimitOptions,
   policyName,
@@ -20,7 +21,7 @@ import {
   type RateLimitInfo,
   type RateLimitOptions,
 } from './options.js'
-import { SCRIPTS } from './scripts.js'
+import { SCRIPTS, SLIDING_WINDOW_ONE_SCRIPT, WINDOW_KEY_SUFFIX } from './scripts.js'
 
 export type { StandardHeaders } from './headers.js'
 export { ipKeyGenerator } from './ip-key.js'
@@ -48,12 +49,15 @@ export interface RateLimitMiddleware extends RequestHandler {
   getKey(key: string, limit?: number): Promise<RateLimitState | undefined>
 }
 
-/** The Redis keys of a client: one per window and its block key, all in one slot; `all` is both, in script order. */
+/** The Redis keys of a client, all in one slot: one per window and its block key, each `tag` + a suffix. */
 interface ClientKeys {
+  tag: string
   windows: string[]
   block: string
-  all: string[]
 }
+
+/** A client's keys in the decision scripts' order: its windows, then its block key. */
+const allKeys = (keys: ClientKeys): string[] => [...keys.windows, keys.block]
 
 /** Traced name of resetKey's command (see shared/diagnostics.ts). */
 const RESET_CALL = { operation: 'rateLimit.reset', command: 'DEL' }
@@ -90,12 +94,17 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   /** 'local' mode: until when (monotonic ms) Redis is not asked, after it failed. */
   let redisRetryAt = 0
 
+  /** What ends each window key's name after the client's `{<identifier>}` (see scripts.ts). */
+  const windowSuffixes = (algorithmSuffix: string): string[] =>
+    config.limits ? config.limits.map((window) => `:${window.windowMs}${algorithmSuffix}`) : [algorithmSuffix]
+  const suffixes = windowSuffixes(WINDOW_KEY_SUFFIX[algorithm])
+  /** The window keys an earlier version wrote in another format (sliding-window's hashes), which resetKey deletes too. */
+  const earlierSuffixes = WINDOW_KEY_SUFFIX[algorithm] ? windowSuffixes('') : []
   /** A client's Redis keys (see {@link ClientKeys}). */
   const keysOf = (key: string): ClientKeys => {
-    const base = `${prefix}{${encodeKeyPart(key)}}`
-    const windows = config.limits ? config.limits.map((window) => `${base}:${window.windowMs}`) : [base]
-    const block = `${base}:block`
-    return { windows, block, all: [...windows, block] }
+    const tag = `${prefix}{${encodeKeyPart(key)}}`
+    const windows = suffixes.length === 1 ? [tag + suffixes[0]] : suffixes.map((suffix) => tag + suffix)
+    return { tag, windows, block: `${tag}:block` }
   }
   // With a fixed limit (the common case) the windows never change.
   const fixedWindows =
@@ -126,7 +135,15 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
    * the request was answered without it counts nothing (see scripts.ts).
    */
   let clockOffset = 0
-  const deadline = (): string => String(Date.now() + clockOffset + timeoutMs + DEADLINE_GRACE_MS)
+  const deadlineMs = (): number => Date.now() + clockOffset + timeoutMs + DEADLINE_GRACE_MS
+  const deadline = (): string => String(deadlineMs())
+  /**
+   * sliding-window with one window and no blockDuration decides with its own script (scripts.ts,
+   * SLIDING_WINDOW_ONE), whose argument and reply are binary: through a client that answers
+   * with Buffers.
+   */
+  const oneWindowClient =
+    algorithm === 'sliding-window' && !config.limits && config.blockMs === 0 ? binaryReplies(client) : undefined
   const policyNames = (limit: number): string[] =>
     config.limits ? config.limits.map((window) => window.identifier) : [policyName(config, limit)]
   const fixedPolicyNames = typeof config.limit === 'number' ? policyNames(config.limit) : undefined
@@ -152,13 +169,61 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   /** Asks Redis; the error when it cannot answer (the caller applies onRedisError). */
   async function decideInRedis(keys: ClientKeys, windows: Window[], cost: number): Promise<Decision | Error> {
     try {
-      const reply = (await scripts.decide.run(client, keys.all, decisionArgs(windows, cost), timeoutMs)) as number[]
+      if (oneWindowClient) return await decideOneWindow(oneWindowClient, keys.windows, windows[0]!, cost)
+      const reply = (await scripts.decide.run(
+        client,
+        allKeys(keys),
+        decisionArgs(windows, cost),
+        timeoutMs,
+      )) as number[]
       // Learned first: a host clock behind Redis's would otherwise miss every deadline.
       clockOffset = Number(reply[1]) - Date.now()
-      if (reply[0] === -1) throw new Error('the decision reached Redis after its deadline; it counted nothing')
+      if (reply[0] === -1) throw new Error(LATE_DECISION)
       return parseDecision(reply, 2)
     } catch (error) {
       return error instanceof Error ? error : new Error(String(error))
+    }
+  }
+
+  /** {@link decideInRedis} with SLIDING_WINDOW_ONE (see scripts.ts for its argument and reply). */
+  async function decideOneWindow(
+    redis: RedisClient,
+    keys: string[],
+    { limit, windowMs }: Window,
+    cost: number,
+  ): Promise<Decision> {
+    const args = Buffer.allocUnsafe(32)
+    args.writeDoubleLE(limit, 0)
+    args.writeDoubleLE(windowMs, 8)
+    args.writeDoubleLE(cost, 16)
+    args.writeDoubleLE(deadlineMs(), 24)
+    const reply = (await SLIDING_WINDOW_ONE_SCRIPT.run(redis, keys, [args], timeoutMs)) as Buffer
+    const now = reply.readDoubleLE(reply.length - 8)
+    clockOffset = now - Date.now()
+    if (reply.length === 8) throw new Error(LATE_DECISION)
+    const toEnd = windowMs - (now % windowMs)
+    if (reply.length === 16) {
+      const used = Math.ceil(reply.readDoubleLE(0) - 1e-9)
+      // The refund token: the start of the fixed window that counted the request.
+      const token = refunds ? String(now - (now % windowMs)) : ''
+      return {
+        allowed: true,
+        blockMs: 0,
+        windows: [{ used, remaining: Math.max(limit - used, 0), resetMs: toEnd, token, fits: true }],
+      }
+    }
+    const { used, wait } = slidingWindowEstimate(
+      limit,
+      windowMs,
+      cost,
+      reply.readDoubleLE(0),
+      reply.readDoubleLE(8),
+      toEnd,
+    )
+    return {
+      allowed: false,
+      blockMs: 0,
+      windows: [{ used, remaining: Math.max(limit - used, 0), resetMs: wait, token: '', fits: false }],
     }
   }
 
@@ -379,8 +444,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     check('key', key, isNonEmptyString, 'a non-empty string', 'resetKey')
     blocks?.delete(key)
     const keys = keysOf(key)
-    local?.delete(keys.all)
-    await runCommand(client, keys.block, (redis) => redis.del(keys.all), timeoutMs, undefined, RESET_CALL)
+    const all = allKeys(keys)
+    local?.delete(all)
+    all.push(...earlierSuffixes.map((suffix) => keys.tag + suffix))
+    await runCommand(client, keys.block, (redis) => redis.del(all), timeoutMs, undefined, RESET_CALL)
   }
 
   middleware.getKey = async (key: string, limit?: number) => {
@@ -396,7 +463,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     }
     const keys = keysOf(key)
     const windows = windowsOf(known || Number.MAX_SAFE_INTEGER)
-    const reply = (await scripts.decide.run(client, keys.all, scriptArgs(windows, 0, false, ''), timeoutMs)) as
+    const reply = (await scripts.decide.run(client, allKeys(keys), scriptArgs(windows, 0, false, ''), timeoutMs)) as
       | number[]
       | null
     if (!reply) return undefined
@@ -462,6 +529,18 @@ function warnOnSharedPrefix(config: RateLimitConfig): void {
     )
   }
   prefixes.add(config.prefix)
+}
+
+/** Why a decision that reached Redis after its deadline (it counted nothing) is an error. */
+const LATE_DECISION = 'the decision reached Redis after its deadline; it counted nothing'
+
+/**
+ * The same client (or cluster), answering bulk strings as Buffers (SLIDING_WINDOW_ONE's binary
+ * reply) and without node-redis's own command timeout, which costs an AbortSignal per command:
+ * {@link Script.run} times the call out itself.
+ */
+function binaryReplies(client: RedisClient): RedisClient {
+  return client.withCommandOptions({ typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer }, timeout: 0 }) as RedisClient
 }
 
 /** Added to a decision's deadline: the clock offset is measured over a round trip, not exactly. */
