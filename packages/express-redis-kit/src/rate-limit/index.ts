@@ -6,6 +6,7 @@ import { throttledLogger } from '../shared/logger.js'
 import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
 import { BlockCache } from './block-cache.js'
 import {
+  Draft8Policy,
   type HeaderValues,
   setDraft6Headers,
   setDraft7Headers,
@@ -147,6 +148,11 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   const policyNames = (limit: number): string[] =>
     config.limits ? config.limits.map((window) => window.identifier) : [policyName(config, limit)]
   const fixedPolicyNames = typeof config.limit === 'number' ? policyNames(config.limit) : undefined
+  /** The draft-8 headers of each window, when neither its name nor its quota change from request to request. */
+  const fixedDraft8 =
+    config.standardHeaders === 'draft-8' && fixedWindows && fixedPolicyNames && typeof config.identifier !== 'function'
+      ? fixedWindows.map((window, i) => new Draft8Policy(fixedPolicyNames[i]!, window.limit, window.windowMs))
+      : undefined
 
   async function refund(keys: string[], windows: Window[], cost: number, decision: Decision): Promise<void> {
     await Promise.all(
@@ -167,40 +173,44 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   }
 
   /** Asks Redis; the error when it cannot answer (the caller applies onRedisError). */
-  async function decideInRedis(keys: ClientKeys, windows: Window[], cost: number): Promise<Decision | Error> {
-    try {
-      if (oneWindowClient) return await decideOneWindow(oneWindowClient, keys.windows, windows[0]!, cost)
-      const reply = (await scripts.decide.run(
-        client,
-        allKeys(keys),
-        decisionArgs(windows, cost),
-        timeoutMs,
-      )) as number[]
-      // Learned first: a host clock behind Redis's would otherwise miss every deadline.
-      clockOffset = Number(reply[1]) - Date.now()
-      if (reply[0] === -1) throw new Error(LATE_DECISION)
-      return parseDecision(reply, 2)
-    } catch (error) {
-      return error instanceof Error ? error : new Error(String(error))
+  function decideInRedis(keys: ClientKeys, windows: Window[], cost: number): Promise<Decision | Error> {
+    if (oneWindowClient) {
+      const window = windows[0]!
+      const args = Buffer.allocUnsafe(32)
+      args.writeDoubleLE(window.limit, 0)
+      args.writeDoubleLE(window.windowMs, 8)
+      args.writeDoubleLE(cost, 16)
+      args.writeDoubleLE(deadlineMs(), 24)
+      return SLIDING_WINDOW_ONE_SCRIPT.run(oneWindowClient, keys.windows, [args], timeoutMs).then((reply) => {
+        try {
+          return parseOneWindow(reply as Buffer, window, cost)
+        } catch (error) {
+          return asError(error)
+        }
+      }, asError)
     }
+    return scripts.decide.run(client, allKeys(keys), decisionArgs(windows, cost), timeoutMs).then((reply) => {
+      try {
+        return parseGeneral(reply as number[])
+      } catch (error) {
+        return asError(error)
+      }
+    }, asError)
   }
 
-  /** {@link decideInRedis} with SLIDING_WINDOW_ONE (see scripts.ts for its argument and reply). */
-  async function decideOneWindow(
-    redis: RedisClient,
-    keys: string[],
-    { limit, windowMs }: Window,
-    cost: number,
-  ): Promise<Decision> {
-    const args = Buffer.allocUnsafe(32)
-    args.writeDoubleLE(limit, 0)
-    args.writeDoubleLE(windowMs, 8)
-    args.writeDoubleLE(cost, 16)
-    args.writeDoubleLE(deadlineMs(), 24)
-    const reply = (await SLIDING_WINDOW_ONE_SCRIPT.run(redis, keys, [args], timeoutMs)) as Buffer
+  /** The general decision scripts' reply (see scripts.ts). */
+  function parseGeneral(reply: number[]): Decision | Error {
+    // Learned first: a host clock behind Redis's would otherwise miss every deadline.
+    clockOffset = Number(reply[1]) - Date.now()
+    if (reply[0] === -1) return new Error(LATE_DECISION)
+    return parseDecision(reply, 2)
+  }
+
+  /** SLIDING_WINDOW_ONE's reply (see scripts.ts) to a request of `cost` in `window`. */
+  function parseOneWindow(reply: Buffer, { limit, windowMs }: Window, cost: number): Decision | Error {
     const now = reply.readDoubleLE(reply.length - 8)
     clockOffset = now - Date.now()
-    if (reply.length === 8) throw new Error(LATE_DECISION)
+    if (reply.length === 8) return new Error(LATE_DECISION)
     const toEnd = windowMs - (now % windowMs)
     if (reply.length === 16) {
       const used = Math.ceil(reply.readDoubleLE(0) - 1e-9)
@@ -290,8 +300,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
 
     const windows = windowsOf(limit)
     let decision: Decision
-    /** Where the request was counted, to give it back (skipSuccessfulRequests / skipFailedRequests). */
-    let counted: { keys: string[]; local: boolean } | undefined
+    /** The keys that counted the request, to give it back (skipSuccessfulRequests / skipFailedRequests). */
+    let counted: string[] | undefined
+    /** Whether they are this process's (onRedisError 'local'), not Redis's. */
+    let countedLocally = false
     /** Who decided, and why Redis did not (diagnostics). */
     let source: RateLimitEvent['source'] = 'redis'
     let redisError: Error | undefined
@@ -321,7 +333,8 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
           redisRetryAt = performance.now() + LOCAL_RETRY_MS
         }
         decision = local.decide(keys.windows, keys.block, windows, cost, config.burst, config.blockMs)
-        if (decision.allowed) counted = { keys: keys.windows, local: true }
+        if (decision.allowed) counted = keys.windows
+        countedLocally = true
       } else {
         if (redisRetryAt !== 0) {
           // Redis decides again, from its own counts: a later outage starts counting afresh.
@@ -329,15 +342,15 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
           local?.clear()
         }
         decision = redisAnswer
-        if (decision.allowed) counted = { keys: keys.windows, local: false }
+        if (decision.allowed) counted = keys.windows
         else blocks?.set(key, cost, limit, decision)
       }
     }
 
     const now = Date.now()
     const bound = bindingWindow(decision)
-    const waitMs = decision.allowed ? decision.windows[bound]!.resetMs : waitOf(decision)
     const binding = decision.windows[bound]!
+    const waitMs = decision.allowed ? binding.resetMs : waitOf(decision)
     const info: RateLimitInfo = {
       limit: windows[bound]!.limit,
       used: binding.used,
@@ -366,13 +379,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
           const result = callback('identifier', config.identifier, req, res, isPolicyName, POLICY_NAME)
           names = [typeof result === 'string' ? result : await result]
         }
-        const values = decision.windows.map((window, i) => ({
-          limit: windows[i]!.limit,
-          remaining: window.remaining,
-          resetMs: i === bound ? waitMs : window.resetMs,
-          windowMs: windows[i]!.windowMs,
-        }))
-        setHeaders(res, values, bound, key, names, now, decision.allowed)
+        setHeaders(res, decision, windows, bound, waitMs, key, names, now)
       }
       if (!decision.allowed) {
         if (config.onLimit) notifyLimit(req, res, info)
@@ -382,28 +389,39 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       return next(error)
     }
 
-    if (counted && refunds && cost > 0) {
-      let given = false
-      const giveBack = (succeeded: boolean): void => {
-        if (given) return
-        if (succeeded ? config.skipSuccessfulRequests : config.skipFailedRequests) {
-          given = true
-          if (counted.local) local?.refund(counted.keys, windows, cost, decision)
-          else void refund(counted.keys, windows, cost, decision)
-        }
-      }
-      res.once('finish', () => {
-        Promise.resolve(config.requestWasSuccessful(req, res)).then(giveBack, (error: unknown) =>
-          logger.error('express-redis-kit rateLimit: requestWasSuccessful threw', error),
-        )
-      })
-      // The client went away before the response was complete: a failed request.
-      res.once('close', () => {
-        if (!res.writableFinished) giveBack(false)
-      })
-    }
+    if (counted && refunds && cost > 0) giveBackOnceAnswered(req, res, counted, countedLocally, windows, cost, decision)
     next()
   } as RateLimitMiddleware
+
+  /** skipSuccessfulRequests / skipFailedRequests: gives the request back once its response says it must. */
+  function giveBackOnceAnswered(
+    req: Request,
+    res: Response,
+    keys: string[],
+    counted: boolean,
+    windows: Window[],
+    cost: number,
+    decision: Decision,
+  ): void {
+    let given = false
+    const giveBack = (succeeded: boolean): void => {
+      if (given) return
+      if (succeeded ? config.skipSuccessfulRequests : config.skipFailedRequests) {
+        given = true
+        if (counted) local?.refund(keys, windows, cost, decision)
+        else void refund(keys, windows, cost, decision)
+      }
+    }
+    res.once('finish', () => {
+      Promise.resolve(config.requestWasSuccessful(req, res)).then(giveBack, (error: unknown) =>
+        logger.error('express-redis-kit rateLimit: requestWasSuccessful threw', error),
+      )
+    })
+    // The client went away before the response was complete: a failed request.
+    res.once('close', () => {
+      if (!res.writableFinished) giveBack(false)
+    })
+  }
 
   function notifyLimit(req: Request, res: Response, info: RateLimitInfo): void {
     const failed = (error: unknown) => logger.error('express-redis-kit rateLimit: onLimit threw', error)
@@ -415,22 +433,34 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     }
   }
 
+  /** The headers of a decision; the binding window's reset is `waitMs`. */
   function setHeaders(
     res: Response,
-    values: HeaderValues[],
+    decision: Decision,
+    windows: Window[],
     bound: number,
+    waitMs: number,
     key: string,
     names: string[],
     now: number,
-    allowed: boolean,
   ) {
-    const binding = values[bound]!
-    if (config.legacyHeaders) setLegacyHeaders(res, binding, now)
-    if (config.standardHeaders === 'draft-8') {
-      for (const [i, window] of values.entries()) setDraft8Headers(res, window, names[i] ?? names[0]!, key)
-    } else if (config.standardHeaders === 'draft-7') setDraft7Headers(res, binding)
-    else if (config.standardHeaders === 'draft-6') setDraft6Headers(res, binding)
-    if (!allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, binding.resetMs)
+    if (config.legacyHeaders) setLegacyHeaders(res, headerValues(decision, windows, bound, waitMs), now)
+    if (fixedDraft8) {
+      for (let i = 0; i < windows.length; i++) {
+        const { remaining, resetMs } = decision.windows[i]!
+        fixedDraft8[i]!.setHeaders(res, remaining, i === bound ? waitMs : resetMs, key)
+      }
+    } else if (config.standardHeaders) {
+      const binding = headerValues(decision, windows, bound, waitMs)
+      if (config.standardHeaders === 'draft-8') {
+        for (let i = 0; i < windows.length; i++) {
+          const values = i === bound ? binding : headerValues(decision, windows, i, decision.windows[i]!.resetMs)
+          setDraft8Headers(res, values, names[i] ?? names[0]!, key)
+        }
+      } else if (config.standardHeaders === 'draft-7') setDraft7Headers(res, binding)
+      else setDraft6Headers(res, binding)
+    }
+    if (!decision.allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, waitMs)
   }
 
   async function reject(req: Request, res: Response, next: NextFunction, info: RateLimitInfo) {
@@ -477,6 +507,16 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   }
 
   return middleware
+}
+
+/** What the headers say of window `i` of a decision, whose quota resets in `resetMs`. */
+function headerValues(decision: Decision, windows: Window[], i: number, resetMs: number): HeaderValues {
+  return {
+    limit: windows[i]!.limit,
+    remaining: decision.windows[i]!.remaining,
+    resetMs,
+    windowMs: windows[i]!.windowMs,
+  }
 }
 
 /** A decision script's reply (see scripts.ts), its windows from `from` on. */
@@ -531,6 +571,9 @@ function warnOnSharedPrefix(config: RateLimitConfig): void {
   prefixes.add(config.prefix)
 }
 
+/** A rejection's reason as an Error (decideInRedis answers with it rather than rejecting). */
+const asError = (error: unknown): Error => (error instanceof Error ? error : new Error(String(error)))
+
 /** Why a decision that reached Redis after its deadline (it counted nothing) is an error. */
 const LATE_DECISION = 'the decision reached Redis after its deadline; it counted nothing'
 
@@ -576,30 +619,38 @@ function callback<T>(
   valid: (value: unknown) => value is T,
   expected: string,
 ): T | Promise<T> {
-  const threw = (cause: unknown): never => {
-    const reason = cause instanceof Error ? cause.message : describe(cause)
-    throw new RedisKitError(
-      'ERK_INVALID_CALLBACK_RESULT',
-      `express-redis-kit rateLimit: the ${name} option threw: ${reason}`,
-      {
-        cause,
-      },
-    )
-  }
-  const validate = (value: unknown): T => {
-    if (valid(value)) return value
-    throw new RedisKitError(
-      'ERK_INVALID_CALLBACK_RESULT',
-      `express-redis-kit rateLimit: the ${name} option must return ${expected}; it returned ${describe(value)}`,
-    )
-  }
   let result: unknown
   try {
     result = fn(req, res)
   } catch (cause) {
-    return threw(cause)
+    throw callbackThrew(name, cause)
   }
-  return result instanceof Promise ? result.then(validate, threw) : validate(result)
+  if (!(result instanceof Promise)) return validated(name, result, valid, expected)
+  return result.then(
+    (value) => validated(name, value, valid, expected),
+    (cause: unknown) => {
+      throw callbackThrew(name, cause)
+    },
+  )
+}
+
+function callbackThrew(name: string, cause: unknown): RedisKitError {
+  const reason = cause instanceof Error ? cause.message : describe(cause)
+  return new RedisKitError(
+    'ERK_INVALID_CALLBACK_RESULT',
+    `express-redis-kit rateLimit: the ${name} option threw: ${reason}`,
+    {
+      cause,
+    },
+  )
+}
+
+function validated<T>(name: string, value: unknown, valid: (value: unknown) => value is T, expected: string): T {
+  if (valid(value)) return value
+  throw new RedisKitError(
+    'ERK_INVALID_CALLBACK_RESULT',
+    `express-redis-kit rateLimit: the ${name} option must return ${expected}; it returned ${describe(value)}`,
+  )
 }
 
 declare global {

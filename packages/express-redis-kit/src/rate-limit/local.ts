@@ -22,8 +22,9 @@ export interface Decision {
 
 /** How long a refused request has to wait: its block, or until every window lets it in. */
 export function waitOf(decision: Decision): number {
-  const refusing = decision.windows.filter((window) => !window.fits).map((window) => window.resetMs)
-  return Math.max(decision.blockMs, ...refusing, 0)
+  let wait = Math.max(decision.blockMs, 0)
+  for (const window of decision.windows) if (!window.fits && window.resetMs > wait) wait = window.resetMs
+  return wait
 }
 
 /** A window's limit and length (ms). */
