@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createClient } from 'redis'
 
 /** A free loopback port (the OS's pick, released just before use). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer()
     server.once('error', reject)
@@ -28,17 +28,22 @@ export async function privateRedis(): Promise<{ url: string; stop(): void }> {
   )
   process.on('exit', () => server.kill('SIGKILL'))
   const url = `redis://127.0.0.1:${port}`
+  await untilAnswering(url, 5_000)
+  return { url, stop: () => server.kill('SIGTERM') }
+}
+
+/** Waits until the redis-server at `url` accepts a connection, for at most about `withinMs`. */
+export async function untilAnswering(url: string, withinMs: number): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     const probe = createClient({ url, socket: { reconnectStrategy: false } })
     probe.on('error', () => {})
     try {
       await probe.connect()
       await probe.close()
-      break
+      return
     } catch (error) {
-      if (attempt === 50) throw new Error(`the private redis-server on port ${port} did not start: ${error}`)
+      if (attempt * 100 >= withinMs) throw new Error(`the redis-server at ${url} did not start: ${error}`)
       await sleep(100)
     }
   }
-  return { url, stop: () => server.kill('SIGTERM') }
 }
