@@ -148,6 +148,8 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   const policyNames = (limit: number): string[] =>
     config.limits ? config.limits.map((window) => window.identifier) : [policyName(config, limit)]
   const fixedPolicyNames = typeof config.limit === 'number' ? policyNames(config.limit) : undefined
+  /** A string `message`, encoded once (see sendMessage). */
+  const messageBytes = typeof config.message === 'string' ? Buffer.from(config.message) : undefined
   /** The draft-8 headers of each window, when neither its name nor its quota change from request to request. */
   const fixedDraft8 =
     config.standardHeaders === 'draft-8' && fixedWindows && fixedPolicyNames && typeof config.identifier !== 'function'
@@ -466,6 +468,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   async function reject(req: Request, res: Response, next: NextFunction, info: RateLimitInfo) {
     if (config.handler) return void (await config.handler(req, res, next, info))
     res.status(config.statusCode)
+    if (messageBytes && !res.hasHeader('content-type')) {
+      if (!res.writableEnded) sendMessage(res, messageBytes)
+      return
+    }
     const body = typeof config.message === 'function' ? await config.message(req, res) : config.message
     if (!res.writableEnded) res.send(body)
   }
@@ -507,6 +513,18 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   }
 
   return middleware
+}
+
+/**
+ * Sends a string `message` (as `bytes`) as `res.send` would (`text/html; charset=utf-8`, its
+ * length; no body for HEAD), without what `res.send` does for every response: the content type
+ * looked up and parsed, an ETag hashed from the body. A client hammering its limit gets a
+ * refusal per request, most of them from the local block cache: this is most of their cost.
+ */
+function sendMessage(res: Response, bytes: Buffer): void {
+  res.setHeader('Content-Type', 'text/html; charset=utf-8')
+  res.setHeader('Content-Length', bytes.length)
+  res.end(res.req.method === 'HEAD' ? undefined : bytes)
 }
 
 /** What the headers say of window `i` of a decision, whose quota resets in `resetMs`. */
