@@ -123,7 +123,8 @@ end
 `
 
 /*
- * sliding-window keeps each window's state in ONE string key, `<window key>:sw` (see keyNames):
+ * sliding-window keeps each window's state in ONE string key, the window key + `:sw` (see
+ * WINDOW_KEY_SUFFIX):
  * 32 bytes, four little-endian doubles (Lua's `struct` library, format '<dddd'):
  *   offset 0   start of the current fixed window (Redis ms, a multiple of the window length)
  *   offset 8   how much was counted in it
@@ -132,7 +133,9 @@ end
  *              key's PTTL gives Redis's clock (now = expiry - PTTL) without TIME
  * A new fixed window rewrites the whole key (SET ... PXAT); a request counted within the window
  * writes only its count (SETRANGE at offset 8, which keeps the TTL). A key written with another
- * window length (its expiry is not start + 2 x window) counts for nothing.
+ * window length (its expiry is not start + 2 x window) counts for nothing, and for
+ * SLIDING_WINDOW_ONE so does a key whose TTL is no longer the one it was written with (PERSIST,
+ * EXPIRE): both are written anew.
  */
 
 /** Lua: counts `cost` in the window key `key`: only the count within a window, the whole key when one starts. */
