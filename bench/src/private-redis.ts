@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createClient } from 'redis'
 
 /** A free loopback port (the OS's pick, released just before use). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer()
     server.once('error', reject)
@@ -34,19 +34,30 @@ export async function privateRedis(
   })
   process.on('exit', () => server.kill('SIGKILL'))
   const url = `redis://127.0.0.1:${port}`
-  const deadline = Date.now() + (options.startTimeoutMs ?? 10_000)
+  const deadline = options.startTimeoutMs ?? 10_000
+  try {
+    await untilAnswering(url, deadline, () => failed ?? (server.exitCode !== null ? new Error('it exited') : undefined))
+  } catch (error) {
+    throw new Error(`the private redis-server on port ${port} did not start: ${(error as Error).message}`)
+  }
+  return { url, pid: server.pid!, stop: () => server.kill('SIGTERM') }
+}
+
+/** Waits until the redis-server at `url` accepts a connection, for at most about `withinMs`. */
+export async function untilAnswering(url: string, withinMs: number, gone?: () => Error | undefined): Promise<void> {
+  const deadline = Date.now() + withinMs
   for (;;) {
     const probe = createClient({ url, socket: { reconnectStrategy: false } })
     probe.on('error', () => {})
     try {
       await probe.connect()
       await probe.close()
-      break
+      return
     } catch (error) {
-      if (failed || server.exitCode !== null || Date.now() > deadline)
-        throw new Error(`the private redis-server on port ${port} did not start: ${failed ?? error}`)
+      const reason = gone?.()
+      if (reason || Date.now() > deadline)
+        throw new Error(`the redis-server at ${url} did not start: ${reason ?? error}`)
       await sleep(100)
     }
   }
-  return { url, pid: server.pid!, stop: () => server.kill('SIGTERM') }
 }

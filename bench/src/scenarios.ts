@@ -95,7 +95,8 @@ export function redisKeyOf(scenario: Scenario, prefix: string): string | undefin
     case 'rate-limiter-flexible-in-memory-blocked':
       return `${prefix}:${CLIENT_KEY}`
     default:
-      return `${prefix}{${CLIENT_KEY}}`
+      // sliding-window (the default algorithm, so also 'erk-blocked') keeps its window in `...:sw`
+      return `${prefix}{${CLIENT_KEY}}${(ALGORITHM_OF[scenario] ?? 'sliding-window') === 'sliding-window' ? ':sw' : ''}`
   }
 }
 

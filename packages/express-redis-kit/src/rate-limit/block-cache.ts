@@ -9,6 +9,8 @@ interface Block {
   decision: Decision
   /** When (monotonic ms) the decision was made: its windows' resets count down from then. */
   at: number
+  /** What get() answers: the decision counted down to the last get(), rewritten by each (see get). */
+  now: Decision
 }
 
 /**
@@ -27,15 +29,18 @@ export class BlockCache {
     const wait = waitOf(decision)
     if (!(wait > 0)) return
     const at = performance.now()
+    const now = { ...decision, windows: decision.windows.map((window) => ({ ...window })) }
     this.blocks.delete(key)
-    this.blocks.set(key, { until: at + wait, cost, limit, decision, at })
+    this.blocks.set(key, { until: at + wait, cost, limit, decision, at, now })
     if (this.blocks.size > this.maxKeys) this.blocks.delete(this.blocks.keys().next().value!)
   }
 
   /**
    * The decision to give a request of `cost` against `limit` without asking Redis, its
    * times counted down to now; undefined when the client is not (or no longer) known to be
-   * blocked for such a request.
+   * blocked for such a request. A blocked client's requests are answered from memory, many
+   * a second: rather than a new decision each time, the same object is rewritten by the next
+   * get() for this client, so the caller reads it before it yields.
    */
   get(key: string, cost: number, limit: number): Decision | undefined {
     const block = this.blocks.get(key)
@@ -48,14 +53,10 @@ export class BlockCache {
     if (cost < block.cost || limit !== block.limit) return undefined
     const elapsed = now - block.at
     const { decision } = block
-    return {
-      allowed: false,
-      blockMs: Math.max(0, Math.ceil(decision.blockMs - elapsed)),
-      windows: decision.windows.map((window) => ({
-        ...window,
-        resetMs: Math.max(1, Math.ceil(window.resetMs - elapsed)),
-      })),
-    }
+    block.now.blockMs = Math.max(0, Math.ceil(decision.blockMs - elapsed))
+    for (let i = 0; i < decision.windows.length; i++)
+      block.now.windows[i]!.resetMs = Math.max(1, Math.ceil(decision.windows[i]!.resetMs - elapsed))
+    return block.now
   }
 
   delete(key: string): void {

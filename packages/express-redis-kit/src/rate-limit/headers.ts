@@ -13,7 +13,8 @@ export interface HeaderValues {
   windowMs: number
 }
 
-const resetSeconds = (values: HeaderValues): number => Math.max(0, Math.ceil(values.resetMs / 1000))
+const resetSeconds = (values: HeaderValues): number => secondsOf(values.resetMs)
+const secondsOf = (resetMs: number): number => Math.max(0, Math.ceil(resetMs / 1000))
 
 /** `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (Unix seconds) and `Date`. */
 export function setLegacyHeaders(res: Response, values: HeaderValues, now: number): void {
@@ -45,14 +46,54 @@ export function setDraft7Headers(res: Response, values: HeaderValues): void {
  * never reveals the key itself.
  */
 export function setDraft8Headers(res: Response, values: HeaderValues, name: string, key: string): void {
-  const windowSeconds = Math.ceil(values.windowMs / 1000)
-  appendHeader(res, 'RateLimit-Policy', `"${name}"; q=${values.limit}; w=${windowSeconds}; pk=:${partitionKey(key)}:`)
-  appendHeader(res, 'RateLimit', `"${name}"; r=${values.remaining}; t=${resetSeconds(values)}`)
+  appendHeader(res, POLICY, `${policyStart(name, values.limit, values.windowMs)}${partitionKey(key)}:`)
+  appendHeader(res, RATE_LIMIT, `${rateStart(name)}${values.remaining}; t=${resetSeconds(values)}`)
 }
 
+/** The draft-8 `RateLimit-Policy` value up to its partition key. */
+const policyStart = (name: string, limit: number, windowMs: number): string =>
+  `"${name}"; q=${limit}; w=${Math.ceil(windowMs / 1000)}; pk=:`
+/** The draft-8 `RateLimit` value up to its remaining quota. */
+const rateStart = (name: string): string => `"${name}"; r=`
+
+/**
+ * {@link setDraft8Headers} for a policy whose name, quota and window never change (a limiter's
+ * fixed `limit` or each of its `limits`): what does not depend on the request is built once,
+ * and the `RateLimit-Policy` value of the clients seen most recently is remembered.
+ */
+export class Draft8Policy {
+  readonly #policyStart: string
+  readonly #rateStart: string
+  readonly #policies = new Map<string, string>()
+
+  constructor(name: string, limit: number, windowMs: number) {
+    this.#policyStart = policyStart(name, limit, windowMs)
+    this.#rateStart = rateStart(name)
+  }
+
+  setHeaders(res: Response, remaining: number, resetMs: number, key: string): void {
+    let policy = this.#policies.get(key)
+    if (policy === undefined) {
+      policy = `${this.#policyStart}${partitionKey(key)}:`
+      if (this.#policies.size >= PARTITION_KEY_CACHE_SIZE) this.#policies.clear()
+      this.#policies.set(key, policy)
+    }
+    appendHeader(res, POLICY, policy)
+    appendHeader(res, RATE_LIMIT, `${this.#rateStart}${remaining}; t=${secondsOf(resetMs)}`)
+  }
+}
+
+interface HeaderName {
+  name: string
+  /** As `res.hasHeader` looks it up (it lowercases what it is given). */
+  lowercase: string
+}
+const POLICY: HeaderName = { name: 'RateLimit-Policy', lowercase: 'ratelimit-policy' }
+const RATE_LIMIT: HeaderName = { name: 'RateLimit', lowercase: 'ratelimit' }
+
 /** Sets a header, or adds to it when another limiter set it already (as `res.append`, without its cost on the common path). */
-function appendHeader(res: Response, name: string, value: string): void {
-  if (res.hasHeader(name)) res.append(name, value)
+function appendHeader(res: Response, { name, lowercase }: HeaderName, value: string): void {
+  if (res.hasHeader(lowercase)) res.append(name, value)
   else res.setHeader(name, value)
 }
 
@@ -72,7 +113,7 @@ function partitionKey(key: string): string {
 
 /** `Retry-After` in whole seconds. */
 export function setRetryAfterHeader(res: Response, resetMs: number): void {
-  res.setHeader('Retry-After', String(Math.max(0, Math.ceil(resetMs / 1000))))
+  res.setHeader('Retry-After', String(secondsOf(resetMs)))
 }
 
 /** The default draft-8 policy name, e.g. `100-in-1min` (express-rate-limit's `identifier`). */

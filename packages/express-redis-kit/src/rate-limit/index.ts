@@ -1,10 +1,12 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { RESP_TYPES } from 'redis'
 import { type RateLimitEvent, rateLimitChannel } from '../shared/diagnostics.js'
 import { ArgumentError, describe, RedisKitError } from '../shared/errors.js'
 import { throttledLogger } from '../shared/logger.js'
-import { encodeKeyPart, runCommand } from '../shared/redis.js'
+import { encodeKeyPart, type RedisClient, runCommand } from '../shared/redis.js'
 import { BlockCache } from './block-cache.js'
 import {
+  Draft8Policy,
   type HeaderValues,
   setDraft6Headers,
   setDraft7Headers,
@@ -12,9 +14,14 @@ import {
   setLegacyHeaders,
   setRetryAfterHeader,
 } from './headers.js'
-import { type Decision, LocalLimiter, type Window, type WindowResult, waitOf } from './local.js'
-import { parseRateLimitOptions, policyName, type RateLimitInfo, type RateLimitOptions } from './options.js'
-import { SCRIPTS } from './scripts.js'
+import { type Decision, LocalLimiter, slidingWindowEstimate, type Window, type WindowResult, waitOf } from './local.js'
+import {
+  parseRateLimitOptions,
+  policyName,
+  type RateLimitInfo,
+  type RateLimitOptions,
+} from './options.js'
+import { SCRIPTS, SLIDING_WINDOW_ONE_SCRIPT, WINDOW_KEY_SUFFIX } from './scripts.js'
 import { SetupChecks } from './validations.js'
 
 export type { StandardHeaders } from './headers.js'
@@ -50,12 +57,15 @@ export interface RateLimitMiddleware extends RequestHandler {
   getKey(key: string, limit?: number): Promise<RateLimitState | undefined>
 }
 
-/** The Redis keys of a client: one per window and its block key, all in one slot; `all` is both, in script order. */
+/** The Redis keys of a client, all in one slot: one per window and its block key, each `tag` + a suffix. */
 interface ClientKeys {
+  tag: string
   windows: string[]
   block: string
-  all: string[]
 }
+
+/** A client's keys in the decision scripts' order: its windows, then its block key. */
+const allKeys = (keys: ClientKeys): string[] => [...keys.windows, keys.block]
 
 /** Traced name of resetKey's command (see shared/diagnostics.ts). */
 const RESET_CALL = { operation: 'rateLimit.reset', command: 'DEL' }
@@ -90,12 +100,17 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   /** 'local' mode: until when (monotonic ms) Redis is not asked, after it failed. */
   let redisRetryAt = 0
 
+  /** What ends each window key's name after the client's `{<identifier>}` (see scripts.ts). */
+  const windowSuffixes = (algorithmSuffix: string): string[] =>
+    config.limits ? config.limits.map((window) => `:${window.windowMs}${algorithmSuffix}`) : [algorithmSuffix]
+  const suffixes = windowSuffixes(WINDOW_KEY_SUFFIX[algorithm])
+  /** The window keys an earlier version wrote in another format (sliding-window's hashes), which resetKey deletes too. */
+  const earlierSuffixes = WINDOW_KEY_SUFFIX[algorithm] ? windowSuffixes('') : []
   /** A client's Redis keys (see {@link ClientKeys}). */
   const keysOf = (key: string): ClientKeys => {
-    const base = `${prefix}{${encodeKeyPart(key)}}`
-    const windows = config.limits ? config.limits.map((window) => `${base}:${window.windowMs}`) : [base]
-    const block = `${base}:block`
-    return { windows, block, all: [...windows, block] }
+    const tag = `${prefix}{${encodeKeyPart(key)}}`
+    const windows = suffixes.length === 1 ? [tag + suffixes[0]] : suffixes.map((suffix) => tag + suffix)
+    return { tag, windows, block: `${tag}:block` }
   }
   // With a fixed limit (the common case) the windows never change.
   const fixedWindows =
@@ -126,10 +141,25 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
    * the request was answered without it counts nothing (see scripts.ts).
    */
   let clockOffset = 0
-  const deadline = (): string => String(Date.now() + clockOffset + timeoutMs + DEADLINE_GRACE_MS)
+  const deadlineMs = (): number => Date.now() + clockOffset + timeoutMs + DEADLINE_GRACE_MS
+  const deadline = (): string => String(deadlineMs())
+  /**
+   * sliding-window with one window and no blockDuration decides with its own script (scripts.ts,
+   * SLIDING_WINDOW_ONE), whose argument and reply are binary: through a client that answers
+   * with Buffers.
+   */
+  const oneWindowClient =
+    algorithm === 'sliding-window' && !config.limits && config.blockMs === 0 ? binaryReplies(client) : undefined
   const policyNames = (limit: number): string[] =>
     config.limits ? config.limits.map((window) => window.identifier) : [policyName(config, limit)]
   const fixedPolicyNames = typeof config.limit === 'number' ? policyNames(config.limit) : undefined
+  /** A string `message`, encoded once (see sendMessage). */
+  const messageBytes = typeof config.message === 'string' ? Buffer.from(config.message) : undefined
+  /** The draft-8 headers of each window, when neither its name nor its quota change from request to request. */
+  const fixedDraft8 =
+    config.standardHeaders === 'draft-8' && fixedWindows && fixedPolicyNames && typeof config.identifier !== 'function'
+      ? fixedWindows.map((window, i) => new Draft8Policy(fixedPolicyNames[i]!, window.limit, window.windowMs))
+      : undefined
 
   async function refund(keys: string[], windows: Window[], cost: number, decision: Decision): Promise<void> {
     await Promise.all(
@@ -150,15 +180,67 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   }
 
   /** Asks Redis; the error when it cannot answer (the caller applies onRedisError). */
-  async function decideInRedis(keys: ClientKeys, windows: Window[], cost: number): Promise<Decision | Error> {
-    try {
-      const reply = (await scripts.decide.run(client, keys.all, decisionArgs(windows, cost), timeoutMs)) as number[]
-      // Learned first: a host clock behind Redis's would otherwise miss every deadline.
-      clockOffset = Number(reply[1]) - Date.now()
-      if (reply[0] === -1) throw new Error('the decision reached Redis after its deadline; it counted nothing')
-      return parseDecision(reply, 2)
-    } catch (error) {
-      return error instanceof Error ? error : new Error(String(error))
+  function decideInRedis(keys: ClientKeys, windows: Window[], cost: number): Promise<Decision | Error> {
+    if (oneWindowClient) {
+      const window = windows[0]!
+      const args = Buffer.allocUnsafe(32)
+      args.writeDoubleLE(window.limit, 0)
+      args.writeDoubleLE(window.windowMs, 8)
+      args.writeDoubleLE(cost, 16)
+      args.writeDoubleLE(deadlineMs(), 24)
+      return SLIDING_WINDOW_ONE_SCRIPT.run(oneWindowClient, keys.windows, [args], timeoutMs).then((reply) => {
+        try {
+          return parseOneWindow(reply as Buffer, window, cost)
+        } catch (error) {
+          return asError(error)
+        }
+      }, asError)
+    }
+    return scripts.decide.run(client, allKeys(keys), decisionArgs(windows, cost), timeoutMs).then((reply) => {
+      try {
+        return parseGeneral(reply as number[])
+      } catch (error) {
+        return asError(error)
+      }
+    }, asError)
+  }
+
+  /** The general decision scripts' reply (see scripts.ts). */
+  function parseGeneral(reply: number[]): Decision | Error {
+    // Learned first: a host clock behind Redis's would otherwise miss every deadline.
+    clockOffset = Number(reply[1]) - Date.now()
+    if (reply[0] === -1) return new Error(LATE_DECISION)
+    return parseDecision(reply, 2)
+  }
+
+  /** SLIDING_WINDOW_ONE's reply (see scripts.ts) to a request of `cost` in `window`. */
+  function parseOneWindow(reply: Buffer, { limit, windowMs }: Window, cost: number): Decision | Error {
+    const now = reply.readDoubleLE(reply.length - 8)
+    clockOffset = now - Date.now()
+    if (reply.length === 8) return new Error(LATE_DECISION)
+    const toEnd = windowMs - (now % windowMs)
+    if (reply.length === 16) {
+      const used = Math.ceil(reply.readDoubleLE(0) - 1e-9)
+      // The refund token: the start of the fixed window that counted the request.
+      const token = refunds ? String(now - (now % windowMs)) : ''
+      return {
+        allowed: true,
+        blockMs: 0,
+        windows: [{ used, remaining: Math.max(limit - used, 0), resetMs: toEnd, token, fits: true }],
+      }
+    }
+    const { used, wait } = slidingWindowEstimate(
+      limit,
+      windowMs,
+      cost,
+      reply.readDoubleLE(0),
+      reply.readDoubleLE(8),
+      toEnd,
+    )
+    return {
+      allowed: false,
+      blockMs: 0,
+      windows: [{ used, remaining: Math.max(limit - used, 0), resetMs: wait, token: '', fits: false }],
     }
   }
 
@@ -226,8 +308,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
 
     const windows = windowsOf(limit)
     let decision: Decision
-    /** Where the request was counted, to give it back (skipSuccessfulRequests / skipFailedRequests). */
-    let counted: { keys: string[]; local: boolean } | undefined
+    /** The keys that counted the request, to give it back (skipSuccessfulRequests / skipFailedRequests). */
+    let counted: string[] | undefined
+    /** Whether they are this process's (onRedisError 'local'), not Redis's. */
+    let countedLocally = false
     /** Who decided, and why Redis did not (diagnostics). */
     let source: RateLimitEvent['source'] = 'redis'
     let redisError: Error | undefined
@@ -258,7 +342,8 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
           redisRetryAt = performance.now() + LOCAL_RETRY_MS
         }
         decision = local.decide(keys.windows, keys.block, windows, cost, config.burst, config.blockMs)
-        if (decision.allowed) counted = { keys: keys.windows, local: true }
+        if (decision.allowed) counted = keys.windows
+        countedLocally = true
       } else {
         if (redisRetryAt !== 0) {
           // Redis decides again, from its own counts: a later outage starts counting afresh.
@@ -266,15 +351,15 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
           local?.clear()
         }
         decision = redisAnswer
-        if (decision.allowed) counted = { keys: keys.windows, local: false }
+        if (decision.allowed) counted = keys.windows
         else blocks?.set(key, cost, limit, decision)
       }
     }
 
     const now = Date.now()
     const bound = bindingWindow(decision)
-    const waitMs = decision.allowed ? decision.windows[bound]!.resetMs : waitOf(decision)
     const binding = decision.windows[bound]!
+    const waitMs = decision.allowed ? binding.resetMs : waitOf(decision)
     const info: RateLimitInfo = {
       limit: windows[bound]!.limit,
       used: binding.used,
@@ -303,13 +388,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
           const result = callback('identifier', config.identifier, req, res, isPolicyName, POLICY_NAME)
           names = [typeof result === 'string' ? result : await result]
         }
-        const values = decision.windows.map((window, i) => ({
-          limit: windows[i]!.limit,
-          remaining: window.remaining,
-          resetMs: i === bound ? waitMs : window.resetMs,
-          windowMs: windows[i]!.windowMs,
-        }))
-        setHeaders(res, values, bound, key, names, now, decision.allowed)
+        setHeaders(res, decision, windows, bound, waitMs, key, names, now)
       }
       if (!decision.allowed) {
         if (config.onLimit) notifyLimit(req, res, info)
@@ -319,28 +398,39 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       return next(error)
     }
 
-    if (counted && refunds && cost > 0) {
-      let given = false
-      const giveBack = (succeeded: boolean): void => {
-        if (given) return
-        if (succeeded ? config.skipSuccessfulRequests : config.skipFailedRequests) {
-          given = true
-          if (counted.local) local?.refund(counted.keys, windows, cost, decision)
-          else void refund(counted.keys, windows, cost, decision)
-        }
-      }
-      res.once('finish', () => {
-        Promise.resolve(config.requestWasSuccessful(req, res)).then(giveBack, (error: unknown) =>
-          logger.error('express-redis-kit rateLimit: requestWasSuccessful threw', error),
-        )
-      })
-      // The client went away before the response was complete: a failed request.
-      res.once('close', () => {
-        if (!res.writableFinished) giveBack(false)
-      })
-    }
+    if (counted && refunds && cost > 0) giveBackOnceAnswered(req, res, counted, countedLocally, windows, cost, decision)
     next()
   } as RateLimitMiddleware
+
+  /** skipSuccessfulRequests / skipFailedRequests: gives the request back once its response says it must. */
+  function giveBackOnceAnswered(
+    req: Request,
+    res: Response,
+    keys: string[],
+    counted: boolean,
+    windows: Window[],
+    cost: number,
+    decision: Decision,
+  ): void {
+    let given = false
+    const giveBack = (succeeded: boolean): void => {
+      if (given) return
+      if (succeeded ? config.skipSuccessfulRequests : config.skipFailedRequests) {
+        given = true
+        if (counted) local?.refund(keys, windows, cost, decision)
+        else void refund(keys, windows, cost, decision)
+      }
+    }
+    res.once('finish', () => {
+      Promise.resolve(config.requestWasSuccessful(req, res)).then(giveBack, (error: unknown) =>
+        logger.error('express-redis-kit rateLimit: requestWasSuccessful threw', error),
+      )
+    })
+    // The client went away before the response was complete: a failed request.
+    res.once('close', () => {
+      if (!res.writableFinished) giveBack(false)
+    })
+  }
 
   function notifyLimit(req: Request, res: Response, info: RateLimitInfo): void {
     const failed = (error: unknown) => logger.error('express-redis-kit rateLimit: onLimit threw', error)
@@ -352,22 +442,34 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     }
   }
 
+  /** The headers of a decision; the binding window's reset is `waitMs`. */
   function setHeaders(
     res: Response,
-    values: HeaderValues[],
+    decision: Decision,
+    windows: Window[],
     bound: number,
+    waitMs: number,
     key: string,
     names: string[],
     now: number,
-    allowed: boolean,
   ) {
-    const binding = values[bound]!
-    if (config.legacyHeaders) setLegacyHeaders(res, binding, now)
-    if (config.standardHeaders === 'draft-8') {
-      for (const [i, window] of values.entries()) setDraft8Headers(res, window, names[i] ?? names[0]!, key)
-    } else if (config.standardHeaders === 'draft-7') setDraft7Headers(res, binding)
-    else if (config.standardHeaders === 'draft-6') setDraft6Headers(res, binding)
-    if (!allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, binding.resetMs)
+    if (config.legacyHeaders) setLegacyHeaders(res, headerValues(decision, windows, bound, waitMs), now)
+    if (fixedDraft8) {
+      for (let i = 0; i < windows.length; i++) {
+        const { remaining, resetMs } = decision.windows[i]!
+        fixedDraft8[i]!.setHeaders(res, remaining, i === bound ? waitMs : resetMs, key)
+      }
+    } else if (config.standardHeaders) {
+      const binding = headerValues(decision, windows, bound, waitMs)
+      if (config.standardHeaders === 'draft-8') {
+        for (let i = 0; i < windows.length; i++) {
+          const values = i === bound ? binding : headerValues(decision, windows, i, decision.windows[i]!.resetMs)
+          setDraft8Headers(res, values, names[i] ?? names[0]!, key)
+        }
+      } else if (config.standardHeaders === 'draft-7') setDraft7Headers(res, binding)
+      else setDraft6Headers(res, binding)
+    }
+    if (!decision.allowed && (config.legacyHeaders || config.standardHeaders)) setRetryAfterHeader(res, waitMs)
   }
 
   async function reject(req: Request, res: Response, next: NextFunction, info: RateLimitInfo, windowMs: number) {
@@ -376,6 +478,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       return void (await config.handler(req, res, next, { ...info, statusCode, message, windowMs, max: info.limit }))
     }
     res.status(config.statusCode)
+    if (messageBytes && !res.hasHeader('content-type')) {
+      if (!res.writableEnded) sendMessage(res, messageBytes)
+      return
+    }
     const body = typeof config.message === 'function' ? await config.message(req, res) : config.message
     if (!res.writableEnded) res.send(body)
   }
@@ -384,8 +490,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     check('key', key, isNonEmptyString, 'a non-empty string', 'resetKey')
     blocks?.delete(key)
     const keys = keysOf(key)
-    local?.delete(keys.all)
-    await runCommand(client, keys.block, (redis) => redis.del(keys.all), timeoutMs, undefined, RESET_CALL)
+    const all = allKeys(keys)
+    local?.delete(all)
+    all.push(...earlierSuffixes.map((suffix) => keys.tag + suffix))
+    await runCommand(client, keys.block, (redis) => redis.del(all), timeoutMs, undefined, RESET_CALL)
   }
 
   middleware.getKey = async (key: string, limit?: number) => {
@@ -401,7 +509,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     }
     const keys = keysOf(key)
     const windows = windowsOf(known || Number.MAX_SAFE_INTEGER)
-    const reply = (await scripts.decide.run(client, keys.all, scriptArgs(windows, 0, false, ''), timeoutMs)) as
+    const reply = (await scripts.decide.run(client, allKeys(keys), scriptArgs(windows, 0, false, ''), timeoutMs)) as
       | number[]
       | null
     if (!reply) return undefined
@@ -415,6 +523,28 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   }
 
   return middleware
+}
+
+/**
+ * Sends a string `message` (as `bytes`) as `res.send` would (`text/html; charset=utf-8`, its
+ * length; no body for HEAD), without what `res.send` does for every response: the content type
+ * looked up and parsed, an ETag hashed from the body. A client hammering its limit gets a
+ * refusal per request, most of them from the local block cache: this is most of their cost.
+ */
+function sendMessage(res: Response, bytes: Buffer): void {
+  res.setHeader('Content-Type', 'text/html; charset=utf-8')
+  res.setHeader('Content-Length', bytes.length)
+  res.end(res.req.method === 'HEAD' ? undefined : bytes)
+}
+
+/** What the headers say of window `i` of a decision, whose quota resets in `resetMs`. */
+function headerValues(decision: Decision, windows: Window[], i: number, resetMs: number): HeaderValues {
+  return {
+    limit: windows[i]!.limit,
+    remaining: decision.windows[i]!.remaining,
+    resetMs,
+    windowMs: windows[i]!.windowMs,
+  }
 }
 
 /** A decision script's reply (see scripts.ts), its windows from `from` on. */
@@ -454,6 +584,21 @@ const LOCAL_RETRY_MS = 1_000
 /** 'local' mode: the most windows kept in memory. */
 const LOCAL_MAX_KEYS = 100_000
 
+/** A rejection's reason as an Error (decideInRedis answers with it rather than rejecting). */
+const asError = (error: unknown): Error => (error instanceof Error ? error : new Error(String(error)))
+
+/** Why a decision that reached Redis after its deadline (it counted nothing) is an error. */
+const LATE_DECISION = 'the decision reached Redis after its deadline; it counted nothing'
+
+/**
+ * The same client (or cluster), answering bulk strings as Buffers (SLIDING_WINDOW_ONE's binary
+ * reply) and without node-redis's own command timeout, which costs an AbortSignal per command:
+ * {@link Script.run} times the call out itself.
+ */
+function binaryReplies(client: RedisClient): RedisClient {
+  return client.withCommandOptions({ typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer }, timeout: 0 }) as RedisClient
+}
+
 /** Added to a decision's deadline: the clock offset is measured over a round trip, not exactly. */
 const DEADLINE_GRACE_MS = 50
 
@@ -487,30 +632,38 @@ function callback<T>(
   valid: (value: unknown) => value is T,
   expected: string,
 ): T | Promise<T> {
-  const threw = (cause: unknown): never => {
-    const reason = cause instanceof Error ? cause.message : describe(cause)
-    throw new RedisKitError(
-      'ERK_INVALID_CALLBACK_RESULT',
-      `express-redis-kit rateLimit: the ${name} option threw: ${reason}`,
-      {
-        cause,
-      },
-    )
-  }
-  const validate = (value: unknown): T => {
-    if (valid(value)) return value
-    throw new RedisKitError(
-      'ERK_INVALID_CALLBACK_RESULT',
-      `express-redis-kit rateLimit: the ${name} option must return ${expected}; it returned ${describe(value)}`,
-    )
-  }
   let result: unknown
   try {
     result = fn(req, res)
   } catch (cause) {
-    return threw(cause)
+    throw callbackThrew(name, cause)
   }
-  return result instanceof Promise ? result.then(validate, threw) : validate(result)
+  if (!(result instanceof Promise)) return validated(name, result, valid, expected)
+  return result.then(
+    (value) => validated(name, value, valid, expected),
+    (cause: unknown) => {
+      throw callbackThrew(name, cause)
+    },
+  )
+}
+
+function callbackThrew(name: string, cause: unknown): RedisKitError {
+  const reason = cause instanceof Error ? cause.message : describe(cause)
+  return new RedisKitError(
+    'ERK_INVALID_CALLBACK_RESULT',
+    `express-redis-kit rateLimit: the ${name} option threw: ${reason}`,
+    {
+      cause,
+    },
+  )
+}
+
+function validated<T>(name: string, value: unknown, valid: (value: unknown) => value is T, expected: string): T {
+  if (valid(value)) return value
+  throw new RedisKitError(
+    'ERK_INVALID_CALLBACK_RESULT',
+    `express-redis-kit rateLimit: the ${name} option must return ${expected}; it returned ${describe(value)}`,
+  )
 }
 
 declare global {

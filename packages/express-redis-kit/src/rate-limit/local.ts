@@ -22,8 +22,9 @@ export interface Decision {
 
 /** How long a refused request has to wait: its block, or until every window lets it in. */
 export function waitOf(decision: Decision): number {
-  const refusing = decision.windows.filter((window) => !window.fits).map((window) => window.resetMs)
-  return Math.max(decision.blockMs, ...refusing, 0)
+  let wait = Math.max(decision.blockMs, 0)
+  for (const window of decision.windows) if (!window.fits && window.resetMs > wait) wait = window.resetMs
+  return wait
 }
 
 /** A window's limit and length (ms). */
@@ -171,32 +172,48 @@ const slidingWindow: Evaluate = (state, key, { limit, windowMs }, cost, _burst, 
     p = stored?.s === start - windowMs ? c : 0
     c = 0
   }
-  const elapsed = now - start
-  const weight = (windowMs - elapsed) / windowMs
-  const estimate = p * weight + c
-  const toWindowEnd = windowMs - elapsed
-  const used = Math.ceil(estimate)
-  const fits = estimate + cost <= limit
-  let resetMs = toWindowEnd
-  if (!fits) {
-    let wait: number
-    if (cost > limit) wait = toWindowEnd
-    else if (c + cost <= limit) wait = Math.ceil(windowMs * (1 - (limit - c - cost) / p)) - elapsed
-    else wait = toWindowEnd + Math.max(0, Math.ceil(windowMs * (1 - (limit - cost) / c)))
-    resetMs = Math.max(wait, 1)
-  }
+  const toWindowEnd = windowMs - (now - start)
+  const { used, fits, wait } = slidingWindowEstimate(limit, windowMs, cost, c, p, toWindowEnd)
   return {
     used,
     remaining: Math.max(limit - used, 0),
-    resetMs,
+    resetMs: fits ? toWindowEnd : wait,
     fits,
     apply() {
       const counted = c + cost
       state.set(key, { expiresAt: start + 2 * windowMs, value: { s: start, c: counted, p } })
-      const usedNow = Math.ceil(p * weight + counted - 1e-9)
+      const usedNow = Math.ceil((p * toWindowEnd) / windowMs + counted - 1e-9)
       return { used: usedNow, remaining: Math.max(limit - usedNow, 0), resetMs: toWindowEnd, token: String(start) }
     },
   }
+}
+
+/**
+ * The sliding-window estimate of a window that counted `c` and whose previous window counted `p`,
+ * `toWindowEnd` ms before its end (as the decision scripts compute it): the quota used, whether
+ * a request of `cost` fits, and if it does not, the ms until it would (as SLIDING_WINDOW_WAIT in
+ * scripts.ts).
+ */
+export function slidingWindowEstimate(
+  limit: number,
+  windowMs: number,
+  cost: number,
+  c: number,
+  p: number,
+  toWindowEnd: number,
+): { used: number; fits: boolean; wait: number } {
+  const estimate = (p * toWindowEnd) / windowMs + c
+  const fits = estimate + cost <= limit
+  let wait = 0
+  if (!fits) {
+    if (cost > limit) wait = toWindowEnd
+    // later in this window the previous window's share shrinks enough
+    else if (c + cost <= limit) wait = Math.ceil(windowMs * (1 - (limit - c - cost) / p)) - (windowMs - toWindowEnd)
+    // in the next window this window's count becomes the shrinking share
+    else wait = toWindowEnd + Math.max(0, Math.ceil(windowMs * (1 - (limit - cost) / c)))
+    wait = Math.max(wait, 1)
+  }
+  return { used: Math.ceil(estimate), fits, wait }
 }
 
 const slidingLog: Evaluate = (state, key, { limit, windowMs }, cost, _burst, now) => {

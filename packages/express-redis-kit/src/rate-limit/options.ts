@@ -234,6 +234,7 @@ export interface RateLimitOptions {
   statusCode?: number
   /**
    * Body of a rejected request: a string, an object (sent as JSON), or a function returning one.
+   * A string is sent as `res.send` sends it (`text/html; charset=utf-8`) but without an ETag.
    * @default 'Too many requests, please try again later.'
    */
   message?: ValueOrFunction<unknown>

@@ -5,7 +5,8 @@ import { Script } from '../shared/redis.js'
  *
  * Common contract of the four decision scripts:
  *   KEYS[1..n]  the client's key of each window, all in one slot (`<prefix>{<identifier>}`, or
- *               `<prefix>{<identifier>}:<windowMs>` with several windows)
+ *               `<prefix>{<identifier>}:<windowMs>` with several windows; sliding-window adds
+ *               `:sw` to each, see WINDOW_KEY_SUFFIX)
  *   KEYS[n+1]   the client's block key (blockDuration), `<prefix>{<identifier>}:block`
  *   ARGV[1]  cost of this request (integer >= 0)
  *   ARGV[2]  '1' to consume, '0' to only read the state (getKey)
@@ -34,6 +35,9 @@ import { Script } from '../shared/redis.js'
  * counts it there: the wrapper counts in no window unless the request fits in all. Time always comes from Redis
  * (TIME, read once by the wrapper as nowMs / nowUs, or the key's own TTL), never from the app
  * host, and a refused request writes nothing (but the block key, with blockDuration).
+ *
+ * sliding-window with the default options (one window, consuming, no blockDuration) has a
+ * decision script of its own, SLIDING_WINDOW_ONE, that reads and writes the same keys.
  */
 
 /** Wraps an algorithm's `evaluate` and `apply` with the deadline, the block, the windows and the reply. */
@@ -118,47 +122,117 @@ local function apply(key, limit, window, r)
 end
 `
 
+/*
+ * sliding-window keeps each window's state in ONE string key, the window key + `:sw` (see
+ * WINDOW_KEY_SUFFIX):
+ * 32 bytes, four little-endian doubles (Lua's `struct` library, format '<dddd'):
+ *   offset 0   start of the current fixed window (Redis ms, a multiple of the window length)
+ *   offset 8   how much was counted in it
+ *   offset 16  how much was counted in the window before it
+ *   offset 24  when the key expires (Redis ms): start + 2 x window, set with PXAT, so that the
+ *              key's PTTL gives Redis's clock (now = expiry - PTTL) without TIME
+ * A new fixed window rewrites the whole key (SET ... PXAT); a request counted within the window
+ * writes only its count (SETRANGE at offset 8, which keeps the TTL). A key written with another
+ * window length (its expiry is not start + 2 x window) counts for nothing, and for
+ * SLIDING_WINDOW_ONE so does a key whose TTL is no longer the one it was written with (PERSIST,
+ * EXPIRE): both are written anew.
+ */
+
+/** Lua: counts `cost` in the window key `key`: only the count within a window, the whole key when one starts. */
+const SLIDING_WINDOW_WRITE = `
+if s == start then
+  redis.call('SETRANGE', key, '8', struct.pack('<d', c))
+else
+  redis.call('SET', key, struct.pack('<dddd', start, c, p, start + 2 * window), 'PXAT', start + 2 * window)
+end`
+
 const SLIDING_WINDOW = `
--- each window's key is a hash: s = start of the current window (ms), c = its count, p = the previous window's count
 local function evaluate(key, limit, window)
   local start = nowMs - (nowMs % window)
-  local stored = redis.call('HMGET', key, 's', 'c', 'p')
-  local s, c, p = tonumber(stored[1]), tonumber(stored[2]) or 0, tonumber(stored[3]) or 0
+  local s, c, p, e = nil, 0, 0, nil
+  local stored = redis.call('GET', key)
+  if stored then
+    s, c, p, e = struct.unpack('<dddd', stored)
+    if e ~= s + 2 * window then s, c, p = nil, 0, 0 end
+  end
   local exists = s ~= nil
   if s ~= start then
     if s == start - window then p = c else p = 0 end
     c = 0
   end
-  local elapsed = nowMs - start
-  local estimate = p * (window - elapsed) / window + c
-  local toWindowEnd = window - elapsed
+  local toEnd = start + window - nowMs
+  local estimate = p * toEnd / window + c
   local used = math.ceil(estimate)
-  local r = { exists = exists, used = used, remaining = math.max(limit - used, 0), reset = toWindowEnd,
-    ok = estimate + cost <= limit, start = start, newWindow = s ~= start, c = c, p = p }
+  local r = { exists = exists, used = used, remaining = math.max(limit - used, 0), reset = toEnd,
+    ok = estimate + cost <= limit, start = start, s = s, c = c, p = p }
   if consume and not r.ok then
+    -- the ms until a request of this cost would fit (the same as slidingWindowEstimate in local.ts)
     local wait
     if cost > limit then
-      wait = toWindowEnd
+      wait = toEnd
     elseif c + cost <= limit then
       -- later in this window the previous window's share shrinks enough
-      wait = math.ceil(window * (1 - (limit - c - cost) / p)) - elapsed
+      wait = math.ceil(window * (1 - (limit - c - cost) / p)) - (window - toEnd)
     else
       -- in the next window this window's count becomes the shrinking share
-      wait = toWindowEnd + math.max(0, math.ceil(window * (1 - (limit - cost) / c)))
+      wait = toEnd + math.max(0, math.ceil(window * (1 - (limit - cost) / c)))
     end
     r.reset = math.max(wait, 1)
   end
   return r
 end
 local function apply(key, limit, window, r)
-  local c = r.c + cost
-  redis.call('HSET', key, 's', r.start, 'c', c, 'p', r.p)
-  local toWindowEnd = r.reset
-  -- the expiry (the end of the next window) only moves when a new window starts
-  if r.newWindow then redis.call('PEXPIRE', key, window + toWindowEnd) end
-  local used = math.ceil(r.p * toWindowEnd / window + c - 1e-9)
-  return used, math.max(limit - used, 0), toWindowEnd, tostring(r.start)
+  local s, start, p, c, toEnd = r.s, r.start, r.p, r.c + cost, r.reset
+  ${SLIDING_WINDOW_WRITE}
+  local used = math.ceil(p * toEnd / window + c - 1e-9)
+  return used, math.max(limit - used, 0), toEnd, tostring(start)
 end
+`
+
+/*
+ * The sliding-window decision of the default options (one window, consuming, no blockDuration),
+ * in the fewest Redis commands and Lua calls: GET, PTTL (Redis's time, from the key's own
+ * expiry; TIME only when the key is missing or its TTL is not the one it was written with) and
+ * SETRANGE (SET when a window starts), no Lua function or table, one binary argument and a binary
+ * reply (a number never goes through a string); what the caller can compute from the reply
+ * (rounding, the wait of a refused request) it computes.
+ *   KEYS[1]  the client's window key, `<prefix>{<identifier>}:sw`
+ *   ARGV[1]  32 bytes, four little-endian doubles: limit, window (ms), cost, deadline (Redis ms,
+ *            as ARGV[5] of the decision scripts: past it, the request counts nothing)
+ * Reply: little-endian doubles, told apart by their length, now (Redis ms) always last:
+ *   8 bytes   now: the deadline had passed, nothing was counted
+ *   16 bytes  estimate, now: admitted and counted; the estimated count with it (used is its
+ *             ceiling), resetMs the end of the fixed window that counted it (window - now %
+ *             window), the refund token that window's start (now - now % window)
+ *   24 bytes  count, previous count, now: refused, nothing written; the window's counts, from
+ *             which the caller computes used and when the request would fit
+ */
+const SLIDING_WINDOW_ONE = `
+local limit, window, cost, deadline = struct.unpack('<dddd', ARGV[1])
+local key = KEYS[1]
+local stored = redis.call('GET', key)
+local now, s, c, p = nil, nil, 0, 0
+if stored then
+  local e
+  s, c, p, e = struct.unpack('<dddd', stored)
+  local ttl = redis.call('PTTL', key)
+  if ttl > 0 and ttl <= 2 * window and e == s + 2 * window then now = e - ttl else s, c, p = nil, 0, 0 end
+end
+if not now then
+  local clock = redis.call('TIME')
+  now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+end
+if now > deadline then return struct.pack('<d', now) end
+local start = now - now % window
+if s ~= start then
+  if s == start - window then p = c else p = 0 end
+  c = 0
+end
+local share = p * (start + window - now) / window
+if share + c + cost > limit then return struct.pack('<ddd', c, p, now) end
+c = c + cost
+${SLIDING_WINDOW_WRITE}
+return struct.pack('<dd', share + c, now)
 `
 
 const SLIDING_LOG = `
@@ -252,16 +326,16 @@ return back
 `
 
 const REFUND_SLIDING_WINDOW = `
--- ARGV[2] window ms, ARGV[3] start of the window that counted the request
+-- ARGV[2] window ms, ARGV[3] start of the window that counted the request; the key keeps its TTL
 local cost, window, counted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local stored = redis.call('HMGET', KEYS[1], 's', 'c', 'p')
-local s = tonumber(stored[1])
-if not s then return 0 end
-local field
-if s == counted then field = 'c' elseif s == counted + window then field = 'p' else return 0 end
-local value = tonumber(redis.call('HGET', KEYS[1], field)) or 0
+local stored = redis.call('GET', KEYS[1])
+if not stored then return 0 end
+local s, c, p, e = struct.unpack('<dddd', stored)
+if e ~= s + 2 * window then return 0 end
+local offset, value
+if s == counted then offset, value = '8', c elseif s == counted + window then offset, value = '16', p else return 0 end
 local back = math.min(value, cost)
-if back > 0 then redis.call('HINCRBY', KEYS[1], field, -back) end
+if back > 0 then redis.call('SETRANGE', KEYS[1], offset, struct.pack('<d', value - back)) end
 return back
 `
 
@@ -288,6 +362,22 @@ return 1
 export type Algorithm = 'sliding-window' | 'fixed-window' | 'sliding-log' | 'token-bucket'
 
 export const ALGORITHMS: readonly Algorithm[] = ['sliding-window', 'fixed-window', 'sliding-log', 'token-bucket']
+
+/**
+ * What ends the name of each window key of an algorithm. sliding-window's state moved from a hash
+ * (express-redis-kit 0.2) to the packed string above, under a name of its own, so that versions
+ * running side by side (a rolling deploy) never meet the other's key (WRONGTYPE); each counts
+ * in its own key until the old one is gone.
+ */
+export const WINDOW_KEY_SUFFIX: Record<Algorithm, string> = {
+  'sliding-window': ':sw',
+  'fixed-window': '',
+  'sliding-log': '',
+  'token-bucket': '',
+}
+
+/** The sliding-window decision of the default options (see SLIDING_WINDOW_ONE). */
+export const SLIDING_WINDOW_ONE_SCRIPT = new Script(SLIDING_WINDOW_ONE, 'rateLimit.decide')
 
 /** Each algorithm's decision script and refund script. */
 export const SCRIPTS: Record<Algorithm, { decide: Script; refund: Script }> = {

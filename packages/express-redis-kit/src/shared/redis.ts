@@ -40,6 +40,8 @@ export interface RedisClient {
   duplicate(...args: any[]): unknown
   /** The same client answering with other types (the cache reads bodies as Buffers). */
   withTypeMapping(...args: any[]): unknown
+  /** The same client with other command options (rateLimit's binary decisions). */
+  withCommandOptions(...args: any[]): unknown
   // biome-ignore-end lint/suspicious/noExplicitAny: -
 }
 

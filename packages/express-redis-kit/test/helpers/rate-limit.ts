@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Express } from 'express'
-import { createClient } from 'redis'
+import { createClient, RESP_TYPES } from 'redis'
 import request from 'supertest'
 import type { Algorithm, RateLimitMiddleware } from '../../src/index.js'
-import { redisAddresses } from './redis.js'
+import { type RedisClient, redisAddresses } from './redis.js'
 
 /** Every algorithm, for suites that run once per algorithm. */
 export const ALGORITHMS: readonly Algorithm[] = ['sliding-window', 'fixed-window', 'sliding-log', 'token-bucket']
@@ -12,14 +12,48 @@ export const ALGORITHMS: readonly Algorithm[] = ['sliding-window', 'fixed-window
 export const DEFAULT_MESSAGE = 'Too many requests, please try again later.'
 
 /**
- * The Redis key the spec gives for client key `key`: kept readable when it is short
- * printable ASCII without `{`, `}` or `#`, otherwise `#` + its SHA-256 in base64url.
- * Written from the spec, not imported from src, so that a change in src is caught.
+ * The part of a client's Redis keys the spec gives for client key `key`, `<prefix>{<key>}`: the
+ * key kept readable when it is short printable ASCII without `{`, `}` or `#`, otherwise `#` + its
+ * SHA-256 in base64url (its block key adds `:block`). Written from the spec, not imported from
+ * src, so that a change in src is caught.
  */
-export function expectedRedisKey(prefix: string, key: string): string {
+export function expectedClientTag(prefix: string, key: string): string {
   const readable = key.length <= 200 && /^[\x20-\x7e]+$/.test(key) && !/[{}#]/.test(key)
   const part = readable ? key : `#${createHash('sha256').update(key).digest('base64url')}`
   return `${prefix}{${part}}`
+}
+
+/** The Redis key the spec gives for the one window of client key `key` (sliding-window's end with `:sw`). */
+export function expectedRedisKey(prefix: string, key: string, algorithm: Algorithm = 'sliding-window'): string {
+  return `${expectedClientTag(prefix, key)}${algorithm === 'sliding-window' ? ':sw' : ''}`
+}
+
+/** What a sliding-window key holds (the README's data model): 32 bytes, four little-endian doubles. */
+export interface SlidingWindowState {
+  /** Start of the current fixed window (Redis ms). */
+  start: number
+  /** Counted in it. */
+  count: number
+  /** Counted in the window before it. */
+  previous: number
+  /** When the key expires (Redis ms): start + 2 windows. */
+  expiresAt: number
+}
+
+/** The sliding-window key `key` decoded as the README documents it; undefined when it does not exist. */
+export async function slidingWindowState(client: RedisClient, key: string): Promise<SlidingWindowState | undefined> {
+  const binary = (
+    client as unknown as { withTypeMapping(mapping: object): { get(key: string): Promise<Buffer | null> } }
+  ).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer })
+  const value = await binary.get(key)
+  if (value === null) return undefined
+  if (value.length !== 32) throw new Error(`${key} holds ${value.length} bytes, not 32`)
+  return {
+    start: value.readDoubleLE(0),
+    count: value.readDoubleLE(8),
+    previous: value.readDoubleLE(16),
+    expiresAt: value.readDoubleLE(24),
+  }
 }
 
 /** The draft-8 partition key: the first 12 hex digits of SHA-256(key), base64-encoded. */

@@ -9,6 +9,7 @@ import {
   expectedRedisKey,
   redisTimeMs,
   sleepUntil,
+  slidingWindowState,
   timedGet,
 } from '../helpers/rate-limit.js'
 import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
@@ -101,7 +102,7 @@ describe('rateLimit algorithms', () => {
         const rejected = await timedGet(app)
         if (rejected.done < first.sent + windowMs) expect(rejected.status).to.equal(429)
       }
-      const key = expectedRedisKey(prefix, 'k')
+      const key = expectedRedisKey(prefix, 'k', 'fixed-window')
       const ttl = Number(await client.pTTL(key))
       if (ttl > 0) {
         expect(await client.get(key)).to.equal('3')
@@ -185,8 +186,8 @@ describe('rateLimit algorithms', () => {
       const app = appWith(rateLimit({ client, prefix, keyGenerator: () => 'k', limit: 3, windowMs: '1h' }))
       for (let i = 0; i < 3; i++) expect((await request(app).get('/')).status).to.equal(200)
       for (let i = 0; i < 5; i++) expect((await request(app).get('/')).status).to.equal(429)
-      const stored = (await client.hGetAll(expectedRedisKey(prefix, 'k'))) as Record<string, string>
-      expect(Number(stored.c) + Number(stored.p)).to.equal(3)
+      const stored = await slidingWindowState(client, expectedRedisKey(prefix, 'k'))
+      expect(stored!.count + stored!.previous).to.equal(3)
     })
   })
 
@@ -196,7 +197,7 @@ describe('rateLimit algorithms', () => {
       const app = appWith(
         rateLimit({ client, prefix, keyGenerator: () => 'k', algorithm: 'sliding-log', limit: 3, windowMs: '1h' }),
       )
-      const key = expectedRedisKey(prefix, 'k')
+      const key = expectedRedisKey(prefix, 'k', 'sliding-log')
       for (let i = 0; i < 3; i++) expect((await request(app).get('/')).status).to.equal(200)
       for (let i = 0; i < 20; i++) {
         expect((await request(app).get('/')).status).to.equal(429)
@@ -235,9 +236,9 @@ describe('rateLimit algorithms', () => {
         }),
       )
       expect((await request(app).get('/')).status).to.equal(200)
-      expect(await client.zCard(expectedRedisKey(prefix, 'k'))).to.equal(2)
+      expect(await client.zCard(expectedRedisKey(prefix, 'k', 'sliding-log'))).to.equal(2)
       expect((await request(app).get('/')).status).to.equal(429)
-      expect(await client.zCard(expectedRedisKey(prefix, 'k'))).to.equal(2)
+      expect(await client.zCard(expectedRedisKey(prefix, 'k', 'sliding-log'))).to.equal(2)
     })
   })
 

@@ -5,7 +5,7 @@ import request from 'supertest'
 import { type RateLimitInfo, type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { recordingLogger } from '../helpers/outage.js'
-import { ALGORITHMS, expectedRedisKey } from '../helpers/rate-limit.js'
+import { ALGORITHMS, expectedClientTag } from '../helpers/rate-limit.js'
 import {
   connectRedis,
   connectTo,
@@ -207,7 +207,7 @@ describe(`rateLimit under attack (${mode} Redis)`, () => {
       const app = appWith(rateLimit({ client, prefix, keyGenerator: () => 'client', limit: 1, blockDuration: '1m' }))
       await request(app).get('/')
       await request(app).get('/')
-      const blockKey = `${expectedRedisKey(prefix, 'client')}:block`
+      const blockKey = `${expectedClientTag(prefix, 'client')}:block`
       expect(await client.pTTL(blockKey)).to.be.within(55_000, 60_000)
     })
   })

@@ -1,5 +1,6 @@
 import { expect } from 'chai'
 import type { Algorithm, Duration } from '../../src/index.js'
+import { slidingWindowState } from '../helpers/rate-limit.js'
 import { connectRedis, mode, type RedisClient, uniquePrefix } from '../helpers/redis.js'
 import {
   countStatuses,
@@ -37,8 +38,10 @@ const LIMITS = [
   { limit: WINDOWS_LIMIT, windowMs: '1h' },
   { limit: 80, windowMs: '2h' },
 ] as const
-/** The Redis key of each window of `LIMITS`: `<prefix>{<key>}:<windowMs>`. */
+/** The Redis key of each window of `LIMITS`: `<prefix>{<key>}:<windowMs>` (sliding-window adds `:sw`). */
 const WINDOW_SUFFIXES = [':3600000', ':7200000']
+/** What sliding-window's window keys add to the others' names. */
+const SW = ':sw'
 const BLOCK_LIMIT = 50
 
 type Variant = 'limits' | 'block' | 'no-cache' | 'cache' | 'shadow'
@@ -62,19 +65,21 @@ const limiters: WorkerLimiter[] = [
   })),
   { path: '/cost-3', algorithm: 'fixed-window', prefix: costPrefix, limit: LIMIT, windowMs: WINDOW, cost: 3 },
   ...ALGORITHMS.map((algorithm) => variant('limits', algorithm, { limits: LIMITS.map((window) => ({ ...window })) })),
-  ...(['fixed-window', 'sliding-log', 'token-bucket'] as const).flatMap((algorithm) => [
+  ...ALGORITHMS.flatMap((algorithm) => [
     variant('block', algorithm, { limit: BLOCK_LIMIT, windowMs: WINDOW, blockDuration: '1h' }),
     variant('no-cache', algorithm, { limit: LIMIT, windowMs: WINDOW, localBlockCache: false }),
   ]),
   variant('cache', 'fixed-window', { limit: LIMIT, windowMs: WINDOW, localBlockCache: 10_000 }),
-  ...(['fixed-window', 'sliding-log'] as const).map((algorithm) =>
+  ...(['fixed-window', 'sliding-log', 'sliding-window'] as const).map((algorithm) =>
     variant('shadow', algorithm, { limit: LIMIT, windowMs: WINDOW, mode: 'shadow' }),
   ),
 ]
 
 /** Every Redis key a limiter of `prefix` may write for the shared client (one slot: `{shared}`). */
 const keysOf = (prefix: string): string[] =>
-  ['', ...WINDOW_SUFFIXES, ':block'].map((suffix) => `${prefix}${KEY}${suffix}`)
+  ['', ...WINDOW_SUFFIXES, SW, ...WINDOW_SUFFIXES.map((suffix) => suffix + SW), ':block'].map(
+    (suffix) => `${prefix}${KEY}${suffix}`,
+  )
 
 describe(`rateLimit exact under concurrency (${WORKERS} processes, ${mode} Redis)`, () => {
   let workers: Worker[] = []
@@ -121,11 +126,7 @@ describe(`rateLimit exact under concurrency (${WORKERS} processes, ${mode} Redis
     expect(admitted, 'admitted').to.be.at.most(LIMIT).and.at.least(90)
     expect(counts).to.deep.equal({ 200: admitted, 429: WORKERS * PER_WORKER - admitted })
     // Every admitted request was counted once (in this window or, across an hour boundary, the previous one).
-    const [current, previous] = (await client.hmGet(`${prefixes['sliding-window']}${KEY}`, ['c', 'p'])) as (
-      | string
-      | null
-    )[]
-    expect(Number(current ?? 0) + Number(previous ?? 0)).to.equal(admitted)
+    expect(await slidingCounted(`${prefixes['sliding-window']}${KEY}${SW}`)).to.equal(admitted)
   })
 
   it('fixed-window, cost 3: 200 requests at once admit exactly 33 (99 units), the rest get 429', async function () {
@@ -134,6 +135,12 @@ describe(`rateLimit exact under concurrency (${WORKERS} processes, ${mode} Redis
     expect(countStatuses(statuses)).to.deep.equal({ 200: 33, 429: 167 })
     expect(await client.get(`${costPrefix}${KEY}`)).to.equal('99')
   })
+
+  /** How many admitted requests a sliding-window key holds, in its window and the previous one. */
+  async function slidingCounted(key: string): Promise<number> {
+    const state = await slidingWindowState(client, key)
+    return state ? state.count + state.previous : 0
+  }
 
   /** How many admitted requests Redis holds in the key `key` (fixed-window, sliding-log). */
   async function countedIn(algorithm: 'fixed-window' | 'sliding-log', key: string): Promise<number> {
@@ -167,6 +174,31 @@ describe(`rateLimit exact under concurrency (${WORKERS} processes, ${mode} Redis
       const admitted = countStatuses(statuses)[200] ?? 0
       expect(admitted, 'admitted').to.be.at.most(WINDOWS_LIMIT).and.at.least(45)
       expect(countStatuses(statuses)).to.deep.equal({ 200: admitted, 429: WORKERS * PER_WORKER - admitted })
+      // Counted atomically in every window, the refused in none.
+      for (const suffix of WINDOW_SUFFIXES) {
+        const key = `${prefixOf('/limits/sliding-window')}${KEY}${suffix}${SW}`
+        expect(await slidingCounted(key), `window ${suffix}`).to.equal(admitted)
+      }
+    })
+
+    it('sliding-window, blockDuration and localBlockCache: false: at most their limit (and at least 90%), once each', async function () {
+      this.timeout(60_000)
+      const blocked = await fireAtOnce(workers, '/block/sliding-window', PER_WORKER)
+      const admittedBlocked = countStatuses(blocked)[200] ?? 0
+      expect(admittedBlocked, 'admitted with blockDuration').to.be.at.most(BLOCK_LIMIT).and.at.least(45)
+      expect(countStatuses(blocked)).to.deep.equal({
+        200: admittedBlocked,
+        429: WORKERS * PER_WORKER - admittedBlocked,
+      })
+      const blockKey = `${prefixOf('/block/sliding-window')}${KEY}`
+      expect(await slidingCounted(blockKey + SW), 'counted with blockDuration').to.equal(admittedBlocked)
+      expect(await client.pTTL(`${blockKey}:block`), 'block key PTTL (ms)').to.be.within(3_600_000 - 60_000, 3_600_000)
+
+      const statuses = await fireAtOnce(workers, '/no-cache/sliding-window', PER_WORKER)
+      const admitted = countStatuses(statuses)[200] ?? 0
+      expect(admitted, 'admitted without the block cache').to.be.at.most(LIMIT).and.at.least(90)
+      expect(countStatuses(statuses)).to.deep.equal({ 200: admitted, 429: WORKERS * PER_WORKER - admitted })
+      expect(await slidingCounted(`${prefixOf('/no-cache/sliding-window')}${KEY}${SW}`), 'counted').to.equal(admitted)
     })
 
     for (const algorithm of ['fixed-window', 'sliding-log', 'token-bucket'] as const) {
@@ -207,6 +239,14 @@ describe(`rateLimit exact under concurrency (${WORKERS} processes, ${mode} Redis
       const second = await fireAtOnce(workers, path, PER_WORKER)
       expect(countStatuses(second)).to.deep.equal({ 429: WORKERS * PER_WORKER })
       expect(await client.exists(key), 'key written by the second burst').to.equal(0)
+    })
+
+    it(`sliding-window, mode 'shadow': all 500 at once get 200, at most ${LIMIT} (and at least 90) are counted`, async function () {
+      this.timeout(30_000)
+      const statuses = await fireAtOnce(workers, '/shadow/sliding-window', PER_WORKER)
+      expect(countStatuses(statuses)).to.deep.equal({ 200: WORKERS * PER_WORKER })
+      const counted = await slidingCounted(`${prefixOf('/shadow/sliding-window')}${KEY}${SW}`)
+      expect(counted, 'counted').to.be.at.most(LIMIT).and.at.least(90)
     })
 
     for (const algorithm of ['fixed-window', 'sliding-log'] as const) {

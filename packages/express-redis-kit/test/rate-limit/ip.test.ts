@@ -42,7 +42,7 @@ describe('rateLimit default keyGenerator (client IP)', () => {
     expect(mapped.status).to.equal(200)
     expect(mapped.body.key).to.equal('1.2.3.4')
     expect((await from(app, '1.2.3.4')).status).to.equal(429)
-    expect(await client.exists(`${prefix}{1.2.3.4}`)).to.equal(1)
+    expect(await client.exists(`${prefix}{1.2.3.4}:sw`)).to.equal(1)
   })
 
   it('two IPv6 addresses in one /56 share a limit; another /56 does not', async () => {
@@ -52,7 +52,7 @@ describe('rateLimit default keyGenerator (client IP)', () => {
     expect(first.body.key).to.equal('2001:db8:1:200::/56')
     expect((await from(app, '2001:db8:1:200:abcd::9')).status).to.equal(429)
     expect((await from(app, '2001:db8:1:300::1')).status).to.equal(200)
-    expect(await client.exists(`${prefix}{2001:db8:1:200::/56}`)).to.equal(1)
+    expect(await client.exists(`${prefix}{2001:db8:1:200::/56}:sw`)).to.equal(1)
   })
 
   it('ipv6Subnet: 64 groups by /64', async () => {

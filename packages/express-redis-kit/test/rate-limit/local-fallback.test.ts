@@ -243,7 +243,7 @@ describe(`rateLimit onRedisError: 'local' (${mode} Redis)`, () => {
       expectAdmitted(await request(app).get('/'), '2-in-1hr', 1)
       expectAdmitted(await request(app).get('/'), '2-in-1hr', 0)
       expectRefused(await request(app).get('/'), '2-in-1hr')
-      const key = expectedRedisKey(prefix, 'client')
+      const key = expectedRedisKey(prefix, 'client', 'fixed-window')
       expect(await client.exists(key), 'the key exists in Redis').to.equal(1)
       expect(await client.get(key), 'counted in Redis').to.equal('2')
       expect((await middleware.getKey('client'))?.used).to.equal(2)
@@ -574,31 +574,33 @@ describe(`rateLimit onRedisError: 'local' (${mode} Redis)`, () => {
       await client.close()
     })
 
-    it('decisions come from Redis again after the first late one (the offset is learnt from its reply)', async function () {
-      this.timeout(10_000)
-      const logger = recordingLogger()
-      const middleware = rateLimit({
-        client,
-        limit: 5,
-        windowMs: '1h',
-        algorithm: 'fixed-window',
-        prefix: uniquePrefix('local-skew'),
-        keyGenerator: () => 'client',
-        onRedisError: 'local',
-        timeoutMs: TIMEOUT_MS,
-        logger,
+    for (const algorithm of ['fixed-window', 'sliding-window'] as const) {
+      it(`${algorithm}: decisions come from Redis again after the first late one (the offset is learnt from its reply)`, async function () {
+        this.timeout(10_000)
+        const logger = recordingLogger()
+        const middleware = rateLimit({
+          client,
+          limit: 5,
+          windowMs: '1h',
+          algorithm,
+          prefix: uniquePrefix(`local-skew-${algorithm}`),
+          keyGenerator: () => 'client',
+          onRedisError: 'local',
+          timeoutMs: TIMEOUT_MS,
+          logger,
+        })
+        const app = appWith(middleware)
+        // This host's clock 1 s behind Redis's (more than timeoutMs + the grace): the first decision's
+        // deadline has passed on Redis's clock when it arrives. Its reply carries Redis's time.
+        Date.now = () => realNow() - 1_000
+        expect((await request(app).get('/')).status).to.equal(200)
+        await sleep(PAST_RETRY_WINDOW_MS)
+        for (let i = 0; i < 2; i++) expect((await request(app).get('/')).status).to.equal(200)
+        Date.now = realNow
+        // Redis answered: the two requests after the retry window were decided (and counted) there.
+        expect((await middleware.getKey('client'))?.used, 'counted in Redis').to.equal(2)
       })
-      const app = appWith(middleware)
-      // This host's clock 1 s behind Redis's (more than timeoutMs + the grace): the first decision's
-      // deadline has passed on Redis's clock when it arrives. Its reply carries Redis's time.
-      Date.now = () => realNow() - 1_000
-      expect((await request(app).get('/')).status).to.equal(200)
-      await sleep(PAST_RETRY_WINDOW_MS)
-      for (let i = 0; i < 2; i++) expect((await request(app).get('/')).status).to.equal(200)
-      Date.now = realNow
-      // Redis answered: the two requests after the retry window were decided (and counted) there.
-      expect((await middleware.getKey('client'))?.used, 'counted in Redis').to.equal(2)
-    })
+    }
   })
 
   describe('the process', () => {

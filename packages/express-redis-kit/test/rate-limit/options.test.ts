@@ -48,7 +48,7 @@ describe('rateLimit options', () => {
         )
         const res = await request(app).get('/')
         expect(res.headers['ratelimit-policy']).to.match(new RegExp(`; w=${seconds}; `))
-        const ttl = await client.pTTL(expectedRedisKey(prefix, 'k'))
+        const ttl = await client.pTTL(expectedRedisKey(prefix, 'k', 'fixed-window'))
         expect(ttl).to.be.within(ms - 1000, ms)
       })
     }

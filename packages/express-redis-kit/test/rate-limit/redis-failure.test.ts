@@ -281,33 +281,35 @@ describe(`rateLimit when Redis fails (${mode} Redis)`, () => {
           expectDecided(await request(listening).get('/'))
         })
 
-        it('the decisions held up by the stall count nothing once Redis resumes (they were answered without it)', async function () {
-          this.timeout(20_000)
-          const limiter = rateLimit({
-            client,
-            limit: 5,
-            windowMs: '1h',
-            algorithm: 'fixed-window',
-            prefix: uniquePrefix(`stall-late-${policy}`),
-            keyGenerator: () => 'client',
-            onRedisError: policy,
-            timeoutMs: TIMEOUT_MS,
-            logger: recordingLogger(),
+        for (const algorithm of ['fixed-window', 'sliding-window'] as const) {
+          it(`${algorithm}: the decisions held up by the stall count nothing once Redis resumes (they were answered without it)`, async function () {
+            this.timeout(20_000)
+            const limiter = rateLimit({
+              client,
+              limit: 5,
+              windowMs: '1h',
+              algorithm,
+              prefix: uniquePrefix(`stall-late-${policy}-${algorithm}`),
+              keyGenerator: () => 'client',
+              onRedisError: policy,
+              timeoutMs: TIMEOUT_MS,
+              logger: recordingLogger(),
+            })
+            const listening = await listen(appWith(limiter))
+            server = listening
+            expectDecided(await request(listening).get('/'))
+            pausedUntil = Date.now() + PAUSE_MS
+            await pauseRedis(PAUSE_MS)
+            const held = await Promise.all(Array.from({ length: 10 }, () => timedGet(listening)))
+            for (const { res } of held) expectPolicy(res, policy)
+            await waitForRedisResume(pausedUntil)
+            // The 10 commands Redis ran after the pause were past their deadline: still 1 used of 5.
+            expect((await limiter.getKey('client'))?.used).to.equal(1)
+            const after = []
+            for (let i = 0; i < 5; i++) after.push((await request(listening).get('/')).status)
+            expect(after).to.deep.equal([200, 200, 200, 200, 429])
           })
-          const listening = await listen(appWith(limiter))
-          server = listening
-          expectDecided(await request(listening).get('/'))
-          pausedUntil = Date.now() + PAUSE_MS
-          await pauseRedis(PAUSE_MS)
-          const held = await Promise.all(Array.from({ length: 10 }, () => timedGet(listening)))
-          for (const { res } of held) expectPolicy(res, policy)
-          await waitForRedisResume(pausedUntil)
-          // The 10 commands Redis ran after the pause were past their deadline: still 1 used of 5.
-          expect((await limiter.getKey('client'))?.used).to.equal(1)
-          const after = []
-          for (let i = 0; i < 5; i++) after.push((await request(listening).get('/')).status)
-          expect(after).to.deep.equal([200, 200, 200, 200, 429])
-        })
+        }
       })
     })
   }

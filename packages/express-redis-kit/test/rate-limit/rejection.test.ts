@@ -1,5 +1,5 @@
 import { expect } from 'chai'
-import type { Request, Response } from 'express'
+import express, { type Request, type Response } from 'express'
 import request from 'supertest'
 import { type RateLimitHandlerInfo, type RateLimitOptions, rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
@@ -54,6 +54,34 @@ describe('rateLimit rejected responses', () => {
       const res = await rejectedWith({ message: 'Slow down.' })
       expect(res.status).to.equal(429)
       expect(res.text).to.equal('Slow down.')
+    })
+
+    it('a string is sent as res.send sends it: the same type, length and body; HEAD gets no body', async () => {
+      const plain = express()
+      plain.all('/', (_req, res) => {
+        res.status(429).send('Slow down, é.')
+      })
+      const expected = await request(plain).get('/')
+      const res = await rejectedWith({ message: 'Slow down, é.' })
+      expect(res.status).to.equal(429)
+      expect(res.text).to.equal('Slow down, é.')
+      expect(res.headers['content-type']).to.equal(expected.headers['content-type'])
+      expect(res.headers['content-length']).to.equal(expected.headers['content-length'])
+
+      const app = appWith(
+        rateLimit({
+          client,
+          prefix: uniquePrefix('reject-head'),
+          keyGenerator: () => 'k',
+          limit: 1,
+          message: 'Slow down, é.',
+        }),
+      )
+      expect((await request(app).head('/')).status).to.equal(200)
+      const head = await request(app).head('/')
+      expect(head.status).to.equal(429)
+      expect(head.headers['content-length']).to.equal(expected.headers['content-length'])
+      expect(head.text ?? '').to.equal('')
     })
 
     it('an object, sent as JSON', async () => {

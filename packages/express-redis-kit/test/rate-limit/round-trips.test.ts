@@ -3,7 +3,7 @@ import request from 'supertest'
 import { rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
 import { ALGORITHMS, commandCalls, onEveryNode } from '../helpers/rate-limit.js'
-import { connectRedis, type RedisClient, uniquePrefix } from '../helpers/redis.js'
+import { connectRedis, connectTo, type RedisClient, startDisposableRedis, uniquePrefix } from '../helpers/redis.js'
 
 /*
  * Issue 2: one Redis round trip per request, one EVALSHA, with EVAL only after a NOSCRIPT
@@ -36,6 +36,41 @@ describe('rateLimit Redis round trips', () => {
       (after.get(name) ?? 0) - (before.get(name) ?? 0) - ((second.get(name) ?? 0) - (first.get(name) ?? 0))
     return { evalsha: added('evalsha'), eval: added('eval') }
   }
+
+  it('sliding-window with the default options: GET, PTTL and SETRANGE inside the EVALSHA, no TIME once the key exists (a Redis of its own)', async () => {
+    const redis = await startDisposableRedis()
+    const own = await connectTo(redis)
+    try {
+      const calls = async (): Promise<Map<string, number>> => {
+        const info = String(await own.sendCommand(['INFO', 'commandstats']))
+        return new Map(
+          [...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((match) => [match[1]!, Number(match[2])]),
+        )
+      }
+      const app = appWith(rateLimit({ client: own, keyGenerator: () => 'k', limit: 100, windowMs: '1h' }))
+      expect((await request(app).get('/')).status).to.equal(200)
+      const before = await calls()
+      for (let i = 0; i < 10; i++) expect((await request(app).get('/')).status).to.equal(200)
+      const after = await calls()
+      const ran = Object.fromEntries(
+        [...after]
+          .map(([name, count]) => [name, count - (before.get(name) ?? 0)] as const)
+          .filter(([name, count]) => count > 0 && name !== 'info'),
+      )
+      // SET rewrites the key when a window starts (an hour boundary passing during the test).
+      const { set = 0, setrange = 0, ...rest } = ran
+      expect(set, 'SET').to.be.at.most(1)
+      expect({ ...rest, 'set or setrange': set + setrange }).to.deep.equal({
+        evalsha: 10,
+        get: 10,
+        pttl: 10,
+        'set or setrange': 10,
+      })
+    } finally {
+      own.destroy()
+      await redis.stop()
+    }
+  })
 
   for (const algorithm of ALGORITHMS) {
     describe(algorithm, () => {
