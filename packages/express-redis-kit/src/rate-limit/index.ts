@@ -15,12 +15,7 @@ import {
   setRetryAfterHeader,
 } from './headers.js'
 import { type Decision, LocalLimiter, slidingWindowEstimate, type Window, type WindowResult, waitOf } from './local.js'
-import {
-  parseRateLimitOptions,
-  policyName,
-  type RateLimitInfo,
-  type RateLimitOptions,
-} from './options.js'
+import { parseRateLimitOptions, policyName, type RateLimitInfo, type RateLimitOptions } from './options.js'
 import { SCRIPTS, SLIDING_WINDOW_ONE_SCRIPT, WINDOW_KEY_SUFFIX } from './scripts.js'
 import { SetupChecks } from './validations.js'
 

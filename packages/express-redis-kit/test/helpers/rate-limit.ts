@@ -86,10 +86,13 @@ export async function sleepUntil(at: number): Promise<void> {
   if (left > 0) await sleep(left)
 }
 
-/** `INFO commandstats` calls per command, summed over every Redis of the suite (each cluster master). */
-export async function commandCalls(): Promise<Map<string, number>> {
+/**
+ * `INFO commandstats` calls per command, summed over every Redis of the suite (each cluster
+ * master), or over `addresses`.
+ */
+export async function commandCalls(addresses = redisAddresses()): Promise<Map<string, number>> {
   const totals = new Map<string, number>()
-  for (const address of redisAddresses()) {
+  for (const address of addresses) {
     const admin = createClient({ socket: address })
     admin.on('error', () => {})
     await admin.connect()
@@ -105,9 +108,9 @@ export async function commandCalls(): Promise<Map<string, number>> {
   return totals
 }
 
-/** Runs a command on every Redis of the suite (each cluster master), e.g. `SCRIPT FLUSH`. */
-export async function onEveryNode(command: string[]): Promise<void> {
-  for (const address of redisAddresses()) {
+/** Runs a command on every Redis of the suite (each cluster master), or of `addresses`, e.g. `SCRIPT FLUSH`. */
+export async function onEveryNode(command: string[], addresses = redisAddresses()): Promise<void> {
+  for (const address of addresses) {
     const admin = createClient({ socket: address })
     admin.on('error', () => {})
     await admin.connect()

@@ -2,23 +2,49 @@ import { expect } from 'chai'
 import request from 'supertest'
 import { rateLimit } from '../../src/index.js'
 import { appWith } from '../helpers/app.js'
-import { ALGORITHMS, commandCalls, onEveryNode } from '../helpers/rate-limit.js'
-import { connectRedis, connectTo, type RedisClient, startDisposableRedis, uniquePrefix } from '../helpers/redis.js'
+import { ALGORITHMS, commandCalls as countCommands, onEveryNode as onEveryNodeOf } from '../helpers/rate-limit.js'
+import {
+  connectTo,
+  type DisposableCluster,
+  type DisposableRedis,
+  mode,
+  type RedisClient,
+  startDisposableCluster,
+  startDisposableRedis,
+  uniquePrefix,
+} from '../helpers/redis.js'
 
 /*
  * Issue 2: one Redis round trip per request, one EVALSHA, with EVAL only after a NOSCRIPT
  * error; issue 12: none for a client Redis already said is over its limit (the local block
  * cache). Counted on the server with `INFO commandstats` (summed over every Cluster master),
- * read through separate connections.
+ * read through separate connections, on a Redis (or Cluster) of these tests' own: the counts
+ * are the server's, so nothing else may talk to it.
  */
 describe('rateLimit Redis round trips', () => {
   let client: RedisClient
-  before(async () => {
-    client = await connectRedis()
+  let server: DisposableRedis | DisposableCluster | undefined
+  let addresses: { host: string; port: number }[] = []
+  before(async function () {
+    this.timeout(30_000)
+    if (mode === 'cluster') {
+      const cluster = await startDisposableCluster()
+      server = cluster
+      addresses = cluster.addresses
+      client = await cluster.connect()
+    } else {
+      const redis = await startDisposableRedis()
+      server = redis
+      addresses = [{ host: '127.0.0.1', port: redis.port }]
+      client = await connectTo(redis)
+    }
   })
   after(async () => {
-    await client.close()
+    await client?.close()
+    await server?.stop()
   })
+  const commandCalls = () => countCommands(addresses)
+  const onEveryNode = (command: string[]) => onEveryNodeOf(command, addresses)
 
   /**
    * EVALSHA and EVAL calls between two snapshots, less what taking a snapshot costs.
