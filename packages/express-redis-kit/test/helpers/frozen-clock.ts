@@ -2,8 +2,9 @@
  * Runs `run` with `Date.now()` and `performance.now()` both reading `ms`, and puts the real
  * clocks back before returning: each call is one moment, chosen by the test. For pure logic
  * that still reads the clock itself instead of taking `now` as an argument (the rate limiter's
- * LocalLimiter and BlockCache). `run` must be synchronous: nothing else runs while the clocks
- * are frozen, so nothing else (mocha's timers, other tests) ever sees them.
+ * LocalLimiter and BlockCache, the notifier's envelope time). `run` must be synchronous:
+ * nothing else runs while the clocks are frozen, so nothing else (mocha's timers, other
+ * tests) ever sees them.
  */
 export function at<T>(ms: number, run: () => T): T {
   const dateNow = Object.getOwnPropertyDescriptor(Date, 'now')!
