@@ -83,7 +83,12 @@ describe('rate-limit headers (the names and formats of express-rate-limit 8)', (
   it('draft-8: the partition key is the same for a key seen before and after 10,000 others', () => {
     const first = response()
     setDraft8Headers(first, values, 'p', 'repeat')
-    for (let i = 0; i < 10_001; i++) setDraft8Headers(response(), values, 'p', `other-${i}`)
+    const others = response()
+    for (let i = 0; i < 10_001; i++) {
+      setDraft8Headers(others, values, 'p', `other-${i}`)
+      others.removeHeader('ratelimit-policy')
+      others.removeHeader('ratelimit')
+    }
     const again = response()
     setDraft8Headers(again, values, 'p', 'repeat')
     expect(again.getHeader('ratelimit-policy')).to.equal(first.getHeader('ratelimit-policy'))
