@@ -1,20 +1,15 @@
 #!/usr/bin/env bash
-# Runs every check and test. Installs what it needs (pnpm, dependencies), starts what is
-# not running (Redis on 127.0.0.1:6379, a 3-master Redis Cluster on 7000-7002, which it
-# tears down afterwards), then runs the package's suite twice (single Redis, then Cluster)
-# the sample app's suite, and the consumer matrix (the packed package in fresh projects; it
-# needs the npm registry). Ends with one line: "N passed, N failed".
+# Runs every check and test. Installs what it needs (pnpm, dependencies), runs the package's
+# unit tier (pure logic, no network), starts what is not running (Redis on 127.0.0.1:6379, a
+# 3-master Redis Cluster on 7000-7002, which it tears down afterwards), then runs the type
+# check, the linter, the package's suite twice (single Redis, then Cluster), the sample app's
+# suite, and the consumer matrix (the packed package in fresh projects; it needs the npm
+# registry). Ends with one line: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_dependencies || exit 1
-ensure_redis || exit 1
-ensure_postgres || exit 1
-ensure_prisma_client || exit 1 # the sample app imports it: before the type check
-
-bash scripts/cluster.sh start || exit 1
-trap 'bash scripts/cluster.sh stop' EXIT
 
 passed=0
 failed=0
@@ -49,6 +44,25 @@ counted() {
     failed=$((failed + 1))
   fi
 }
+
+# The unit tier first, before any service is started: pure logic, no Redis. Where this user may
+# make a network namespace (root: `unshare -n`; else an unprivileged one: `unshare -rn`), it runs
+# in one of its own, where nothing answers on any address, which proves it needs no network.
+unit=(pnpm exec mocha --config .mocharc.unit.json --reporter spec)
+if unshare -n true 2>/dev/null; then
+  counted "unit tier (no network)" packages/express-redis-kit unshare -n "${unit[@]}"
+elif unshare -rn true 2>/dev/null; then
+  counted "unit tier (no network)" packages/express-redis-kit unshare -rn "${unit[@]}"
+else
+  counted "unit tier" packages/express-redis-kit "${unit[@]}"
+fi
+
+ensure_redis || exit 1
+ensure_postgres || exit 1
+ensure_prisma_client || exit 1 # the sample app imports it: before the type check
+
+bash scripts/cluster.sh start || exit 1
+trap 'bash scripts/cluster.sh stop' EXIT
 
 gate "typecheck (tsc -b)" pnpm run --silent typecheck
 gate "lint (biome check)" pnpm run --silent lint

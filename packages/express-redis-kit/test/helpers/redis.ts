@@ -48,33 +48,43 @@ export function redisAddresses(): { host: string; port: number }[] {
 }
 
 /**
- * Every key under `prefix` on the suite's Redis (SCAN on each node: every master of the
- * Cluster), with its whole content as strings: a hash's fields and values, a sorted set's
- * members and scores, a string's value.
+ * Calls `visit` with every key under `prefix` on the suite's Redis (SCAN on each node: every
+ * master of the Cluster), and a client of the node that holds it.
  */
-export async function dumpKeys(prefix: string): Promise<Map<string, string[]>> {
-  const dump = new Map<string, string[]>()
+export async function eachKey(
+  prefix: string,
+  visit: (admin: SingleClient, key: string) => Promise<void>,
+): Promise<void> {
   for (const address of redisAddresses()) {
-    const admin = createClient({ socket: address })
+    const admin: SingleClient = createClient({ socket: address })
     admin.on('error', () => {})
     await admin.connect()
     try {
       for await (const keys of admin.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
-        for (const key of keys) {
-          const type = await admin.type(key)
-          let content: string[] = []
-          if (type === 'hash') content = Object.entries(await admin.hGetAll(key)).flat()
-          else if (type === 'zset')
-            content = (await admin.zRangeWithScores(key, 0, -1)).flatMap(({ value, score }) => [value, String(score)])
-          else if (type === 'string') content = [String(await admin.get(key))]
-          else if (type === 'set') content = (await admin.sMembers(key)).map(String)
-          dump.set(key, content)
-        }
+        for (const key of keys) await visit(admin, key)
       }
     } finally {
       admin.destroy()
     }
   }
+}
+
+/**
+ * Every key under `prefix` on the suite's Redis, with its whole content as strings: a hash's
+ * fields and values, a sorted set's members and scores, a string's value.
+ */
+export async function dumpKeys(prefix: string): Promise<Map<string, string[]>> {
+  const dump = new Map<string, string[]>()
+  await eachKey(prefix, async (admin, key) => {
+    const type = await admin.type(key)
+    let content: string[] = []
+    if (type === 'hash') content = Object.entries(await admin.hGetAll(key)).flat()
+    else if (type === 'zset')
+      content = (await admin.zRangeWithScores(key, 0, -1)).flatMap(({ value, score }) => [value, String(score)])
+    else if (type === 'string') content = [String(await admin.get(key))]
+    else if (type === 'set') content = (await admin.sMembers(key)).map(String)
+    dump.set(key, content)
+  })
   return dump
 }
 
